@@ -130,7 +130,7 @@ def _is_static_elf(path: Path) -> bool:
 
 def _run(args: list[str]) -> subprocess.CompletedProcess[bytes]:
     """Run a command; on failure raise with its output (subprocess' own error hides it)."""
-    proc = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.run(args, check=False, capture_output=True)
     if proc.returncode != 0:
         out = (proc.stdout + proc.stderr).decode(errors="replace")[-4000:]
         raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(args)}\n{out}")
@@ -315,7 +315,7 @@ def make_oci_layout(layout: Path, tag: str, rootfs: Path, *, cmd: list[str], env
         os.chmod(target, 0o755)
         os.utime(target, (FIXED_EPOCH, FIXED_EPOCH))
         _run(["umoci", "repack", "--image", image,
-              "--history.created", FIXED_TIME, "--history.created_by", f"lamina-tests: {tag} rootfs",
+              "--history.created", FIXED_TIME, "--history.created_by", f"lamina-tests: {layout.name}:{tag} rootfs",
               str(bundle)])
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -365,6 +365,9 @@ def base_image_layouts(cache: Path) -> dict[str, Path]:
             make_oci_layout(work / "busybox", "latest", tree, cmd=BUSYBOX_CMD, env=DEFAULT_ENV)
             shutil.rmtree(tree)
             make_oci_layout(work / "debian", DEBIAN_SUITE, debian_tar, cmd=DEBIAN_CMD, env=DEFAULT_ENV)
+            for layout in ("busybox", "debian"):
+                os.chmod(work / layout / "index.json", 0o644)  # umoci writes it 0600
+            os.chmod(work, 0o755)  # mkdtemp made it 0700
             (work / ".complete").write_text(key + "\n")
             for old in cache.glob("images-*"):
                 shutil.rmtree(old, ignore_errors=True)

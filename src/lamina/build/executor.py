@@ -1,0 +1,409 @@
+"""The build: Dockerfile in, image out. Stages run in order; each filesystem step becomes a layer.
+
+``build()`` is the whole pipeline: read the context and Dockerfile, work out which stages the target needs, run
+them (FROM, then each instruction, snapshotting after RUN, COPY and WORKDIR), assemble the image config and manifest,
+then push to every destination and write the requested files. The workspace is removed at the end, whatever happens.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from lamina.build.context import BuildContext
+from lamina.build.handlers import metadata
+from lamina.build.handlers.copy import ContextSource, RootfsSource, SourceTree, copy_files
+from lamina.build.handlers.run import created_by as run_created_by
+from lamina.build.handlers.run import execute_run
+from lamina.build.stage import copy_rootfs, pull_image, state_from_image, unpack_image
+from lamina.build.state import LayerRef, StageState
+from lamina.build.workspace import Workspace
+from lamina.dockerfile.instructions import (
+    Arg,
+    Command,
+    Copy,
+    Dockerfile,
+    Expose,
+    Instruction,
+    KeyValues,
+    Run,
+    Single,
+    Stage,
+    load_dockerfile,
+)
+from lamina.dockerfile.lex import ExpansionError, expand_word
+from lamina.errors import ContextError, InvalidReference, OptionsError, OutputError
+from lamina.oci.digest import compute_digest
+from lamina.oci.layout import ImageBlobs, write_docker_archive, write_oci_layout
+from lamina.oci.model import OCI_CONFIG, Descriptor, Manifest, Platform, canonical_json, layer_media_type_for_oci
+from lamina.oci.reference import Reference
+from lamina.oci.registry.client import RegistryClient
+from lamina.options import BuildOptions
+from lamina.progress import Progress, StepResult
+from lamina.rootfs.paths import resolve_in_root
+from lamina.sandbox.base import Runner
+from lamina.sandbox.users import UnknownUser, read_user_db, resolve_user
+from lamina.snapshot.diff import diff_scans
+from lamina.snapshot.scan import scan_tree
+from lamina.snapshot.tar import write_layer
+
+HISTORY_COMMENT = "buildkit.dockerfile.v0"
+HOST_RESOLV_CONF = Path("/etc/resolv.conf")
+HOST_HOSTS = Path("/etc/hosts")
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    digest: str  # the image manifest's digest
+    config_digest: str
+    manifest: bytes
+    config: bytes
+    size: int  # compressed layers + config + manifest
+    steps: tuple[StepResult, ...]
+    destinations: tuple[str, ...]  # what was pushed, as given
+    warnings: tuple[str, ...] = ()
+
+
+def display_path(path: Path) -> str:
+    """How to name a file in messages: relative to the working directory when below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def read_dockerfile(options: BuildOptions) -> tuple[Dockerfile, BuildContext]:
+    if not options.context.exists():
+        raise ContextError(f"the build context {options.context} does not exist")
+    if not options.context.is_dir():
+        raise ContextError(f"the build context {options.context} is not a directory")
+    if not options.dockerfile.is_file():
+        raise ContextError(f"no Dockerfile at {options.dockerfile}"
+                           + ("" if options.dockerfile.exists() else " (the file does not exist; pass --dockerfile)"))
+    try:
+        text = options.dockerfile.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ContextError(f"cannot read {options.dockerfile}: {exc}") from None
+    dockerfile = load_dockerfile(text, file=display_path(options.dockerfile))
+    return dockerfile, BuildContext.load(options.context, options.dockerfile)
+
+
+def needed_stages(dockerfile: Dockerfile, target: Stage, meta: Mapping[str, str]) -> list[Stage]:
+    """The stages ``target`` depends on (through FROM <stage> and COPY --from), in Dockerfile order."""
+    needed: set[int] = set()
+
+    def visit(stage: Stage) -> None:
+        if stage.index in needed:
+            return
+        needed.add(stage.index)
+        parent = find_stage(dockerfile, _expand_meta(stage.base, stage.base.image, meta), before=stage.index)
+        if parent is not None:
+            visit(parent)
+        for inst in stage.instructions:
+            if isinstance(inst, Copy) and inst.from_stage:
+                source = find_stage(dockerfile, inst.from_stage, before=stage.index)
+                if source is not None:
+                    visit(source)
+
+    visit(target)
+    return [s for s in dockerfile.stages if s.index in needed]
+
+
+def find_stage(dockerfile: Dockerfile, name: str, *, before: int) -> Stage | None:
+    """The stage called ``name`` (or numbered, for COPY --from=0) among the stages before index ``before``."""
+    lowered = name.lower()
+    for stage in dockerfile.stages[:before]:
+        if stage.name == lowered or (lowered.isdigit() and int(lowered) == stage.index):
+            return stage
+    return None
+
+
+def _expand_meta(inst: Instruction, text: str, meta: Mapping[str, str]) -> str:
+    try:
+        return expand_word(text, meta, "\\")
+    except ExpansionError as exc:
+        raise inst.error(f"{exc} in {text!r}") from None
+
+
+def select_target(dockerfile: Dockerfile, target: str | None) -> Stage:
+    if target is None:
+        return dockerfile.stages[-1]
+    lowered = target.lower()
+    for stage in dockerfile.stages:
+        if stage.name == lowered:
+            return stage
+    names = ", ".join(s.name for s in dockerfile.stages if s.name) or "none"
+    raise OptionsError(f"--target {target}: no stage with that name in {dockerfile.file} (named stages: {names})")
+
+
+@dataclass
+class _Build:
+    options: BuildOptions
+    client: RegistryClient
+    runner: Runner
+    progress: Progress
+    workspace: Workspace
+    dockerfile: Dockerfile
+    context: BuildContext
+    platform: Platform
+    meta: dict[str, str] = field(default_factory=dict)
+    used_args: set[str] = field(default_factory=set)
+    states: dict[int, StageState] = field(default_factory=dict)
+    images: dict[str, Path] = field(default_factory=dict)  # COPY --from images, by reference
+    steps: list[StepResult] = field(default_factory=list)
+    step_total: int = 0
+    created: str = ""
+
+    @property
+    def escape(self) -> str:
+        return self.dockerfile.escape
+
+    def timestamp(self) -> str:
+        if self.options.source_date_epoch is not None:
+            return datetime.fromtimestamp(self.options.source_date_epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    def evaluate_meta_args(self) -> None:
+        build_args = self.options.build_arg_map
+        for inst in self.dockerfile.meta_args:
+            for name, default in inst.pairs:
+                if name in build_args:
+                    self.meta[name] = build_args[name]
+                    self.used_args.add(name)
+                elif default is not None:
+                    self.meta[name] = _expand_meta(inst, default, self.meta)
+
+    # -- stages -------------------------------------------------------------------------------------------------
+
+    def run_stage(self, stage: Stage) -> StageState:
+        started = time.monotonic()
+        base = stage.base
+        image = _expand_meta(base, base.image, self.meta)
+        if not image:
+            raise base.error(f"the base image name {base.image!r} expands to nothing")
+        self.step_started(stage, base.original)
+        rootfs = self.workspace.rootfs("stages", stage.index)
+        parent = find_stage(self.dockerfile, image, before=stage.index)
+        if image.lower() == "scratch":
+            state = StageState(stage, rootfs, self.platform, base_name="scratch")
+        elif parent is not None:
+            source = self.states[parent.index]
+            copy_rootfs(source.rootfs, rootfs)
+            state = source.copy_for_child(stage, rootfs)
+        else:
+            ref = self.parse_reference(base, image)
+            pulled = pull_image(self.client, ref, self.platform, self.workspace)
+            unpack_image(pulled, rootfs)
+            state = state_from_image(stage, rootfs, self.platform, pulled, str(ref))
+        state.scan = scan_tree(rootfs)
+        self.step_finished(stage, base.original, started, None)
+        for inst in stage.instructions:
+            self.run_instruction(state, inst)
+        return state
+
+    def parse_reference(self, inst: Instruction, text: str) -> Reference:
+        try:
+            return Reference.parse(text)
+        except InvalidReference as exc:
+            raise inst.error(str(exc)) from None
+
+    # -- steps --------------------------------------------------------------------------------------------------
+
+    def step_started(self, stage: Stage, text: str) -> None:
+        self.progress.step_started(stage.label, len(self.steps) + 1, self.step_total, text)
+
+    def step_finished(self, stage: Stage, text: str, started: float, layer: LayerRef | None) -> None:
+        result = StepResult(stage.label, len(self.steps) + 1, self.step_total, text, time.monotonic() - started,
+                            layer.descriptor.size if layer else None)
+        self.steps.append(result)
+        self.progress.step_finished(result)
+
+    def run_instruction(self, state: StageState, inst: Instruction) -> None:
+        started = time.monotonic()
+        self.step_started(state.stage, inst.original)
+        layer: LayerRef | None = None
+        text: str
+        if isinstance(inst, Run):
+            text = run_created_by(state, inst, state.args)
+            execute_run(state, inst, self.runner, on_output=self.progress.step_output,
+                        resolv_conf=HOST_RESOLV_CONF if HOST_RESOLV_CONF.exists() else None,
+                        hosts=HOST_HOSTS if HOST_HOSTS.exists() else None)
+            layer = self.snapshot(state)
+        elif isinstance(inst, Copy):
+            text = f"{inst.original} # buildkit"
+            copy_files(state, inst, self.copy_source(state, inst), self.escape)
+            layer = self.snapshot(state)
+        elif isinstance(inst, Single) and inst.keyword == "WORKDIR":
+            text = self.workdir(state, inst)
+            layer = self.snapshot(state)
+        elif isinstance(inst, Single):
+            text = metadata.apply_user(state, inst, self.escape)
+        elif isinstance(inst, KeyValues) and inst.keyword == "ENV":
+            text = metadata.apply_env(state, inst, self.escape)
+        elif isinstance(inst, KeyValues):
+            text = metadata.apply_label(state, inst, self.escape)
+        elif isinstance(inst, Arg):
+            text = metadata.apply_arg(state, inst, self.escape, self.options.build_arg_map, self.meta,
+                                      self.used_args)
+        elif isinstance(inst, Expose):
+            text = metadata.apply_expose(state, inst, self.escape)
+        elif isinstance(inst, Command) and inst.keyword == "CMD":
+            text = metadata.apply_cmd(state, inst)
+        elif isinstance(inst, Command):
+            text = metadata.apply_entrypoint(state, inst)
+        else:  # pragma: no cover - load_dockerfile only makes the types above
+            raise inst.error("is not supported yet")
+        entry: dict[str, Any] = {"created": self.created, "created_by": text, "comment": HISTORY_COMMENT}
+        if layer is None:
+            entry["empty_layer"] = True
+        state.history.append(entry)
+        self.step_finished(state.stage, inst.original, started, layer)
+
+    def workdir(self, state: StageState, inst: Single) -> str:
+        value = metadata.expand(inst, inst.value, state.expansion_env(), self.escape)
+        path = posixpath.normpath(posixpath.join(state.workdir, value))
+        path = "/" + path.lstrip("/")
+        state.config["WorkingDir"] = path
+        host = resolve_in_root(state.rootfs, path)
+        if not host.exists():
+            try:
+                user = resolve_user(state.user or "root", read_user_db(state.rootfs))
+            except UnknownUser:
+                user = None
+            created: list[Path] = []
+            probe = host
+            while not probe.exists():
+                created.append(probe)
+                probe = probe.parent
+            host.mkdir(parents=True, mode=0o755)
+            for directory in created:
+                directory.chmod(0o755)
+                if user is not None:
+                    os.chown(directory, user.uid, user.gid)
+        return f"WORKDIR {path}"
+
+    def copy_source(self, state: StageState, inst: Copy) -> SourceTree:
+        if not inst.from_stage:
+            return ContextSource(self.context)
+        name = metadata.expand(inst, inst.from_stage, state.expansion_env(), self.escape)
+        stage = find_stage(self.dockerfile, name, before=state.stage.index)
+        if stage is not None:
+            return RootfsSource(self.states[stage.index].rootfs, f"stage {stage.label}")
+        if name.lower() in {s.name for s in self.dockerfile.stages if s.name} or name.isdigit():
+            raise inst.error(f"--from={name}: a stage can only copy from stages defined before it")
+        ref = self.parse_reference(inst, name)
+        key = str(ref)
+        if key not in self.images:
+            rootfs = self.workspace.rootfs("sources", len(self.images))
+            unpack_image(pull_image(self.client, ref, self.platform, self.workspace), rootfs)
+            self.images[key] = rootfs
+        return RootfsSource(self.images[key], f"image {key}")
+
+    def snapshot(self, state: StageState) -> LayerRef | None:
+        after = scan_tree(state.rootfs)
+        changes = diff_scans(state.scan or {}, after)
+        state.scan = after
+        if changes.is_empty:
+            return None
+        blob = write_layer(state.rootfs, changes, self.workspace.blobs, source_date_epoch=self.options.source_date_epoch)
+        layer = LayerRef(Descriptor(blob.media_type, blob.digest, blob.size), blob.diff_id, blob.path)
+        state.layers.append(layer)
+        return layer
+
+    # -- the image ----------------------------------------------------------------------------------------------
+
+    def image(self, state: StageState) -> ImageBlobs:
+        platform = self.platform
+        config: dict[str, Any] = {"architecture": platform.architecture}
+        if state.config:
+            config["config"] = state.config
+        config["created"] = self.created
+        config["history"] = state.history
+        config["os"] = platform.os
+        config["rootfs"] = {"type": "layers", "diff_ids": [layer.diff_id for layer in state.layers]}
+        if platform.variant:
+            config["variant"] = platform.variant
+        config_bytes = canonical_json(config)
+        config_digest = compute_digest(config_bytes)
+        self.workspace.blob_path(config_digest).write_bytes(config_bytes)
+        layers = [(Descriptor(layer_media_type_for_oci(layer.descriptor.media_type), layer.descriptor.digest,
+                              layer.descriptor.size), layer.path) for layer in state.layers]
+        manifest = Manifest(Descriptor(OCI_CONFIG, config_digest, len(config_bytes)), tuple(d for d, _ in layers))
+        manifest_bytes = manifest.to_bytes()
+        return ImageBlobs(manifest_bytes, compute_digest(manifest_bytes), config_bytes, config_digest, layers,
+                          [layer.diff_id for layer in state.layers])
+
+
+def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, progress: Progress) -> BuildResult:
+    """Build the image ``options`` describe, push it and write the requested outputs."""
+    dockerfile, context = read_dockerfile(options)
+    try:
+        platform = Platform.parse(options.platform) if options.platform else Platform.host()
+    except ValueError as exc:
+        raise OptionsError(f"--platform: {exc}") from None
+    destinations = [parse_destination(d) for d in options.destinations]
+    target = select_target(dockerfile, options.target)
+    workspace = Workspace.create(options.work_dir)
+    try:
+        run = _Build(options, client, runner, progress, workspace, dockerfile, context, platform)
+        run.created = run.timestamp()
+        run.evaluate_meta_args()
+        stages = needed_stages(dockerfile, target, run.meta)
+        run.step_total = sum(1 + len(s.instructions) for s in stages)
+        for stage in stages:
+            run.states[stage.index] = run.run_stage(stage)
+        warnings = list(dockerfile.warnings)
+        unused = sorted(set(options.build_arg_map) - run.used_args)
+        if unused:
+            warnings.append("one or more build args were not consumed: " + ", ".join(unused))
+        for warning in warnings:
+            progress.message(f"warning: {warning}")
+        image = run.image(run.states[target.index])
+        pushed = []
+        if not options.no_push:
+            for dest in destinations:
+                push_image(client, dest, image)
+                pushed.append(str(dest))
+        write_outputs(options, image, destinations)
+        size = sum(d.size for d, _ in image.layers) + len(image.config) + len(image.manifest)
+        return BuildResult(image.manifest_digest, image.config_digest, image.manifest, image.config, size,
+                           tuple(run.steps), tuple(pushed), tuple(warnings))
+    finally:
+        workspace.remove()
+
+
+def parse_destination(text: str) -> Reference:
+    try:
+        return Reference.parse(text)
+    except InvalidReference as exc:
+        raise OptionsError(f"--destination {text}: {exc}") from None
+
+
+def push_image(client: RegistryClient, dest: Reference, image: ImageBlobs) -> None:
+    """Layers, then the config, then the manifest (a registry must have every blob a manifest names)."""
+    for descriptor, path in image.layers:
+        client.push_blob(dest, descriptor, path)
+    client.push_blob_bytes(dest, image.config, OCI_CONFIG)
+    target = dest if dest.tag or dest.digest else dest.with_tag("latest")
+    client.push_manifest(target, image.manifest, Manifest.from_bytes(image.manifest).media_type)
+
+
+def write_outputs(options: BuildOptions, image: ImageBlobs, destinations: list[Reference]) -> None:
+    try:
+        if options.tar_path is not None:
+            tags = [str(d) for d in destinations if d.tag] or []
+            write_docker_archive(options.tar_path, image, tags)
+        if options.oci_layout_path is not None:
+            tag = next((d.tag for d in destinations if d.tag), None)
+            write_oci_layout(options.oci_layout_path, image, tag or "latest")
+        if options.digest_file is not None:
+            options.digest_file.write_text(image.manifest_digest)
+    except OSError as exc:
+        raise OutputError(f"cannot write {exc.filename or 'an output file'}: {exc.strerror or exc}") from None
+

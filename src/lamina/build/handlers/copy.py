@@ -1,0 +1,257 @@
+"""COPY: files from the build context or from another stage's rootfs into this stage's rootfs.
+
+Semantics follow BuildKit: sources are relative to their root and never leave it; a directory source copies its
+contents; several sources, or a destination ending in ``/``, make the destination a directory; a relative destination
+is relative to WORKDIR; files keep their mode and mtime; owners are 0:0 unless ``--chown`` (names resolved in this
+stage's /etc/passwd and /etc/group); ``--chmod`` sets the mode of everything copied. A symlink named as a source is
+followed (inside its root); symlinks inside a copied directory are copied as links. Every write goes through
+``resolve_in_root``: nothing lands outside the rootfs.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import posixpath
+import re
+import shutil
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from lamina.build.context import BuildContext, clean_source, has_glob
+from lamina.build.handlers.metadata import expand
+from lamina.build.state import StageState
+from lamina.dockerfile.instructions import Copy
+from lamina.errors import DockerfileError
+from lamina.rootfs.paths import resolve_in_root
+from lamina.sandbox.users import UnknownUser, read_user_db, resolve_owner
+
+
+class SourceTree(Protocol):
+    @property
+    def description(self) -> str:
+        """How to name the tree in messages ("the build context", "stage build")."""
+        ...
+
+    def match(self, source: str) -> list[str]:
+        """Relative paths named by ``source`` (wildcards expanded), sorted; empty when none."""
+        ...
+
+    def host_path(self, rel: str) -> Path:
+        """The host path of ``rel``, a top-level symlink followed inside the tree."""
+        ...
+
+    def walk(self, directory: Path, rel: str) -> Iterator[tuple[str, Path]]:
+        """(relative path below ``directory``, host path) of every entry to copy, parents first."""
+        ...
+
+
+@dataclass(frozen=True)
+class ContextSource:
+    context: BuildContext
+    description: str = "the build context"
+
+    def match(self, source: str) -> list[str]:
+        return self.context.match(source)
+
+    def host_path(self, rel: str) -> Path:
+        return resolve_in_root(self.context.root, rel)
+
+    def walk(self, directory: Path, rel: str) -> Iterator[tuple[str, Path]]:
+        # ``rel`` is the context path of ``directory`` (after following a top-level symlink), for .dockerignore
+        base = os.path.relpath(directory, self.context.root)
+        base = "" if base == "." else base
+        for child in self.context.walk(base):
+            below = child[len(base) + 1:] if base else child
+            yield below, self.context.root / child
+
+
+@dataclass(frozen=True)
+class RootfsSource:
+    root: Path
+    description: str
+
+    def match(self, source: str) -> list[str]:
+        rel = clean_source(source)
+        if not has_glob(rel):
+            return [rel] if os.path.lexists(resolve_in_root(self.root, rel)) else []
+        matches = [""]
+        for component in rel.split("/"):
+            found: list[str] = []
+            for parent in matches:
+                if not has_glob(component):
+                    candidate = posixpath.join(parent, component) if parent else component
+                    if os.path.lexists(resolve_in_root(self.root, candidate)):
+                        found.append(candidate)
+                    continue
+                try:
+                    names = sorted(os.listdir(resolve_in_root(self.root, parent)))
+                except (NotADirectoryError, FileNotFoundError):
+                    continue
+                found.extend((posixpath.join(parent, n) if parent else n) for n in names if _fnmatch(n, component))
+            matches = found
+        return matches
+
+    def host_path(self, rel: str) -> Path:
+        return resolve_in_root(self.root, rel)
+
+    def walk(self, directory: Path, rel: str) -> Iterator[tuple[str, Path]]:
+        for dirpath, dirnames, filenames in os.walk(directory):
+            dirnames.sort()
+            names = sorted(dirnames + filenames)
+            for name in names:
+                host = Path(dirpath, name)
+                yield os.path.relpath(host, directory), host
+
+
+def _fnmatch(name: str, pattern: str) -> bool:
+    return fnmatch.fnmatchcase(name, pattern)
+
+
+@dataclass(frozen=True)
+class CopyPlan:
+    uid: int
+    gid: int
+    mode: int | None  # --chmod
+    dest: str  # absolute path in the image
+    dest_is_dir: bool
+
+
+def parse_chmod(inst: Copy, text: str) -> int:
+    if not re.fullmatch(r"[0-7]{3,4}", text):
+        raise inst.error(f"--chmod={text}: expected an octal mode such as 755 or 0644")
+    return int(text, 8)
+
+
+def copy_files(state: StageState, inst: Copy, source: SourceTree, escape: str) -> None:
+    """Carry out COPY ``inst`` from ``source`` into ``state.rootfs``."""
+    env = state.expansion_env()
+    sources = [expand(inst, s, env, escape) for s in inst.sources]
+    dest = expand(inst, inst.dest, env, escape)
+    if not dest:
+        raise inst.error("the destination is empty")
+    uid, gid = 0, 0
+    if inst.chown:
+        chown = expand(inst, inst.chown, env, escape)
+        try:
+            uid, gid = resolve_owner(chown, read_user_db(state.rootfs))
+        except UnknownUser as exc:
+            raise inst.error(f"--chown={chown}: {exc}") from None
+    mode = parse_chmod(inst, expand(inst, inst.chmod, env, escape)) if inst.chmod else None
+
+    matched: list[str] = []
+    for text in sources:
+        found = source.match(text)
+        if not found:
+            where = source.description
+            if isinstance(source, ContextSource) and source.context.rules:
+                where += " (or excluded by .dockerignore)"
+            raise inst.error(f"{text}: not found in {where}")
+        matched.extend(found)
+    absolute = dest if dest.startswith("/") else posixpath.join(state.workdir, dest)
+    dest_is_dir = dest.endswith(("/", "/.")) or dest in (".", "..") or len(matched) > 1
+    plan = CopyPlan(uid, gid, mode, posixpath.normpath(absolute), dest_is_dir)
+    writer = _Writer(state.rootfs, plan, inst)
+    for rel in matched:
+        host = source.host_path(rel)
+        try:
+            st = host.lstat()
+        except FileNotFoundError:
+            raise inst.error(f"{rel}: not found in {source.description}") from None
+        if stat.S_ISDIR(st.st_mode):
+            writer.ensure_dir(plan.dest, st)
+            for below, child in source.walk(host, rel):
+                writer.copy_entry(posixpath.join(plan.dest, below), child)
+        else:
+            target = plan.dest
+            existing = resolve_in_root(state.rootfs, plan.dest)
+            if plan.dest_is_dir or existing.is_dir():
+                writer.ensure_dir(plan.dest, None)
+                target = posixpath.join(plan.dest, posixpath.basename(rel) or host.name)
+            writer.copy_entry(target, host)
+    writer.finish()
+
+
+class _Writer:
+    """Writes entries into the rootfs; directory mtimes are applied last, deepest first."""
+
+    def __init__(self, rootfs: Path, plan: CopyPlan, inst: Copy) -> None:
+        self.rootfs = rootfs
+        self.plan = plan
+        self.inst = inst
+        self.dir_times: list[tuple[Path, int]] = []
+
+    def _error(self, path: str, exc: OSError) -> DockerfileError:
+        return self.inst.error(f"cannot write {path}: {exc.strerror or exc}")
+
+    def _parent(self, path: str) -> Path:
+        parent = posixpath.dirname(path)
+        self.ensure_dir(parent, None)
+        return resolve_in_root(self.rootfs, parent)
+
+    def ensure_dir(self, path: str, source: os.stat_result | None) -> Path:
+        """Make directory ``path`` (and its parents) exist; a new one gets ``source``'s mode and mtime (or 0755)."""
+        host = resolve_in_root(self.rootfs, path)
+        if host.is_dir():
+            return host
+        if path not in ("/", ""):
+            self._parent(path)
+        try:
+            if os.path.lexists(host):
+                os.unlink(host)
+            os.mkdir(host)
+        except OSError as exc:
+            raise self._error(path, exc) from None
+        mode = stat.S_IMODE(source.st_mode) if source is not None else 0o755
+        self._meta(host, self.plan.mode if self.plan.mode is not None else mode, directory=True)
+        if source is not None:
+            self.dir_times.append((host, source.st_mtime_ns))
+        return host
+
+    def _meta(self, host: Path, mode: int, *, directory: bool = False) -> None:
+        os.lchown(host, self.plan.uid, self.plan.gid)
+        os.chmod(host, mode)  # after chown, which clears set-id bits
+
+    def copy_entry(self, path: str, source: Path) -> None:
+        st = source.lstat()
+        parent = self._parent(path)
+        host = parent / posixpath.basename(path)
+        mode = self.plan.mode if self.plan.mode is not None else stat.S_IMODE(st.st_mode)
+        try:
+            if stat.S_ISDIR(st.st_mode):
+                if os.path.lexists(host) and not (host.is_dir() and not host.is_symlink()):
+                    os.unlink(host)
+                if not os.path.lexists(host):
+                    os.mkdir(host)
+                self._meta(host, mode, directory=True)
+                self.dir_times.append((host, st.st_mtime_ns))
+                return
+            self._remove(host)
+            if stat.S_ISLNK(st.st_mode):
+                os.symlink(os.readlink(source), host)
+                os.lchown(host, self.plan.uid, self.plan.gid)
+                os.utime(host, ns=(st.st_mtime_ns, st.st_mtime_ns), follow_symlinks=False)
+                return
+            if not stat.S_ISREG(st.st_mode):
+                return  # sockets, fifos and devices are not copied, as BuildKit
+            with open(source, "rb") as src, open(os.open(host, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                                                         0o600), "wb") as dst:
+                shutil.copyfileobj(src, dst, 1024 * 1024)
+            self._meta(host, mode)
+            os.utime(host, ns=(st.st_mtime_ns, st.st_mtime_ns))
+        except OSError as exc:
+            raise self._error(path, exc) from None
+
+    @staticmethod
+    def _remove(host: Path) -> None:
+        if host.is_dir() and not host.is_symlink():
+            shutil.rmtree(host)
+        elif os.path.lexists(host):
+            os.unlink(host)
+
+    def finish(self) -> None:
+        for host, mtime in sorted(self.dir_times, key=lambda item: -len(item[0].parts)):
+            os.utime(host, ns=(mtime, mtime), follow_symlinks=False)

@@ -1,0 +1,47 @@
+"""The build's work directory: where blobs and stage root filesystems live while lamina builds.
+
+Layout::
+
+    <work>/blobs/sha256/<hex>     pulled and built blobs (layers, configs), named by digest
+    <work>/stages/<n>/rootfs      the root filesystem of stage n (never the host's /)
+    <work>/sources/<n>/rootfs     images named by COPY --from that are not stages
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from lamina.oci.digest import digest_hex
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @classmethod
+    def create(cls, given: Path | None) -> Workspace:
+        """A fresh directory, under ``given`` (--work-dir) or the system's temporary directory."""
+        if given is not None:
+            given.mkdir(parents=True, exist_ok=True)
+        return cls(Path(tempfile.mkdtemp(prefix="lamina-", dir=given)))
+
+    @property
+    def blobs(self) -> Path:
+        path = self.root / "blobs" / "sha256"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def blob_path(self, digest: str) -> Path:
+        return self.blobs / digest_hex(digest)
+
+    def rootfs(self, kind: str, index: int) -> Path:
+        path = self.root / kind / str(index) / "rootfs"
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(0o755)
+        return path
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -1,0 +1,178 @@
+"""The process that enters the namespaces of a RUN: ``python -m lamina.sandbox.nsexec SPEC.json``.
+
+It unshares mount, PID, UTS and IPC namespaces, makes every mount private, mounts /dev (tmpfs with the usual
+nodes bound in), /sys (read-only) and the resolv.conf/hosts files into the rootfs, then forks the command as PID 1 of
+the new PID namespace, which mounts /proc, chroots, drops to the user and execs. When PID 1 ends, the kernel kills
+everything else in the namespace; when this process ends, the mounts go with the mount namespace. Its exit status is
+the command's (128 + signal when killed). Linux only, as root.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWPID = 0x20000000
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+PR_SET_PDEATHSIG = 1
+DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+
+
+class _Libc:
+    def __init__(self) -> None:
+        self.lib = ctypes.CDLL(None, use_errno=True)
+
+    def check(self, result: int, what: str) -> None:
+        if result != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"{what}: {os.strerror(err)}")
+
+    def unshare(self, flags: int) -> None:
+        self.check(self.lib.unshare(flags), "unshare")
+
+    def mount(self, source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+        enc = (lambda s: s.encode() if s is not None else None)
+        self.check(self.lib.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
+                   f"mount {target}")
+
+    def sethostname(self, name: str) -> None:
+        raw = name.encode()
+        self.check(self.lib.sethostname(raw, len(raw)), "sethostname")
+
+    def pdeathsig(self, sig: int) -> None:
+        self.lib.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+
+def _safe_target(rootfs: Path, rel: str, *, directory: bool) -> str | None:
+    """The host path of a mount target inside the rootfs, or None when it is not a plain dir/file there
+    (a symlink could point a mount at the host)."""
+    path = rootfs
+    for part in rel.strip("/").split("/"):
+        path = path / part
+        if path.is_symlink():
+            return None
+    if directory and not path.is_dir():
+        return None
+    if not directory and not path.is_file():
+        return None
+    return str(path)
+
+
+def _setup_mounts(libc: _Libc, spec: dict[str, object], rootfs: Path) -> None:
+    libc.mount(None, "/", None, MS_REC | MS_PRIVATE)
+    dev = _safe_target(rootfs, "dev", directory=True)
+    if dev:
+        libc.mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=65536k")
+        for node in DEV_NODES:
+            target = os.path.join(dev, node)
+            Path(target).touch()
+            libc.mount(f"/dev/{node}", target, None, MS_BIND)
+        for sub in ("pts", "shm"):
+            os.mkdir(os.path.join(dev, sub))
+        libc.mount("devpts", os.path.join(dev, "pts"), "devpts", MS_NOSUID | MS_NOEXEC,
+                   "newinstance,ptmxmode=0666,mode=0620")
+        libc.mount("shm", os.path.join(dev, "shm"), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k")
+        for name, target in (("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                             ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+            os.symlink(target, os.path.join(dev, name))
+    sys_dir = _safe_target(rootfs, "sys", directory=True)
+    if sys_dir:
+        libc.mount("/sys", sys_dir, None, MS_BIND | MS_REC)
+        libc.mount(None, sys_dir, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC)
+    for key, rel in (("resolv_conf", "etc/resolv.conf"), ("hosts", "etc/hosts")):
+        source = spec.get(key)
+        target = _safe_target(rootfs, rel, directory=False)
+        if isinstance(source, str) and target:
+            libc.mount(source, target, None, MS_BIND)
+            libc.mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+
+
+def _exec_command(libc: _Libc, spec: dict[str, object], rootfs: Path) -> None:
+    """In the child (PID 1 of the new namespace): /proc, chroot, user, exec. Never returns."""
+    try:
+        libc.pdeathsig(signal.SIGKILL)
+        proc = _safe_target(rootfs, "proc", directory=True)
+        if proc:
+            libc.mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        os.chroot(str(rootfs))
+        os.chdir(str(spec["cwd"]))
+        groups = spec["groups"]
+        assert isinstance(groups, list)
+        os.setgroups([int(g) for g in groups])
+        os.setgid(int(str(spec["gid"])))
+        os.setuid(int(str(spec["uid"])))
+        argv = [str(a) for a in spec["argv"]]  # type: ignore[attr-defined]
+        env = dict(str(e).split("=", 1) for e in spec["env"])  # type: ignore[attr-defined]
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        os.execvpe(argv[0], argv, env)
+    except FileNotFoundError as exc:
+        if exc.filename is None or not str(spec.get("cwd")) == exc.filename:
+            sys.stderr.write(f'lamina: exec: "{spec["argv"][0]}": executable file not found in $PATH\n')  # type: ignore[index]
+            sys.stderr.flush()
+            os._exit(127)
+        sys.stderr.write(f"lamina: working directory {exc.filename} does not exist\n")
+        sys.stderr.flush()
+        os._exit(126)
+    except PermissionError as exc:
+        sys.stderr.write(f"lamina: exec: permission denied: {exc.filename or spec['argv']}\n")
+        sys.stderr.flush()
+        os._exit(126)
+    except BaseException as exc:  # noqa: BLE001 - report anything and exit, never return into the caller
+        sys.stderr.write(f"lamina: could not start the command: {exc}\n")
+        sys.stderr.flush()
+        os._exit(125)
+
+
+def main(argv: list[str]) -> int:
+    spec = json.loads(Path(argv[1]).read_text())
+    rootfs = Path(str(spec["rootfs"]))
+    if rootfs.resolve() == Path("/"):
+        sys.stderr.write("lamina: refusing to use / as the rootfs\n")
+        return 125
+    libc = _Libc()
+    libc.pdeathsig(signal.SIGKILL)
+    try:
+        libc.unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC)
+        libc.sethostname(str(spec.get("hostname", "lamina")))
+        _setup_mounts(libc, spec, rootfs)
+    except OSError as exc:
+        sys.stderr.write(f"lamina: sandbox setup failed: {exc}\n")
+        return 125
+    child = os.fork()
+    if child == 0:
+        _exec_command(libc, spec, rootfs)
+
+    def forward(signum: int, _frame: object) -> None:
+        os.kill(child, signal.SIGKILL)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    while True:
+        try:
+            _, status = os.waitpid(child, 0)
+            break
+        except ChildProcessError:
+            return 125
+        except InterruptedError:
+            continue
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
