@@ -1,0 +1,369 @@
+"""Unpacking an OCI layer tar (plain, gzip or zstd) into a root filesystem directory, safely.
+
+Entry names are taken relative to the rootfs (a leading ``/`` or ``./`` is dropped, ``..`` is refused); parent
+directories are resolved with ``resolve_in_root`` so that symlinks are followed inside the rootfs and never out of
+it; the last component is never followed (an entry replaces whatever is at its path). Whiteouts (``.wh.NAME``) and
+opaque markers (``.wh..wh..opq``) apply to what lower layers left; they are never written as files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import shutil
+import stat
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
+
+import zstandard
+from isal import igzip
+
+from lamina.errors import RootfsError
+from lamina.rootfs.paths import resolve_in_root
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
+log = logging.getLogger(__name__)
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_MARKER = ".wh..wh..opq"
+XATTR_PREFIX = "SCHILY.xattr."
+COPY_CHUNK = 1 << 20
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+@dataclass(frozen=True)
+class UnpackStats:
+    entries: int  # entries created or updated (files, directories, links, special files)
+    whiteouts: int  # whiteouts and opaque markers applied
+    skipped: int  # entries left out: special files that could not be created, aufs metadata, unknown types
+
+
+class _Prefixed(io.RawIOBase):
+    """A readable stream that first returns bytes already read from `inner` (to sniff its magic), then the rest."""
+
+    def __init__(self, prefix: bytes, inner: BinaryIO) -> None:
+        super().__init__()
+        self._prefix = prefix
+        self._inner = inner
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._prefix:
+            n = min(len(view), len(self._prefix))
+            view[:n] = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+            return n
+        data = self._inner.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+
+def _decompressed(raw: BinaryIO) -> BinaryIO | None:
+    """`raw` as an uncompressed tar stream, by its magic bytes: gzip, zstd or plain; None when `raw` is empty."""
+    magic = b""
+    while len(magic) < 4:
+        chunk = raw.read(4 - len(magic))
+        if not chunk:
+            break
+        magic += chunk
+    if not magic:
+        return None
+    stream = io.BufferedReader(_Prefixed(magic, raw), buffer_size=COPY_CHUNK)
+    reader: BinaryIO = stream
+    if magic.startswith(GZIP_MAGIC):
+        reader = cast(BinaryIO, igzip.IGzipFile(fileobj=stream, mode="rb"))  # type: ignore[no-untyped-call]
+    elif magic == ZSTD_MAGIC:
+        reader = zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True)
+    return reader
+
+
+def _member_name(name: str) -> str:
+    """A tar entry name relative to the rootfs ("" for the root itself); ``..`` components are refused."""
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise ValueError("'..' in an entry name")
+    return "/".join(parts)
+
+
+def _inside(root: Path, path: Path) -> bool:
+    return os.path.commonpath([root, path]) == str(root)
+
+
+class _Unpacker:
+    """The state of one layer's extraction: what this layer wrote, directory metadata to apply at the end."""
+
+    def __init__(self, root: Path, description: str) -> None:
+        self.root = root
+        self.description = description
+        self.is_root = os.geteuid() == 0
+        self.written: set[str] = set()  # host paths of the entries this layer created or updated
+        self.written_parents: set[str] = set()  # host paths of directories holding such entries
+        self.dir_metadata: dict[str, tuple[int, int]] = {}  # dir host path → (permission bits, mtime_ns)
+        self.restore_modes: dict[str, int] = {}  # dirs made writable for an unprivileged user → original mode
+        self.entries = 0
+        self.whiteouts = 0
+        self.skipped = 0
+        self.warned: set[str] = set()
+
+    def fail(self, name: str, reason: str) -> RootfsError:
+        return RootfsError(f"{self.description}: entry {name!r}: {reason}")
+
+    def warn_once(self, kind: str, message: str) -> None:
+        if kind not in self.warned:
+            self.warned.add(kind)
+            log.warning("%s: %s", self.description, message)
+
+    # -- bookkeeping ------------------------------------------------------------------------------------------------
+
+    def note_written(self, path: Path) -> None:
+        self.written.add(str(path))
+        parent = path.parent
+        while _inside(self.root, parent) and str(parent) not in self.written_parents:
+            self.written_parents.add(str(parent))
+            if parent == self.root:
+                break
+            parent = parent.parent
+
+    def make_writable(self, directory: Path) -> None:
+        """Unprivileged users cannot create entries in read-only directories: open them up until the layer ends."""
+        if self.is_root or os.access(directory, os.W_OK | os.X_OK):
+            return
+        mode = stat.S_IMODE(os.lstat(directory).st_mode)
+        self.restore_modes.setdefault(str(directory), mode)
+        os.chmod(directory, mode | stat.S_IRWXU)
+
+    def ensure_parent(self, name: str, parent_name: str) -> Path:
+        parent = resolve_in_root(self.root, parent_name)
+        if not _inside(self.root, parent):
+            raise self.fail(name, "its parent resolves outside the root filesystem")
+        missing: list[Path] = []
+        current = parent
+        while current != self.root and not os.path.lexists(current):
+            missing.append(current)
+            current = current.parent
+        if not os.path.isdir(current):
+            raise self.fail(name, f"{os.path.relpath(current, self.root)!r} is not a directory")
+        for directory in reversed(missing):
+            self.make_writable(directory.parent)
+            os.mkdir(directory, 0o755)
+            os.chmod(directory, 0o755)
+        self.make_writable(parent)
+        return parent
+
+    # -- whiteouts --------------------------------------------------------------------------------------------------
+
+    def whiteout(self, name: str, parent_name: str, base: str) -> None:
+        parent = resolve_in_root(self.root, parent_name)
+        if not os.path.isdir(parent):
+            self.whiteouts += 1
+            return
+        if base == OPAQUE_MARKER:
+            self.clear_lower(parent)
+        else:
+            hidden = base[len(WHITEOUT_PREFIX):]
+            if hidden in ("", ".", ".."):
+                raise self.fail(name, "whiteout of an invalid name")
+            target = parent / hidden
+            if str(target) not in self.written and os.path.lexists(target):
+                self.make_writable(parent)
+                _remove(target)
+        self.whiteouts += 1
+
+    def clear_lower(self, directory: Path) -> None:
+        """Remove what lower layers left in `directory`, keeping what this layer already wrote there."""
+        self.make_writable(directory)
+        with os.scandir(directory) as it:
+            children = sorted(entry.path for entry in it)
+        for child in children:
+            if child in self.written or child in self.written_parents:
+                if os.path.isdir(child) and not os.path.islink(child):
+                    self.clear_lower(Path(child))  # kept, but what lower layers left inside it goes too
+            else:
+                _remove(Path(child))
+
+    # -- entries ----------------------------------------------------------------------------------------------------
+
+    def apply(self, tf: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        try:
+            name = _member_name(member.name)
+        except ValueError:
+            raise self.fail(member.name, "'..' is not allowed in a layer entry name") from None
+        parent_name, _, base = name.rpartition("/")
+        if base.startswith(WHITEOUT_PREFIX):
+            if base.startswith(".wh..wh.") and base != OPAQUE_MARKER:
+                self.skipped += 1  # aufs metadata (.wh..wh.plnk, .wh..wh.aufs): never part of the image
+                return
+            self.whiteout(name, parent_name, base)
+            return
+        if not name:
+            if member.isdir():
+                self.metadata(self.root, member)
+                self.entries += 1
+            else:
+                self.skipped += 1
+                log.warning("%s: skipping non-directory entry %r for the root directory", self.description,
+                            member.name)
+            return
+        parent = self.ensure_parent(name, parent_name)
+        target = parent / base
+        if not _inside(self.root, target) or target == self.root:
+            raise self.fail(member.name, "it would land outside the root filesystem")
+        if member.islnk():
+            self.hardlink(member, target)
+            return
+        if not (member.isreg() or member.isdir() or member.issym() or member.isdev()):
+            self.skipped += 1
+            log.warning("%s: skipping entry %r of unsupported type %r", self.description, member.name, member.type)
+            return
+        try:
+            existing = os.lstat(target).st_mode
+        except FileNotFoundError:
+            existing = None
+        if existing is not None and not (member.isdir() and stat.S_ISDIR(existing)):
+            _remove(target)
+        if member.isreg():
+            source = tf.extractfile(member)
+            if source is None:
+                raise self.fail(member.name, "no data for a regular file")
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                shutil.copyfileobj(source, out, COPY_CHUNK)
+        elif member.isdir():
+            if existing is None or not stat.S_ISDIR(existing):
+                os.mkdir(target, 0o700)
+        elif member.issym():
+            os.symlink(member.linkname, target)
+        elif not self.special(member, target):
+            return
+        self.note_written(target)
+        self.metadata(target, member)
+        self.entries += 1
+
+    def hardlink(self, member: tarfile.TarInfo, target: Path) -> None:
+        try:
+            link_name = _member_name(member.linkname)
+        except ValueError:
+            raise self.fail(member.name, f"hardlink target {member.linkname!r} climbs out of the root") from None
+        if not link_name:
+            raise self.fail(member.name, "hardlink to the root directory")
+        source = resolve_in_root(self.root, link_name, follow_final=False)
+        if not _inside(self.root, source):
+            raise self.fail(member.name, f"hardlink target {member.linkname!r} is outside the root filesystem")
+        if not os.path.lexists(source):
+            raise self.fail(member.name, f"hardlink target {member.linkname!r} does not exist")
+        if source == target:
+            self.entries += 1
+            return
+        if os.path.lexists(target):
+            _remove(target)
+        os.link(source, target, follow_symlinks=False)
+        self.note_written(target)
+        self.entries += 1
+
+    def special(self, member: tarfile.TarInfo, target: Path) -> bool:
+        """Create a device or FIFO; False when not permitted (skipped with a warning)."""
+        perm = member.mode & 0o7777
+        try:
+            if member.isfifo():
+                os.mkfifo(target, perm)
+            else:
+                kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
+                os.mknod(target, kind | perm, os.makedev(member.devmajor, member.devminor))
+        except PermissionError:
+            self.skipped += 1
+            log.warning("%s: not permitted to create special file %r, skipped", self.description, member.name)
+            return False
+        return True
+
+    def metadata(self, target: Path, member: tarfile.TarInfo) -> None:
+        if self.is_root:
+            try:
+                os.lchown(target, member.uid, member.gid)
+            except OSError as e:
+                self.warn_once("chown", f"cannot set ownership ({e.strerror or e}); keeping the current owner")
+        for key, value in member.pax_headers.items():
+            if key.startswith(XATTR_PREFIX):
+                attribute = key[len(XATTR_PREFIX):]
+                try:
+                    os.setxattr(target, attribute, value.encode("utf-8", "surrogateescape"), follow_symlinks=False)
+                except OSError as e:
+                    self.warn_once("xattr:" + attribute,
+                                   f"cannot set extended attribute {attribute} ({e.strerror or e}), skipped")
+        mtime_ns = int(member.mtime * 1_000_000_000)
+        if member.isdir():
+            self.dir_metadata[str(target)] = (member.mode & 0o7777, mtime_ns)
+            return
+        if not member.issym():
+            os.chmod(target, member.mode & 0o7777)
+        os.utime(target, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+
+    def finish(self) -> None:
+        """Directory modes and mtimes, once their children are in place (deepest first)."""
+        for path, mode in self.restore_modes.items():
+            self.dir_metadata.setdefault(path, (mode, -1))
+        for path in sorted(self.dir_metadata, reverse=True):
+            mode, mtime_ns = self.dir_metadata[path]
+            try:
+                if not stat.S_ISDIR(os.lstat(path).st_mode):
+                    continue
+            except FileNotFoundError:
+                continue
+            os.chmod(path, mode)
+            if mtime_ns >= 0:
+                os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+
+
+def _remove(path: Path) -> None:
+    """Remove a file, symlink or whole directory tree (never following a symlink)."""
+    if stat.S_ISDIR(os.lstat(path).st_mode):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
+def unpack_layer(root: Path, source: Path | BinaryIO, *, description: str = "layer") -> UnpackStats:
+    """Apply the layer tar `source` (a file, or a stream read once) to the directory `root` with OCI semantics.
+
+    Raises ``RootfsError`` naming `description` and the entry when an entry would land outside `root`, a hardlink
+    points outside it or at nothing, or the archive is corrupt or cannot be written."""
+    root = Path(os.path.abspath(root))
+    if root == Path("/") or Path(os.path.realpath(root)) == Path("/"):
+        raise RootfsError(f"{description}: refusing to unpack a layer over the host's / (use a rootfs directory)")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RootfsError(f"{description}: cannot create the root directory {root}: {e.strerror or e}") from e
+    unpacker = _Unpacker(root, description)
+    name = ""
+    try:
+        with source.open("rb") if isinstance(source, Path) else contextlib.nullcontext(source) as raw:
+            stream = _decompressed(raw)
+            if stream is None:  # a zero-byte blob: an empty layer
+                return UnpackStats(entries=0, whiteouts=0, skipped=0)
+            with tarfile.open(fileobj=stream, mode="r|", encoding="utf-8", errors="surrogateescape") as tf:
+                while (member := tf.next()) is not None:
+                    name = member.name
+                    unpacker.apply(tf, member)
+                    # TarFile remembers every member (untyped attribute); a layer may have millions
+                    cast(Any, tf).members.clear()
+                name = ""
+                unpacker.finish()
+    except RootfsError:
+        raise
+    except (OSError, EOFError, tarfile.TarError, zstandard.ZstdError) as e:
+        where = f"entry {name!r}: " if name else ""
+        detail = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        filename = f" ({e.filename})" if isinstance(e, OSError) and e.filename else ""
+        raise RootfsError(f"{description}: {where}cannot unpack: {detail}{filename}") from e
+    return UnpackStats(entries=unpacker.entries, whiteouts=unpacker.whiteouts, skipped=unpacker.skipped)
+
