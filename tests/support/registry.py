@@ -71,8 +71,8 @@ def start_registry(workdir: Path, *, htpasswd: tuple[str, str] | None = None) ->
         + auth
     )
     log_path = workdir / "registry.log"
-    log = open(log_path, "wb")
-    proc = subprocess.Popen([REGISTRY_BIN, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    with open(log_path, "wb") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen([REGISTRY_BIN, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
     reg = RunningRegistry(f"127.0.0.1:{port}", data, proc, log_path,
                           htpasswd[0] if htpasswd else None, htpasswd[1] if htpasswd else None)
     deadline = time.monotonic() + 20

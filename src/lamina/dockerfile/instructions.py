@@ -177,8 +177,8 @@ def _flags(node: Node, file: str) -> dict[str, str]:
 def _instruction(node: Node, file: str, escape: str) -> Instruction:
     kw = node.keyword
     upper = kw.upper()
-    base: dict[str, Any] = dict(keyword=upper, line=node.start_line, end_line=node.end_line, original=node.original.strip(),
-                file=file)
+    base: dict[str, Any] = {"keyword": upper, "line": node.start_line, "end_line": node.end_line,
+                            "original": node.original.strip(), "file": file}
     if kw not in KNOWN:
         raise DockerfileError(f"unknown instruction: {upper}", file=file, line=node.start_line)
     if kw not in SUPPORTED:

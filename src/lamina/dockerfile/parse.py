@@ -87,12 +87,11 @@ class _DirectiveReader:
 
 def parse_dockerfile(text: str, *, file: str = "Dockerfile") -> ParsedDockerfile:
     """Parse Dockerfile text; raises DockerfileError naming ``file:line``."""
-    if text.startswith("\ufeff"):
-        text = text[1:]
+    text = text.removeprefix("\ufeff")
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
-    lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+    lines = [line.removesuffix("\r") for line in lines]
     reader = _DirectiveReader(file)
     nodes: list[Node] = []
     warnings: list[str] = []

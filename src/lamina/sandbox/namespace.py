@@ -92,7 +92,7 @@ class NamespaceRunner:
                 raise SandboxError(f"could not start the namespace sandbox: {exc}") from exc
             try:
                 assert proc.stdout is not None
-                while chunk := proc.stdout.read1(65536):
+                while chunk := os.read(proc.stdout.fileno(), 65536):
                     output(chunk)
                 return proc.wait()
             except BaseException:

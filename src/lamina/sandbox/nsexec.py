@@ -45,7 +45,9 @@ class _Libc:
         self.check(self.lib.unshare(flags), "unshare")
 
     def mount(self, source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-        enc = (lambda s: s.encode() if s is not None else None)
+        def enc(text: str | None) -> bytes | None:
+            return text.encode() if text is not None else None
+
         self.check(self.lib.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
                    f"mount {target}")
 
@@ -95,10 +97,10 @@ def _setup_mounts(libc: _Libc, spec: dict[str, object], rootfs: Path) -> None:
         libc.mount(None, sys_dir, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC)
     for key, rel in (("resolv_conf", "etc/resolv.conf"), ("hosts", "etc/hosts")):
         source = spec.get(key)
-        target = _safe_target(rootfs, rel, directory=False)
-        if isinstance(source, str) and target:
-            libc.mount(source, target, None, MS_BIND)
-            libc.mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+        file_target = _safe_target(rootfs, rel, directory=False)
+        if isinstance(source, str) and file_target:
+            libc.mount(source, file_target, None, MS_BIND)
+            libc.mount(None, file_target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
 
 
 def _exec_command(libc: _Libc, spec: dict[str, object], rootfs: Path) -> None:
@@ -115,12 +117,17 @@ def _exec_command(libc: _Libc, spec: dict[str, object], rootfs: Path) -> None:
         os.setgroups([int(g) for g in groups])
         os.setgid(int(str(spec["gid"])))
         os.setuid(int(str(spec["uid"])))
-        argv = [str(a) for a in spec["argv"]]  # type: ignore[attr-defined]
-        env = dict(str(e).split("=", 1) for e in spec["env"])  # type: ignore[attr-defined]
+        raw_argv, raw_env = spec["argv"], spec["env"]
+        assert isinstance(raw_argv, list) and isinstance(raw_env, list)
+        argv = [str(a) for a in raw_argv]
+        env: dict[str, str] = {}
+        for item in raw_env:
+            name, _, value = str(item).partition("=")
+            env[name] = value
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         os.execvpe(argv[0], argv, env)
     except FileNotFoundError as exc:
-        if exc.filename is None or not str(spec.get("cwd")) == exc.filename:
+        if exc.filename is None or str(spec.get("cwd")) != exc.filename:
             sys.stderr.write(f'lamina: exec: "{spec["argv"][0]}": executable file not found in $PATH\n')  # type: ignore[index]
             sys.stderr.flush()
             os._exit(127)

@@ -1,0 +1,794 @@
+"""The registry client: the only module of lamina that speaks HTTP (Docker Registry HTTP API v2 / OCI distribution).
+
+One :class:`RegistryClient` holds one ``requests.Session`` and, for its lifetime, what it learned about each registry:
+whether it speaks plain HTTP, its authentication challenge, Bearer tokens per scope, Basic credentials. Nothing is
+kept at module level.
+
+Reads (:meth:`RegistryClient.resolve_image`, :meth:`RegistryClient.fetch_blob`) of Docker Hub images go through the
+configured mirrors first, then Docker Hub itself (``registry-1.docker.io``). Everything fetched is checked against its
+digest. Uploads skip blobs the registry already has, and send blobs monolithically or in ``PATCH`` chunks.
+
+Errors are :mod:`lamina.errors` types that name the registry, the repository, the HTTP status and what to do. Tokens
+and passwords only ever travel in ``Authorization`` headers: never in a message, a log line or a ``repr``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+from urllib.parse import urljoin, urlsplit
+
+import requests
+
+from lamina.errors import AuthError, DigestMismatch, NotFound, RegistryError, RegistryUnreachable
+from lamina.oci.digest import DigestingWriter, compute_digest
+from lamina.oci.model import ACCEPT_MANIFESTS, INDEX_TYPES, MANIFEST_TYPES, Descriptor, Manifest, Platform
+from lamina.oci.reference import DOCKER_HUB, Reference
+from lamina.oci.registry.auth import Challenge as AuthChallenge
+from lamina.oci.registry.auth import (
+    ChallengeError,
+    basic_authorization,
+    find_challenge,
+    parse_token_response,
+    parse_www_authenticate,
+    pull_scope,
+    push_scope,
+    token_request,
+)
+from lamina.oci.registry.credentials import Credentials, config_path, lookup_credentials
+from lamina.progress import NullProgress, Progress
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+DOCKER_HUB_API_HOST = "registry-1.docker.io"
+USER_AGENT = "lamina/0.1 (+https://github.com/lamina)"
+DOWNLOAD_CHUNK = 1 << 20
+MAX_MANIFEST_BYTES = 4 << 20
+MAX_CONFIG_BYTES = 64 << 20
+BACKOFF_SECONDS = 0.5
+MAX_RETRY_AFTER_SECONDS = 30.0
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_LOOPBACK_HOSTS = frozenset({"localhost", "[::1]", "::1"})
+_OCTET_STREAM = "application/octet-stream"
+_PULL = "pull"
+_PUSH = "push"
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    insecure_registries: tuple[str, ...] = ()  # hosts spoken to over plain HTTP
+    skip_tls_verify: bool = False
+    registry_mirrors: tuple[str, ...] = ()  # "host[:port][/prefix]" used for docker.io images, in order, then docker.io
+    docker_config_dir: str | None = None  # else $DOCKER_CONFIG or ~/.docker
+    chunk_size: int = 8 * 1024 * 1024  # blobs larger than this are pushed in PATCH chunks
+    timeout: float = 60.0
+    retries: int = 3
+
+
+@dataclass(frozen=True)
+class ResolvedImage:
+    reference: Reference  # where it was actually fetched from (the mirror host if a mirror served it)
+    manifest_digest: str  # digest of the platform manifest (not the index)
+    manifest: Manifest
+    config_bytes: bytes
+    config: dict[str, Any]
+
+
+@dataclass
+class _Token:
+    header: str = field(repr=False)
+    expires_at: float
+
+
+class _ContentError(Exception):
+    """A download broke off in the middle (retried by :meth:`RegistryClient.fetch_blob`)."""
+
+
+class RegistryClient:
+    """Pulls and pushes images. One per build; it may be shared by threads (parallel blob transfers)."""
+
+    def __init__(self, config: RegistryConfig, progress: Progress | None = None) -> None:
+        self._config = config
+        self._progress: Progress = progress if progress is not None else NullProgress()
+        self._session = requests.Session()
+        self._session.headers["User-Agent"] = USER_AGENT
+        self._session.verify = not config.skip_tls_verify
+        self._plain_http: set[str] = {_api_host(host) for host in config.insecure_registries}
+        self._challenges: dict[str, AuthChallenge] = {}
+        self._tokens: dict[tuple[str, str], _Token] = {}
+        self._basic: dict[str, str] = {}
+        self._credentials: dict[str, Credentials | None] = {}
+        self._lock = threading.RLock()
+        self._mirrors = tuple(_parse_mirror(m) for m in config.registry_mirrors if m.strip())
+        for host, plain in self._mirrors:
+            if plain:
+                self._plain_http.add(host.split("/", 1)[0])
+
+    # -- context manager ------------------------------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._session.close()
+
+    # -- pulling --------------------------------------------------------------------------------------------------
+
+    def resolve_image(self, ref: Reference, platform: Platform) -> ResolvedImage:
+        """The manifest and config of ``ref`` for ``platform`` (an index is resolved to the platform's manifest)."""
+        return self._through_mirrors(ref, lambda source: self._resolve_image(source, platform))
+
+    def fetch_blob(self, ref: Reference, descriptor: Descriptor, dest: Path) -> None:
+        """Download a blob to ``dest`` (through ``dest.tmp``, renamed when complete and verified)."""
+        self._through_mirrors(ref, lambda source: self._fetch_blob(source, descriptor, dest))
+
+    def blob_exists(self, ref: Reference, digest: str) -> bool:
+        """Does the repository of ``ref`` hold blob ``digest``? (HEAD)"""
+        return self._blob_exists(ref, digest, _PULL)
+
+    # -- pushing --------------------------------------------------------------------------------------------------
+
+    def push_blob(self, ref: Reference, descriptor: Descriptor, path: Path) -> None:
+        """Upload the blob in ``path`` unless the repository already has it."""
+        if self._blob_exists(ref, descriptor.digest, _PUSH):
+            log.debug("%s already has %s", ref.name, descriptor.digest)
+            return
+        try:
+            f = open(path, "rb")  # noqa: SIM115 - closed by the with below
+        except OSError as e:
+            raise RegistryError(f"cannot read blob {descriptor.digest} from {path}: {e.strerror}",
+                                registry=ref.registry, repository=ref.repository) from None
+        with f:
+            def read_at(offset: int, length: int) -> bytes:
+                f.seek(offset)
+                return f.read(length)
+
+            self._upload(ref, descriptor.digest, descriptor.size, read_at)
+
+    def push_blob_bytes(self, ref: Reference, data: bytes, media_type: str) -> Descriptor:
+        """Upload ``data`` (a config blob, say) and return its descriptor."""
+        descriptor = Descriptor(media_type, compute_digest(data), len(data))
+        if not self._blob_exists(ref, descriptor.digest, _PUSH):
+            self._upload(ref, descriptor.digest, len(data), lambda offset, length: data[offset:offset + length])
+        return descriptor
+
+    def push_manifest(self, ref: Reference, body: bytes, media_type: str) -> str:
+        """PUT a manifest or index to ``ref``'s tag (or its digest when it has no tag); return its digest."""
+        digest = compute_digest(body)
+        if ref.digest is not None and ref.digest != digest:
+            raise DigestMismatch(f"cannot push the manifest as {ref}: its content has digest {digest}",
+                                 registry=ref.registry, repository=ref.repository,
+                                 hint="push it by tag, or by its own digest")
+        target = ref.tag if ref.tag is not None else digest
+        resp = self._request("PUT", ref, f"/v2/{ref.repository}/manifests/{target}", action=_PUSH,
+                             headers={"Content-Type": media_type}, data=body)
+        with resp:
+            if resp.status_code not in (200, 201, 202):
+                raise self._status_error(resp, ref, f"pushing the manifest of {ref} failed", _PUSH)
+            served = resp.headers.get("Docker-Content-Digest")
+        if served and served != digest:
+            raise DigestMismatch(f"the registry stored the manifest of {ref} as {served}, but its digest is {digest}",
+                                 registry=ref.registry, repository=ref.repository, status=resp.status_code,
+                                 hint="the registry rewrote the manifest; report this to its operators")
+        return digest
+
+    # -- internals: images ----------------------------------------------------------------------------------------
+
+    def _through_mirrors(self, ref: Reference, action: Callable[[Reference], _T]) -> _T:
+        if ref.registry != DOCKER_HUB or not self._mirrors:
+            return action(ref)
+        for mirror, _ in self._mirrors:
+            source = _on_mirror(ref, mirror)
+            try:
+                return action(source)
+            except DigestMismatch:
+                raise
+            except RegistryError as e:
+                log.warning("mirror %s could not serve %s (%s); trying the next source", mirror, ref, e)
+        return action(ref)
+
+    def _resolve_image(self, ref: Reference, platform: Platform) -> ResolvedImage:
+        body, media_type, digest = self._fetch_manifest(ref, ref.digest or ref.tag or "latest")
+        if _is_index(media_type):
+            chosen = _pick_platform(body, platform, ref)
+            body, media_type, digest = self._fetch_manifest(ref, chosen.digest)
+            if _is_index(media_type):
+                raise RegistryError(f"the index of {ref} points to another index for {platform}; nested indexes are"
+                                    " not supported", registry=ref.registry, repository=ref.repository)
+        if media_type not in MANIFEST_TYPES:
+            raise RegistryError(f"{ref} has a manifest of type {media_type or 'unknown'}, which lamina cannot use",
+                                registry=ref.registry, repository=ref.repository,
+                                hint="only OCI and Docker schema 2 images are supported; re-push the image with a"
+                                     " current tool")
+        try:
+            manifest = Manifest.from_bytes(body, media_type)
+        except (ValueError, KeyError, TypeError) as e:
+            raise RegistryError(f"the manifest {digest} of {ref} is malformed ({e!r})", registry=ref.registry,
+                                repository=ref.repository) from None
+        config_bytes = self._fetch_small_blob(ref, manifest.config, MAX_CONFIG_BYTES)
+        try:
+            config = json.loads(config_bytes)
+        except ValueError:
+            config = None
+        if not isinstance(config, dict):
+            raise RegistryError(f"the image config {manifest.config.digest} of {ref} is not a JSON object",
+                                registry=ref.registry, repository=ref.repository)
+        found = {"os": config.get("os", ""), "architecture": config.get("architecture", ""),
+                 "variant": config.get("variant", "")}
+        if found["os"] and not platform.matches(found):
+            log.warning("%s is for %s, not the requested %s", ref, _platform_text(found), platform)
+        return ResolvedImage(ref, digest, manifest, config_bytes, config)
+
+    def _fetch_manifest(self, ref: Reference, target: str) -> tuple[bytes, str, str]:
+        """(body, media type, digest) of the manifest or index ``target`` (a tag or a digest)."""
+        resp = self._request("GET", ref, f"/v2/{ref.repository}/manifests/{target}", action=_PULL,
+                             headers={"Accept": ACCEPT_MANIFESTS})
+        with resp:
+            if resp.status_code != 200:
+                raise self._status_error(resp, ref, f"fetching the manifest {target} of {ref.name} failed", _PULL,
+                                         manifest=target)
+            body = resp.content
+        if len(body) > MAX_MANIFEST_BYTES:
+            raise RegistryError(f"the manifest of {ref} is larger than {MAX_MANIFEST_BYTES} bytes",
+                                registry=ref.registry, repository=ref.repository)
+        digest = compute_digest(body)
+        expected = target if target.startswith("sha256:") else resp.headers.get("Docker-Content-Digest", "")
+        if expected.startswith("sha256:") and expected != digest:
+            raise DigestMismatch(f"the manifest {target} of {ref.name} has digest {digest}, expected {expected}",
+                                 registry=ref.registry, repository=ref.repository,
+                                 hint="the registry or a proxy altered it; try again or use another mirror")
+        media_type = _manifest_media_type(body, resp.headers.get("Content-Type", ""))
+        return body, media_type, digest
+
+    def _fetch_small_blob(self, ref: Reference, descriptor: Descriptor, limit: int) -> bytes:
+        if descriptor.size > limit:
+            raise RegistryError(f"blob {descriptor.digest} of {ref} is {descriptor.size} bytes, more than the"
+                                f" {limit} allowed here", registry=ref.registry, repository=ref.repository)
+        resp = self._request("GET", ref, f"/v2/{ref.repository}/blobs/{descriptor.digest}", action=_PULL)
+        with resp:
+            if resp.status_code != 200:
+                raise self._status_error(resp, ref, f"fetching blob {descriptor.digest} failed", _PULL,
+                                         blob=descriptor.digest)
+            data = resp.content
+        digest = compute_digest(data)
+        if digest != descriptor.digest or len(data) != descriptor.size:
+            raise DigestMismatch(f"blob {descriptor.digest} of {ref.name} arrived as {len(data)} bytes with digest"
+                                 f" {digest} (expected {descriptor.size} bytes)", registry=ref.registry,
+                                 repository=ref.repository, hint="try again, or use another mirror")
+        return data
+
+    # -- internals: blobs -----------------------------------------------------------------------------------------
+
+    def _fetch_blob(self, ref: Reference, descriptor: Descriptor, dest: Path) -> None:
+        tmp = dest.with_name(dest.name + ".tmp")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        key = f"pull {descriptor.digest}"
+        attempt = 0
+        try:
+            while True:
+                self._progress.transfer_started(key, f"pull {_short(descriptor.digest)}", descriptor.size)
+                try:
+                    writer_digest, size = self._download(ref, descriptor, tmp, key)
+                    break
+                except _ContentError as e:
+                    if attempt >= self._config.retries:
+                        raise RegistryUnreachable(f"the download of blob {descriptor.digest} broke off ({e})",
+                                                  registry=ref.registry, repository=ref.repository,
+                                                  hint="check the network and try again") from None
+                    log.info("download of %s broke off (%s); retrying", descriptor.digest, e)
+                    time.sleep(_backoff(attempt))
+                    attempt += 1
+            if size != descriptor.size or writer_digest != descriptor.digest:
+                raise DigestMismatch(f"blob {descriptor.digest} of {ref.name} arrived as {size} bytes with digest"
+                                     f" {writer_digest} (expected {descriptor.size} bytes)", registry=ref.registry,
+                                     repository=ref.repository,
+                                     hint="the registry or a proxy served other content; try again or use another"
+                                          " mirror")
+            tmp.replace(dest)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        finally:
+            self._progress.transfer_finished(key)
+
+    def _download(self, ref: Reference, descriptor: Descriptor, tmp: Path, key: str) -> tuple[str, int]:
+        resp = self._request("GET", ref, f"/v2/{ref.repository}/blobs/{descriptor.digest}", action=_PULL,
+                             stream=True)
+        with resp:
+            if resp.status_code != 200:
+                raise self._status_error(resp, ref, f"fetching blob {descriptor.digest} failed", _PULL,
+                                         blob=descriptor.digest)
+            with open(tmp, "wb") as f:
+                writer = DigestingWriter(f)
+                try:
+                    for chunk in resp.iter_content(DOWNLOAD_CHUNK):
+                        writer.write(chunk)
+                        self._progress.transfer_advanced(key, len(chunk))
+                        if writer.size > descriptor.size:
+                            break  # more than announced: the digest check below fails, no need to read on
+                except (requests.ConnectionError, requests.Timeout,
+                        requests.exceptions.ChunkedEncodingError) as e:
+                    raise _ContentError(type(e).__name__) from None
+        return writer.digest, writer.size
+
+    def _blob_exists(self, ref: Reference, digest: str, action: str) -> bool:
+        resp = self._request("HEAD", ref, f"/v2/{ref.repository}/blobs/{digest}", action=action)
+        with resp:
+            if resp.status_code == 200:
+                return True
+            if resp.status_code == 404:
+                return False
+            raise self._status_error(resp, ref, f"checking for blob {digest} failed", action)
+
+    def _upload(self, ref: Reference, digest: str, size: int, read_at: Callable[[int, int], bytes]) -> None:
+        key = f"push {digest}"
+        self._progress.transfer_started(key, f"push {_short(digest)}", size)
+        try:
+            attempt = 0
+            while True:
+                try:
+                    self._upload_once(ref, digest, size, read_at, key)
+                    return
+                except RegistryError as e:
+                    retryable = isinstance(e, RegistryUnreachable) or (e.status is not None and e.status >= 500)
+                    if not retryable or attempt >= self._config.retries:
+                        raise
+                    log.info("upload of %s to %s failed (%s); starting it again", digest, ref.name, e)
+                    time.sleep(_backoff(attempt))
+                    attempt += 1
+                    self._progress.transfer_started(key, f"push {_short(digest)}", size)
+        finally:
+            self._progress.transfer_finished(key)
+
+    def _upload_once(self, ref: Reference, digest: str, size: int, read_at: Callable[[int, int], bytes],
+                     key: str) -> None:
+        resp = self._request("POST", ref, f"/v2/{ref.repository}/blobs/uploads/", action=_PUSH,
+                             headers={"Content-Length": "0"}, retry=False)
+        location = self._upload_location(resp, ref, digest, (202,))
+        chunk_size = max(1, self._config.chunk_size)
+        if size <= chunk_size:
+            data = read_at(0, size)
+            _check_read(data, size, digest, ref)
+            resp = self._request("PUT", ref, location, action=_PUSH, params={"digest": digest}, data=data,
+                                 headers={"Content-Type": _OCTET_STREAM}, retry=False)
+            self._progress.transfer_advanced(key, len(data))
+        else:
+            offset = 0
+            while offset < size:
+                data = read_at(offset, min(chunk_size, size - offset))
+                _check_read(data, min(chunk_size, size - offset), digest, ref)
+                resp = self._request("PATCH", ref, location, action=_PUSH, data=data, retry=False,
+                                     headers={"Content-Type": _OCTET_STREAM,
+                                              "Content-Range": f"{offset}-{offset + len(data) - 1}"})
+                location = self._upload_location(resp, ref, digest, (202,))
+                offset += len(data)
+                self._progress.transfer_advanced(key, len(data))
+            resp = self._request("PUT", ref, location, action=_PUSH, params={"digest": digest},
+                                 headers={"Content-Length": "0"}, retry=False)
+        with resp:
+            if resp.status_code not in (201, 204):
+                raise self._status_error(resp, ref, f"uploading blob {digest} failed", _PUSH, blob=digest)
+            served = resp.headers.get("Docker-Content-Digest")
+        if served and served != digest:
+            raise DigestMismatch(f"the registry stored blob {digest} as {served}", registry=ref.registry,
+                                 repository=ref.repository, status=resp.status_code)
+
+    def _upload_location(self, resp: requests.Response, ref: Reference, digest: str,
+                         expected: tuple[int, ...]) -> str:
+        with resp:
+            if resp.status_code not in expected:
+                raise self._status_error(resp, ref, f"uploading blob {digest} failed", _PUSH, blob=digest)
+            location = resp.headers.get("Location")
+            if not location:
+                raise RegistryError(f"uploading blob {digest} failed: the registry sent no upload Location",
+                                    registry=ref.registry, repository=ref.repository, status=resp.status_code)
+            return urljoin(resp.url, location)
+
+    # -- internals: HTTP, auth, retries ---------------------------------------------------------------------------
+
+    def _request(self, method: str, ref: Reference, path: str, *, action: str, headers: Mapping[str, str] | None = None,
+                 data: bytes | None = None, params: Mapping[str, str] | None = None, stream: bool = False,
+                 retry: bool = True) -> requests.Response:
+        """Send a request for ``ref``'s repository, answering authentication challenges; ``path`` is ``/v2/...`` or
+        an absolute URL (an upload Location). Returns any response but 401."""
+        host = _api_host(ref.registry)
+        scope = push_scope(ref.repository) if action == _PUSH else pull_scope(ref.repository)
+        renewed = False
+        while True:
+            authorization, fresh = self._authorization(host, ref, scope)
+            send_headers = dict(headers or {})
+            if path.startswith(("http://", "https://")) and urlsplit(path).netloc.lower() != host.lower():
+                authorization = None  # an upload Location on another host: it carries its own authorisation
+            if authorization is not None:
+                send_headers["Authorization"] = authorization
+            resp = self._send(method, host, path, registry=ref.registry, repository=ref.repository,
+                              headers=send_headers, data=data, params=params, stream=stream, retry=retry)
+            if resp.status_code != 401:
+                return resp
+            resp.close()
+            try:
+                challenge = find_challenge(parse_www_authenticate(resp.headers.get("WWW-Authenticate", "")))
+            except ChallengeError as e:
+                raise AuthError(f"the registry asks for authentication with a WWW-Authenticate header lamina cannot"
+                                f" read ({e})", registry=ref.registry, repository=ref.repository, status=401) from None
+            if challenge is None:
+                raise AuthError("the registry asks for authentication but offers neither Bearer nor Basic",
+                                registry=ref.registry, repository=ref.repository, status=401)
+            with self._lock:
+                self._challenges[host] = challenge
+                self._tokens.pop((host, scope), None)
+            if authorization is None:
+                if challenge.scheme == "basic":
+                    self._basic_authorization(host, ref)
+                continue
+            if not fresh and not renewed:
+                renewed = True  # a cached token may have expired early, or the scheme changed: answer anew once
+                continue
+            raise self._unauthorized(ref, action)
+
+    def _authorization(self, host: str, ref: Reference, scope: str) -> tuple[str | None, bool]:
+        """The Authorization header for ``scope`` on ``host`` (fetching a token if the host wants Bearer), and
+        whether it was fetched just now."""
+        with self._lock:
+            token = self._tokens.get((host, scope))
+            if token is not None and token.expires_at > time.monotonic():
+                return token.header, False
+            challenge = self._challenges.get(host)
+            if challenge is None:
+                return None, False
+            if challenge.scheme == "basic":
+                return self._basic.get(host), True  # nothing to renew: a 401 to it means the password is wrong
+            token = self._fetch_token(host, ref, challenge, scope)
+            self._tokens[(host, scope)] = token
+            return token.header, True
+
+    def _basic_authorization(self, host: str, ref: Reference) -> None:
+        credentials = self._lookup_credentials(ref.registry)
+        if credentials is None or not credentials.password:
+            raise AuthError(f"{ref.name} needs credentials", registry=ref.registry, repository=ref.repository,
+                            status=401, hint=self._login_hint(ref.registry))
+        with self._lock:
+            self._basic[host] = basic_authorization(credentials.username, credentials.password)
+
+    def _fetch_token(self, host: str, ref: Reference, challenge: AuthChallenge, scope: str) -> _Token:
+        credentials = self._lookup_credentials(ref.registry)
+        try:
+            request = token_request(challenge, [scope], credentials)
+        except ChallengeError as e:
+            raise AuthError(f"cannot get a token for {ref.name}: {e}", registry=ref.registry,
+                            repository=ref.repository) from None
+        headers = {"Authorization": request.authorization} if request.authorization else {}
+        realm_host = urlsplit(request.url).netloc
+        resp = self._send(request.method, realm_host, request.url, registry=ref.registry, repository=ref.repository,
+                          headers=headers, params=request.params or None, data=request.form or None, stream=False,
+                          retry=True)
+        with resp:
+            if resp.status_code in (401, 403):
+                if credentials is None:
+                    raise AuthError(f"the token server {realm_host} wants credentials for {ref.name}",
+                                    registry=ref.registry, repository=ref.repository, status=resp.status_code,
+                                    hint=self._login_hint(ref.registry))
+                raise AuthError(f"credentials for {ref.registry} were rejected by the token server {realm_host}",
+                                registry=ref.registry, repository=ref.repository, status=resp.status_code,
+                                hint=f"run `docker login {ref.registry}` again or fix the auths entry in"
+                                     f" {self._config_path()}")
+            if resp.status_code != 200:
+                raise RegistryError(f"the token server {realm_host} failed", registry=ref.registry,
+                                    repository=ref.repository, status=resp.status_code,
+                                    hint=_error_text(resp) or "try again later")
+            body = resp.content
+        try:
+            token = parse_token_response(body)
+        except ChallengeError as e:
+            raise AuthError(f"cannot use the answer of the token server {realm_host}: {e}", registry=ref.registry,
+                            repository=ref.repository) from None
+        # renew a little early; never cache for less than a few seconds
+        lifetime = max(5.0, token.expires_in - 10.0)
+        return _Token("Bearer " + token.value, time.monotonic() + lifetime)
+
+    def _lookup_credentials(self, registry: str) -> Credentials | None:
+        with self._lock:
+            if registry not in self._credentials:
+                self._credentials[registry] = lookup_credentials(registry, self._config.docker_config_dir)
+            return self._credentials[registry]
+
+    def _config_path(self) -> Path:
+        return config_path(self._config.docker_config_dir)
+
+    def _login_hint(self, registry: str) -> str:
+        return (f"no credentials for {registry} in {self._config_path()}; run `docker login {registry}` or add an"
+                " auths entry")
+
+    def _unauthorized(self, ref: Reference, action: str) -> AuthError:
+        """The error for a 401 that came back although we answered the challenge."""
+        credentials = self._lookup_credentials(ref.registry)
+        verb = "push to" if action == _PUSH else "pull from"
+        if credentials is None:
+            return AuthError(f"{verb} {ref.name} was refused without credentials: the repository does not exist or"
+                             " needs credentials", registry=ref.registry, repository=ref.repository, status=401,
+                             hint=self._login_hint(ref.registry))
+        host = _api_host(ref.registry)
+        challenge = self._challenges.get(host)
+        if challenge is not None and challenge.scheme == "bearer":
+            return AuthError(f"{verb} {ref.name} was refused for user {credentials.username!r}",
+                             registry=ref.registry, repository=ref.repository, status=401,
+                             hint=f"check that the account may {action} {ref.repository} (and that the repository"
+                                  " exists)")
+        return AuthError(f"credentials for {ref.registry} were rejected", registry=ref.registry,
+                         repository=ref.repository, status=401,
+                         hint=f"run `docker login {ref.registry}` again or fix the auths entry in {self._config_path()}")
+
+    def _send(self, method: str, host: str, path: str, *, registry: str, repository: str,
+              headers: Mapping[str, str], data: bytes | tuple[tuple[str, str], ...] | None,
+              params: Mapping[str, str] | tuple[tuple[str, str], ...] | None, stream: bool,
+              retry: bool) -> requests.Response:
+        """One request with retries on connection errors, 429 and 5xx, and plain-HTTP fallback for loopback hosts."""
+        retries = self._config.retries if retry else 0
+        attempt = 0
+        while True:
+            absolute = path.startswith(("http://", "https://"))
+            url = path if absolute else f"{self._scheme(host)}://{host}{path}"
+            try:
+                resp = self._session.request(method, url, headers=dict(headers), data=data,
+                                             params=params, stream=stream, timeout=self._config.timeout)
+            except requests.exceptions.SSLError as e:
+                if not absolute and self._fall_back_to_http(host):
+                    continue
+                raise _tls_error(registry, repository, host, e) from None
+            except (requests.ConnectionError, requests.Timeout) as e:
+                if not absolute and self._fall_back_to_http(host):
+                    continue
+                if attempt < retries:
+                    log.info("%s %s: %s; retrying", method, host, type(e).__name__)
+                    time.sleep(_backoff(attempt))
+                    attempt += 1
+                    continue
+                raise _unreachable(registry, repository, host, e) from None
+            if resp.status_code in RETRY_STATUSES and attempt < retries:
+                delay = _retry_after(resp.headers.get("Retry-After"))
+                if delay is None:
+                    delay = _backoff(attempt)
+                log.info("%s %s: HTTP %d; retrying in %.1fs", method, host, resp.status_code, delay)
+                resp.close()
+                time.sleep(delay)
+                attempt += 1
+                continue
+            return resp
+
+    def _scheme(self, host: str) -> str:
+        return "http" if host in self._plain_http else "https"
+
+    def _fall_back_to_http(self, host: str) -> bool:
+        """Switch a loopback host that fails over HTTPS to plain HTTP (once), like Docker."""
+        with self._lock:
+            if host in self._plain_http or not _is_loopback(host):
+                return False
+            log.debug("%s does not speak HTTPS; using plain HTTP", host)
+            self._plain_http.add(host)
+            return True
+
+    def _status_error(self, resp: requests.Response, ref: Reference, doing: str, action: str, *,
+                      manifest: str | None = None, blob: str | None = None) -> RegistryError:
+        """The error for an unexpected status (not 401, which :meth:`_request` handles)."""
+        status = resp.status_code
+        codes = _error_codes(resp)
+        detail = _error_text(resp)
+
+        def error(cls: type[RegistryError], message: str, hint: str) -> RegistryError:
+            return cls(message, registry=ref.registry, repository=ref.repository, status=status, hint=hint)
+
+        if status == 403:
+            verb = "push" if action == _PUSH else "pull"
+            return error(AuthError, f"access to {ref.name} denied (HTTP 403)",
+                         f"check that the account has {verb} permission on {ref.repository}"
+                         + (f" ({detail})" if detail else ""))
+        if status == 404 and manifest is not None:
+            image = f"{ref.name}@{manifest}" if manifest.startswith("sha256:") else f"{ref.name}:{manifest}"
+            if "NAME_UNKNOWN" in codes:
+                return error(NotFound, f"image {image} not found: the repository does not exist",
+                             f"check the image name; {ref.registry} has no repository {ref.repository}")
+            if manifest.startswith("sha256:"):
+                return error(NotFound, f"image {image} not found: no manifest has that digest", "check the digest")
+            return error(NotFound, f"image {image} not found: the tag does not exist",
+                         f"check the tag; push {image} first or pick an existing tag")
+        if status == 404 and blob is not None:
+            if "NAME_UNKNOWN" in codes:
+                return error(NotFound, f"repository {ref.name} not found", "check the image name")
+            return error(NotFound, f"blob {blob} not found in {ref.name}",
+                         "the image refers to a blob the registry does not have; re-push the image")
+        if status == 404:
+            return error(NotFound, f"{doing}: not found", detail)
+        if "DIGEST_INVALID" in codes and blob is not None:
+            return error(DigestMismatch, f"the registry rejected blob {blob}: its content does not match the digest",
+                         "the local file changed since its digest was computed; rebuild")
+        if "MANIFEST_BLOB_UNKNOWN" in codes or "BLOB_UNKNOWN" in codes:
+            return error(RegistryError, f"{doing}: the registry lacks a blob the manifest refers to",
+                         detail or "push the blobs before the manifest")
+        if status == 429:
+            return error(RegistryError, f"{doing}: too many requests",
+                         "the registry rate-limits you; wait, log in or use a mirror")
+        if status >= 500:
+            return error(RegistryError, f"{doing}: the registry failed", (detail + "; " if detail else "")
+                         + "try again later")
+        return error(RegistryError, f"{doing}: unexpected answer", detail)
+
+
+# -- helpers (pure) ----------------------------------------------------------------------------------------------
+
+
+def _api_host(registry: str) -> str:
+    """The host the API of ``registry`` lives on (Docker Hub's is ``registry-1.docker.io``)."""
+    return DOCKER_HUB_API_HOST if registry == DOCKER_HUB else registry
+
+
+def _is_loopback(host: str) -> bool:
+    if host.startswith("["):
+        name = host[:host.find("]") + 1]
+    else:
+        name = host.rsplit(":", 1)[0] if ":" in host else host
+    name = name.lower()
+    return name in _LOOPBACK_HOSTS or name.startswith("127.")
+
+
+def _parse_mirror(text: str) -> tuple[str, bool]:
+    """``host[:port][/prefix]`` of a mirror, and whether it was given as ``http://`` (plain HTTP)."""
+    mirror = text.strip()
+    plain = mirror.lower().startswith("http://")
+    for scheme in ("http://", "https://"):
+        if mirror.lower().startswith(scheme):
+            mirror = mirror[len(scheme):]
+    return mirror.strip("/"), plain
+
+
+def _on_mirror(ref: Reference, mirror: str) -> Reference:
+    host, _, prefix = mirror.partition("/")
+    repository = f"{prefix}/{ref.repository}" if prefix else ref.repository
+    return replace(ref, registry=host.lower(), repository=repository)
+
+
+def _backoff(attempt: int) -> float:
+    return float(BACKOFF_SECONDS * (2 ** attempt))
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+
+
+def _short(digest: str) -> str:
+    return digest.removeprefix("sha256:")[:12]
+
+
+def _check_read(data: bytes, expected: int, digest: str, ref: Reference) -> None:
+    if len(data) != expected:
+        raise RegistryError(f"blob {digest} is shorter than its descriptor says ({expected} bytes expected)",
+                            registry=ref.registry, repository=ref.repository, hint="the local file changed; rebuild")
+
+
+def _manifest_media_type(body: bytes, content_type: str) -> str:
+    try:
+        raw = json.loads(body)
+    except ValueError:
+        raw = None
+    declared = raw.get("mediaType") if isinstance(raw, dict) else None
+    if isinstance(declared, str) and declared:
+        return declared
+    header = content_type.split(";", 1)[0].strip()
+    if header and header not in ("application/json", "text/plain", _OCTET_STREAM):
+        return header
+    if isinstance(raw, dict):
+        if "manifests" in raw:
+            return INDEX_TYPES[0]
+        if "config" in raw and "layers" in raw:
+            return MANIFEST_TYPES[0]
+    return header
+
+
+def _is_index(media_type: str) -> bool:
+    return media_type in INDEX_TYPES
+
+
+def _platform_text(platform: Mapping[str, Any]) -> str:
+    text = f"{platform.get('os', '?')}/{platform.get('architecture', '?')}"
+    variant = platform.get("variant")
+    return text + (f"/{variant}" if variant else "")
+
+
+def _pick_platform(body: bytes, platform: Platform, ref: Reference) -> Descriptor:
+    try:
+        raw = json.loads(body)
+        entries = [Descriptor.from_json(m) for m in raw.get("manifests") or []]
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise RegistryError(f"the index of {ref} is malformed ({e!r})", registry=ref.registry,
+                            repository=ref.repository) from None
+    candidates = [e for e in entries if e.platform is not None and e.media_type not in INDEX_TYPES]
+    for entry in candidates:
+        assert entry.platform is not None
+        if platform.matches(entry.platform):
+            return entry
+    available = sorted({_platform_text(e.platform) for e in candidates
+                        if e.platform is not None and e.platform.get("os") != "unknown"})
+    raise NotFound(f"image {ref} has no manifest for platform {platform}", registry=ref.registry,
+                   repository=ref.repository,
+                   hint=f"it is available for {', '.join(available)}; choose one with --platform" if available
+                   else "the index lists no platforms")
+
+
+def _error_codes(resp: requests.Response) -> list[str]:
+    return [code for code, _ in _errors(resp)]
+
+
+def _errors(resp: requests.Response) -> list[tuple[str, str]]:
+    """The ``errors`` of a distribution error body: [(code, message)]."""
+    if resp.request is not None and resp.request.method == "HEAD":
+        return []
+    try:
+        raw = json.loads(resp.content[:65536])
+    except (ValueError, RuntimeError):
+        return []
+    errors = raw.get("errors") if isinstance(raw, dict) else None
+    if not isinstance(errors, list):
+        return []
+    out = []
+    for error in errors:
+        if isinstance(error, dict):
+            out.append((str(error.get("code", "")), str(error.get("message", ""))))
+    return out
+
+
+def _error_text(resp: requests.Response) -> str:
+    return "; ".join(f"{code}: {message}" if message else code for code, message in _errors(resp))
+
+
+def _unreachable(registry: str, repository: str, host: str, error: Exception) -> RegistryUnreachable:
+    text = str(error)
+    if isinstance(error, requests.Timeout):
+        what = f"{host} did not answer in time"
+        hint = "check the network, or raise the timeout"
+    elif "Name or service not known" in text or "nodename nor servname" in text or "getaddrinfo" in text \
+            or "Temporary failure in name resolution" in text:
+        what = f"cannot resolve the registry host {host}"
+        hint = "check the host name and your DNS"
+    elif "refused" in text.lower():
+        what = f"cannot connect to {host}: connection refused"
+        hint = "check the host name and port, and that the registry is running"
+    else:
+        what = f"cannot connect to {host} ({type(error).__name__})"
+        hint = "check the host name, the port and the network"
+    return RegistryUnreachable(what, registry=registry, repository=repository, hint=hint)
+
+
+def _tls_error(registry: str, repository: str, host: str, error: Exception) -> RegistryUnreachable:
+    text = str(error)
+    if "WRONG_VERSION_NUMBER" in text.upper() or "wrong version number" in text:
+        hint = f"{host} seems to speak plain HTTP; pass --insecure-registry {host} if that is intended"
+    elif "CERTIFICATE_VERIFY_FAILED" in text.upper():
+        hint = (f"the certificate of {host} is not trusted; install its CA, or pass --skip-tls-verify"
+                f" (or --insecure-registry {host} for plain HTTP)")
+    else:
+        hint = f"if {host} serves plain HTTP, pass --insecure-registry {host}; for a self-signed certificate," \
+               " --skip-tls-verify"
+    return RegistryUnreachable(f"the TLS handshake with {host} failed", registry=registry, repository=repository,
+                               hint=hint)

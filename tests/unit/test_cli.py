@@ -1,0 +1,83 @@
+"""The CLI's flag handling: Kaniko names, LAMINA_* variables, build args, and the README's flag table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lamina.cli import BUILD_FLAGS, options_from, parse_build_args, parser, resolve_flags
+from lamina.errors import OptionsError
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def values(argv: list[str], environ: dict[str, str] | None = None) -> dict[str, object]:
+    return resolve_flags(parser().parse_args(["build", *argv]), environ or {})
+
+
+def test_kaniko_flag_names_and_defaults(tmp_path: Path) -> None:
+    opts = options_from(values(["--context", str(tmp_path), "--destination", "r.example/a:1", "-d", "r.example/b"]),
+                        {})
+    assert opts.context == tmp_path
+    assert opts.dockerfile == tmp_path / "Dockerfile"
+    assert opts.destinations == ("r.example/a:1", "r.example/b")
+    assert not opts.no_push
+
+
+def test_environment_variables_fill_unset_flags() -> None:
+    env = {"LAMINA_DESTINATION": "r.example/a:1, r.example/a:2", "LAMINA_NO_PUSH": "true",
+           "LAMINA_BUILD_ARG": "A=1,B=2", "LAMINA_TARGET": "final", "LAMINA_INSECURE_REGISTRY": "r.example"}
+    opts = options_from(values([], env), env)
+    assert opts.destinations == ("r.example/a:1", "r.example/a:2")
+    assert opts.no_push
+    assert opts.build_args == (("A", "1"), ("B", "2"))
+    assert opts.target == "final"
+    assert opts.insecure_registries == frozenset({"r.example"})
+
+
+def test_command_line_wins_over_environment() -> None:
+    env = {"LAMINA_TARGET": "from-env", "LAMINA_DESTINATION": "r.example/env"}
+    opts = options_from(values(["--target", "from-cli", "--destination", "r.example/cli"], env), env)
+    assert opts.target == "from-cli"
+    assert opts.destinations == ("r.example/cli",)
+
+
+def test_bad_boolean_variable_is_an_options_error() -> None:
+    with pytest.raises(OptionsError, match="LAMINA_NO_PUSH"):
+        values([], {"LAMINA_NO_PUSH": "maybe"})
+
+
+def test_build_arg_without_value_comes_from_environment() -> None:
+    assert parse_build_args(["A=1", "HOME_DIR", "MISSING", "E="], {"HOME_DIR": "/h"}) == (
+        ("A", "1"), ("HOME_DIR", "/h"), ("E", ""))
+
+
+def test_no_destination_without_no_push_is_refused() -> None:
+    with pytest.raises(OptionsError, match="--no-push"):
+        options_from(values([]), {})
+
+
+def test_dir_scheme_accepted_other_schemes_refused(tmp_path: Path) -> None:
+    opts = options_from(values(["--context", f"dir://{tmp_path}", "--no-push"]), {})
+    assert opts.context == tmp_path
+    with pytest.raises(OptionsError, match="not supported"):
+        options_from(values(["--context", "git://example.com/repo", "--no-push"]), {})
+
+
+def test_source_date_epoch_is_read() -> None:
+    assert options_from(values(["--no-push"]), {"SOURCE_DATE_EPOCH": "1700000000"}).source_date_epoch == 1700000000
+    with pytest.raises(OptionsError, match="SOURCE_DATE_EPOCH"):
+        options_from(values(["--no-push"]), {"SOURCE_DATE_EPOCH": "yesterday"})
+
+
+def test_bad_verbosity_is_refused() -> None:
+    with pytest.raises(OptionsError, match="verbosity"):
+        options_from(values(["--no-push", "--verbosity", "loud"]), {})
+
+
+@pytest.mark.parametrize("flag", BUILD_FLAGS, ids=lambda f: f.name)
+def test_readme_documents_every_flag(flag: object) -> None:
+    text = README.read_text()
+    assert f"`{flag.name}" in text  # type: ignore[attr-defined]
+    assert f"`{flag.env}`" in text  # type: ignore[attr-defined]
