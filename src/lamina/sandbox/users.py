@@ -51,6 +51,8 @@ def _entries(text: str, fields: int) -> list[list[str]]:
 def resolve_user(spec: str, db: UserDB) -> ResolvedUser:
     """Resolve ``user[:group]``; numeric ids need no entry, names must exist (UnknownUser otherwise)."""
     user, _, group = (spec or "root").partition(":")
+    if user == "root" and not group and not any(p[0] == "root" for p in _entries(db.passwd, 7)):
+        user = "0"  # no USER given, or an image without /etc/passwd: BuildKit runs as 0:0 without a lookup
     passwd = _entries(db.passwd, 7)
     groups = _entries(db.group, 4)
     home = "/"
@@ -84,7 +86,8 @@ def resolve_user(spec: str, db: UserDB) -> ResolvedUser:
 
 
 def resolve_owner(spec: str, db: UserDB) -> tuple[int, int]:
-    """``--chown=user[:group]``; without a group the gid is the uid's number (Docker's documented rule)."""
+    """``--chown=user[:group]`` as BuildKit resolves it: a name alone takes the user's primary group from
+    /etc/passwd; a numeric uid alone doubles as the gid (BuildKit, file/user_linux.go ``readUser``)."""
     user, sep, group = spec.partition(":")
     passwd = _entries(db.passwd, 7)
     groups = _entries(db.group, 4)
@@ -96,7 +99,7 @@ def resolve_owner(spec: str, db: UserDB) -> tuple[int, int]:
         if entry is None:
             raise UnknownUser(f"unable to find user {user}: no matching entries in passwd file")
         uid = int(entry[2])
-        gid = uid
+        gid = int(entry[3]) if entry[3].isdigit() else uid
     if sep and group:
         if group.isdigit():
             gid = int(group)

@@ -183,6 +183,7 @@ class _Writer:
         self.plan = plan
         self.inst = inst
         self.dir_times: list[tuple[Path, int]] = []
+        self.links: dict[tuple[int, int], Path] = {}  # (st_dev, st_ino) of a source with nlink > 1 -> its copy
 
     def _error(self, path: str, exc: OSError) -> DockerfileError:
         return self.inst.error(f"cannot write {path}: {exc.strerror or exc}")
@@ -237,6 +238,12 @@ class _Writer:
                 return
             if not stat.S_ISREG(st.st_mode):
                 return  # sockets, fifos and devices are not copied, as BuildKit
+            if st.st_nlink > 1:
+                first = self.links.get((st.st_dev, st.st_ino))
+                if first is not None:
+                    os.link(first, host)  # hard links within one COPY stay links, as BuildKit keeps them
+                    return
+                self.links[(st.st_dev, st.st_ino)] = host
             with open(source, "rb") as src, open(os.open(host, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
                                                          0o600), "wb") as dst:
                 shutil.copyfileobj(src, dst, 1024 * 1024)
