@@ -92,13 +92,13 @@ def test_unknown_instruction(lamina: Lamina, tmp_path: Path) -> None:
     assert_not_pushed(*split(dest))
 
 
-def test_unsupported_instruction(lamina: Lamina, tmp_path: Path) -> None:
+def test_malformed_healthcheck(lamina: Lamina, tmp_path: Path) -> None:
     run, dest = fail(lamina, tmp_path, f"""
         FROM {lamina.images.busybox}
         RUN echo fine
-        HEALTHCHECK NONE
+        HEALTHCHECK WGET http://localhost/
     """)
-    assert_clean_failure(run, contains=("Dockerfile:3", "HEALTHCHECK", "is not supported yet"))
+    assert_clean_failure(run, contains=("Dockerfile:3:1", "HEALTHCHECK", "unknown type 'WGET'"))
     assert "echo fine" not in run.stdout, "the Dockerfile must be rejected before anything runs"
     assert_not_pushed(*split(dest))
 

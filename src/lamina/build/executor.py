@@ -30,15 +30,18 @@ from lamina.dockerfile.instructions import (
     Copy,
     Dockerfile,
     Expose,
+    Healthcheck,
     Instruction,
     KeyValues,
+    Onbuild,
     Run,
     Single,
     Stage,
+    Volume,
     load_dockerfile,
 )
 from lamina.dockerfile.lex import ExpansionError, expand_word
-from lamina.errors import ContextError, InvalidReference, OptionsError, OutputError
+from lamina.errors import ContextError, InvalidReference, OptionsError, OutputError, UnsupportedInstruction
 from lamina.oci.digest import compute_digest
 from lamina.oci.layout import ImageBlobs, write_docker_archive, write_oci_layout
 from lamina.oci.model import OCI_CONFIG, Descriptor, Manifest, Platform, canonical_json, layer_media_type_for_oci
@@ -229,6 +232,7 @@ class _Build:
         self.step_started(state.stage, inst.original)
         layer: LayerRef | None = None
         text: str
+        self.check_supported(inst)
         if isinstance(inst, Run):
             text = run_created_by(state, inst, state.args)
             execute_run(state, inst, self.runner, on_output=self.progress.step_output,
@@ -239,11 +243,16 @@ class _Build:
             text = f"{inst.original} # buildkit"
             copy_files(state, inst, self.copy_source(state, inst), self.escape)
             layer = self.snapshot(state)
-        elif isinstance(inst, Single) and inst.keyword == "WORKDIR":
-            text = self.workdir(state, inst)
-            layer = self.snapshot(state)
         elif isinstance(inst, Single):
-            text = metadata.apply_user(state, inst, self.escape)
+            if inst.keyword == "WORKDIR":
+                text = self.workdir(state, inst)
+                layer = self.snapshot(state)
+            elif inst.keyword == "USER":
+                text = metadata.apply_user(state, inst, self.escape)
+            elif inst.keyword == "STOPSIGNAL":
+                text = metadata.apply_stopsignal(state, inst, self.escape)
+            else:
+                text = metadata.apply_maintainer(state, inst)
         elif isinstance(inst, KeyValues) and inst.keyword == "ENV":
             text = metadata.apply_env(state, inst, self.escape)
         elif isinstance(inst, KeyValues):
@@ -253,8 +262,16 @@ class _Build:
                                       self.used_args)
         elif isinstance(inst, Expose):
             text = metadata.apply_expose(state, inst, self.escape)
+        elif isinstance(inst, Volume):
+            text = metadata.apply_volume(state, inst, self.escape)
+        elif isinstance(inst, Healthcheck):
+            text = metadata.apply_healthcheck(state, inst)
+        elif isinstance(inst, Onbuild):
+            text = metadata.apply_onbuild(state, inst)
         elif isinstance(inst, Command) and inst.keyword == "CMD":
             text = metadata.apply_cmd(state, inst)
+        elif isinstance(inst, Command) and inst.keyword == "SHELL":
+            text = metadata.apply_shell(state, inst)
         elif isinstance(inst, Command):
             text = metadata.apply_entrypoint(state, inst)
         else:  # pragma: no cover - load_dockerfile only makes the types above
@@ -264,6 +281,25 @@ class _Build:
             entry["empty_layer"] = True
         state.history.append(entry)
         self.step_finished(state.stage, inst.original, started, layer)
+
+    @staticmethod
+    def check_supported(inst: Instruction) -> None:
+        """Parts of the language that parse but do not execute yet stop the build here, naming the line."""
+        def unsupported(what: str) -> UnsupportedInstruction:
+            return UnsupportedInstruction(f"{inst.keyword}: {what} is not supported yet", file=inst.file,
+                                          line=inst.line, column=1)
+        if isinstance(inst, Copy):
+            if inst.keyword == "ADD":
+                raise UnsupportedInstruction("ADD is not supported yet", file=inst.file, line=inst.line, column=1)
+            if inst.heredocs:
+                raise unsupported("a heredoc")
+        if isinstance(inst, Run):
+            if inst.heredocs:
+                raise unsupported("a heredoc")
+            if inst.mounts:
+                raise unsupported("--mount")
+            if inst.network not in (None, "default"):
+                raise unsupported(f"--network={inst.network}")
 
     def workdir(self, state: StageState, inst: Single) -> str:
         value = metadata.expand(inst, inst.value, state.expansion_env(), self.escape)
@@ -321,6 +357,8 @@ class _Build:
     def image(self, state: StageState) -> ImageBlobs:
         platform = self.platform
         config: dict[str, Any] = {"architecture": platform.architecture}
+        if state.author:
+            config["author"] = state.author
         if state.config:
             config["config"] = state.config
         config["created"] = self.created
@@ -355,6 +393,9 @@ def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, prog
         run.created = run.timestamp()
         run.evaluate_meta_args()
         stages = needed_stages(dockerfile, target, run.meta)
+        for stage in stages:  # refuse what cannot run before anything runs
+            for inst in stage.instructions:
+                run.check_supported(inst)
         run.step_total = sum(1 + len(s.instructions) for s in stages)
         for stage in stages:
             run.states[stage.index] = run.run_stage(stage)

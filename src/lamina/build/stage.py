@@ -55,7 +55,7 @@ def state_from_image(stage: Stage, rootfs: Path, platform: Platform, image: Pull
     config = image.config
     return StageState(stage, rootfs, platform, config=dict(config.get("config") or {}),
                       history=[dict(h) for h in config.get("history") or []], layers=list(image.layers),
-                      base_name=name)
+                      base_name=name, author=config.get("author"))
 
 
 def copy_rootfs(source: Path, dest: Path) -> None:

@@ -37,6 +37,7 @@ class StageState:
     scan: dict[str, FileState] | None = None  # the rootfs as of the last snapshot; None: not scanned yet
     cmd_set: bool = False  # CMD given in this stage (ENTRYPOINT then keeps it)
     base_name: str = ""  # what FROM resolved to, for messages
+    author: str | None = None  # MAINTAINER, the image config's top-level "author"
 
     @property
     def env(self) -> dict[str, str]:
@@ -71,4 +72,5 @@ class StageState:
     def copy_for_child(self, stage: Stage, rootfs: Path) -> StageState:
         """A new stage starting FROM this one (config deep-copied, layers shared)."""
         return StageState(stage, rootfs, self.platform, json.loads(json.dumps(self.config)),
-                          [dict(h) for h in self.history], list(self.layers), {}, None, False, self.base_name)
+                          [dict(h) for h in self.history], list(self.layers), {}, None, False, self.base_name,
+                          self.author)

@@ -1,7 +1,7 @@
 """Typed instructions made from the raw syntax tree, and the stages they form.
 
 Arguments stay unexpanded here (expansion needs the build state); flags are checked against what each keyword
-accepts so that a typo fails before anything runs.
+accepts so that a typo fails before anything runs. Every Dockerfile keyword BuildKit knows for Linux is here.
 """
 
 from __future__ import annotations
@@ -10,17 +10,24 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from lamina.dockerfile.parse import Node, ParsedDockerfile, parse_dockerfile
-from lamina.errors import DockerfileError, UnsupportedInstruction
+from lamina.dockerfile.parse import Heredoc, Node, ParsedDockerfile, parse_dockerfile
+from lamina.errors import DockerfileError
 
 KNOWN = ("add", "arg", "cmd", "copy", "entrypoint", "env", "expose", "from", "healthcheck", "label", "maintainer",
          "onbuild", "run", "shell", "stopsignal", "user", "volume", "workdir")
-SUPPORTED = ("arg", "cmd", "copy", "entrypoint", "env", "expose", "from", "label", "run", "user", "workdir")
-ALLOWED_FLAGS: dict[str, tuple[str, ...]] = {
-    "from": ("platform",),
-    "copy": ("from", "chown", "chmod"),
-    "run": (),
+
+# Flags each keyword accepts: "value" (--x=v, once), "list" (--x=v, repeatable), "bool" (--x or --x=true|false).
+FLAGS: dict[str, dict[str, str]] = {
+    "from": {"platform": "value"},
+    "run": {"mount": "list", "network": "value", "security": "value"},
+    "copy": {"from": "value", "chown": "value", "chmod": "value", "link": "bool", "parents": "bool",
+             "exclude": "list"},
+    "add": {"chown": "value", "chmod": "value", "link": "bool", "checksum": "value", "keep-git-dir": "bool",
+            "exclude": "list", "unpack": "bool"},
+    "healthcheck": {"interval": "value", "timeout": "value", "start-period": "value", "start-interval": "value",
+                    "retries": "value"},
 }
+ONBUILD_FORBIDDEN = ("onbuild", "from", "maintainer")
 
 
 @dataclass(frozen=True)
@@ -33,8 +40,15 @@ class Instruction:
     original: str  # the instruction text, continuations joined
     file: str
 
-    def error(self, message: str) -> DockerfileError:
-        return DockerfileError(f"{self.keyword}: {message}", file=self.file, line=self.line)
+    def error(self, message: str, *, column: int | None = None) -> DockerfileError:
+        """A DockerfileError at this instruction: ``file:line:column: KEYWORD: message``."""
+        return DockerfileError(f"{self.keyword}: {message}", file=self.file, line=self.line, column=column or 1)
+
+    def column_of(self, text: str) -> int | None:
+        """1-based column of ``text`` in the instruction's first line, when it is there."""
+        first = self.original.split("\n", 1)[0]
+        index = first.find(text) if text else -1
+        return index + 1 if index >= 0 else None
 
 
 @dataclass(frozen=True)
@@ -48,16 +62,29 @@ class From(Instruction):
 class Run(Instruction):
     args: tuple[str, ...]  # exec form: the argv; shell form: one element, the command line
     json_form: bool
+    mounts: tuple[str, ...] = ()  # raw --mount values, unexpanded
+    network: str | None = None  # default, none, host
+    security: str | None = None  # sandbox, insecure
+    heredocs: tuple[Heredoc, ...] = ()
 
 
 @dataclass(frozen=True)
 class Copy(Instruction):
+    """COPY, and ADD (``keyword == "ADD"``, with the ADD-only fields set)."""
+
     sources: tuple[str, ...]
     dest: str
     from_stage: str | None
     chown: str | None
     chmod: str | None
     json_form: bool
+    link: bool = False
+    parents: bool = False
+    excludes: tuple[str, ...] = ()
+    heredocs: tuple[Heredoc, ...] = ()
+    checksum: str | None = None  # ADD
+    keep_git_dir: bool = False  # ADD
+    unpack: bool | None = None  # ADD: None = auto (local archives are extracted, remote files are not)
 
 
 @dataclass(frozen=True)
@@ -74,7 +101,7 @@ class Arg(Instruction):
 
 @dataclass(frozen=True)
 class Single(Instruction):
-    """WORKDIR and USER: one raw argument."""
+    """WORKDIR, USER, STOPSIGNAL and MAINTAINER: one raw argument."""
 
     value: str
 
@@ -85,11 +112,35 @@ class Expose(Instruction):
 
 
 @dataclass(frozen=True)
+class Volume(Instruction):
+    paths: tuple[str, ...]
+    json_form: bool
+
+
+@dataclass(frozen=True)
 class Command(Instruction):
-    """CMD and ENTRYPOINT."""
+    """CMD, ENTRYPOINT and SHELL (SHELL only in JSON form)."""
 
     args: tuple[str, ...]
     json_form: bool
+
+
+@dataclass(frozen=True)
+class Healthcheck(Instruction):
+    """HEALTHCHECK NONE (``test is None``) or HEALTHCHECK [options] CMD command."""
+
+    test: tuple[str, ...] | None  # ("CMD", argv...) or ("CMD-SHELL", line); None for NONE
+    interval: str | None = None
+    timeout: str | None = None
+    start_period: str | None = None
+    start_interval: str | None = None
+    retries: str | None = None
+
+
+@dataclass(frozen=True)
+class Onbuild(Instruction):
+    trigger: str  # the instruction to record, e.g. "RUN echo hi"
+    trigger_keyword: str
 
 
 @dataclass(frozen=True)
@@ -114,7 +165,7 @@ class Dockerfile:
 
 
 def load_dockerfile(text: str, *, file: str = "Dockerfile") -> Dockerfile:
-    """Parse Dockerfile text into typed stages; raises DockerfileError for anything malformed or unsupported."""
+    """Parse Dockerfile text into typed stages; raises DockerfileError for anything malformed."""
     parsed = parse_dockerfile(text, file=file)
     return build_stages(parsed, file=file)
 
@@ -124,7 +175,7 @@ def build_stages(parsed: ParsedDockerfile, *, file: str) -> Dockerfile:
     stages: list[Stage] = []
     current: tuple[From, list[Instruction]] | None = None
     for node in parsed.nodes:
-        inst = _instruction(node, file, parsed.directives.escape)
+        inst = instruction_from_node(node, file)
         if isinstance(inst, From):
             if current is not None:
                 stages.append(_stage(len(stages), *current))
@@ -132,13 +183,13 @@ def build_stages(parsed: ParsedDockerfile, *, file: str) -> Dockerfile:
         elif current is None:
             if not isinstance(inst, Arg):
                 raise DockerfileError(f"{inst.keyword} before the first FROM: only ARG may come before FROM",
-                                      file=file, line=inst.line)
+                                      file=file, line=inst.line, column=1)
             meta.append(inst)
         else:
             current[1].append(inst)
     if current is None:
         raise DockerfileError("no FROM instruction: a Dockerfile must start its first stage with FROM", file=file,
-                              line=parsed.nodes[-1].end_line)
+                              line=parsed.nodes[-1].end_line, column=1)
     stages.append(_stage(len(stages), *current))
     seen: dict[str, int] = {}
     for stage in stages:
@@ -146,7 +197,8 @@ def build_stages(parsed: ParsedDockerfile, *, file: str) -> Dockerfile:
             continue
         if stage.name in seen:
             raise DockerfileError(f"duplicate stage name {stage.name!r} (first used on line "
-                                  f"{stages[seen[stage.name]].base.line})", file=file, line=stage.base.line)
+                                  f"{stages[seen[stage.name]].base.line})", file=file, line=stage.base.line,
+                                  column=1)
         seen[stage.name] = stage.index
     return Dockerfile(file, tuple(meta), tuple(stages), parsed.directives.escape, parsed.warnings)
 
@@ -155,42 +207,58 @@ def _stage(index: int, base: From, instructions: list[Instruction]) -> Stage:
     return Stage(index, base.name, base, tuple(instructions))
 
 
-def _flags(node: Node, file: str) -> dict[str, str]:
-    allowed = ALLOWED_FLAGS.get(node.keyword, ())
-    out: dict[str, str] = {}
+def _flag_column(node: Node, flag: str) -> int:
+    index = node.original.find(flag)
+    return index + 1 if index >= 0 else 1
+
+
+def parse_flags(node: Node, file: str) -> dict[str, Any]:
+    """``--name=value`` words checked against FLAGS: str for values, list[str] for lists, bool for booleans."""
+    accepted = FLAGS.get(node.keyword, {})
+    upper = node.keyword.upper()
+    out: dict[str, Any] = {}
     for flag in node.flags:
         name, eq, value = flag[2:].partition("=")
-        if name not in allowed:
-            accepted = ", ".join("--" + a for a in allowed) or "no flags"
-            raise DockerfileError(f"{node.keyword.upper()}: unknown flag --{name} (accepted: {accepted})", file=file,
-                                  line=node.start_line)
+        column = _flag_column(node, flag)
+
+        def fail(message: str, column: int = column) -> DockerfileError:
+            return DockerfileError(f"{upper}: {message}", file=file, line=node.start_line, column=column)
+
+        kind = accepted.get(name)
+        if kind is None:
+            known = ", ".join("--" + a for a in accepted) or "no flags"
+            raise fail(f"unknown flag --{name} (accepted: {known})")
+        if kind == "bool":
+            if eq and value.lower() not in ("true", "false"):
+                raise fail(f"--{name} takes true or false, not {value!r}")
+            if name in out:
+                raise fail(f"flag --{name} given twice")
+            out[name] = not eq or value.lower() == "true"
+            continue
         if not eq or not value:
-            raise DockerfileError(f"{node.keyword.upper()}: flag --{name} needs a value (--{name}=VALUE)",
-                                  file=file, line=node.start_line)
-        if name in out:
-            raise DockerfileError(f"{node.keyword.upper()}: flag --{name} given twice", file=file,
-                                  line=node.start_line)
-        out[name] = value
+            raise fail(f"flag --{name} needs a value (--{name}=VALUE)")
+        if kind == "list":
+            out.setdefault(name, []).append(value)
+        elif name in out:
+            raise fail(f"flag --{name} given twice")
+        else:
+            out[name] = value
     return out
 
 
-def _instruction(node: Node, file: str, escape: str) -> Instruction:
+def instruction_from_node(node: Node, file: str) -> Instruction:
     kw = node.keyword
     upper = kw.upper()
     base: dict[str, Any] = {"keyword": upper, "line": node.start_line, "end_line": node.end_line,
                             "original": node.original.strip(), "file": file}
     if kw not in KNOWN:
-        raise DockerfileError(f"unknown instruction: {upper}", file=file, line=node.start_line)
-    if kw not in SUPPORTED:
-        raise UnsupportedInstruction(f"{upper} is not supported yet", file=file, line=node.start_line)
-    if node.heredocs:
-        raise UnsupportedInstruction(f"{upper}: heredocs are not supported yet", file=file, line=node.start_line)
-    flags = _flags(node, file)
+        raise DockerfileError(f"unknown instruction: {upper}", file=file, line=node.start_line, column=1)
+    flags = parse_flags(node, file)
     args = node.args
 
     def need(condition: bool, message: str) -> None:
         if not condition:
-            raise DockerfileError(f"{upper}: {message}", file=file, line=node.start_line)
+            raise DockerfileError(f"{upper}: {message}", file=file, line=node.start_line, column=1)
 
     if kw == "from":
         need(len(args) in (1, 3), "expected FROM <image> [AS <name>]")
@@ -202,13 +270,21 @@ def _instruction(node: Node, file: str, escape: str) -> Instruction:
                                           "starting with a letter")
         return From(**base, image=args[0], name=name, platform=flags.get("platform"))
     if kw == "run":
-        need(bool(args) or node.json_form, "a command is required")
-        need(bool(args), "the JSON array is empty")
-        return Run(**base, args=tuple(args), json_form=node.json_form)
-    if kw == "copy":
-        need(len(args) >= 2, "expected COPY <src>... <dest>")
+        need(bool(args), "a command is required" if not node.json_form else "the JSON array is empty")
+        network = flags.get("network")
+        need(network in (None, "default", "none", "host"), f"--network={network}: expected default, none or host")
+        security = flags.get("security")
+        need(security in (None, "sandbox", "insecure"), f"--security={security}: expected sandbox or insecure")
+        return Run(**base, args=tuple(args), json_form=node.json_form, mounts=tuple(flags.get("mount", [])),
+                   network=network, security=security, heredocs=tuple(node.heredocs))
+    if kw in ("copy", "add"):
+        heredocs = tuple(node.heredocs)
+        need(len(args) >= 2 or (bool(heredocs) and len(args) >= 1), f"expected {upper} <src>... <dest>")
         return Copy(**base, sources=tuple(args[:-1]), dest=args[-1], from_stage=flags.get("from"),
-                    chown=flags.get("chown"), chmod=flags.get("chmod"), json_form=node.json_form)
+                    chown=flags.get("chown"), chmod=flags.get("chmod"), json_form=node.json_form,
+                    link=bool(flags.get("link", False)), parents=bool(flags.get("parents", False)),
+                    excludes=tuple(flags.get("exclude", [])), heredocs=heredocs, checksum=flags.get("checksum"),
+                    keep_git_dir=bool(flags.get("keep-git-dir", False)), unpack=flags.get("unpack"))
     if kw in ("env", "label"):
         need(bool(args), f"{upper} needs at least one name=value")
         pairs = tuple((args[i], args[i + 1]) for i in range(0, len(args), 3))
@@ -223,15 +299,48 @@ def _instruction(node: Node, file: str, escape: str) -> Instruction:
             need(bool(name), f"invalid ARG {word!r}")
             arg_pairs.append((name, default if eq else None))
         return Arg(**base, pairs=tuple(arg_pairs))
-    if kw in ("workdir", "user"):
+    if kw in ("workdir", "user", "stopsignal", "maintainer"):
         need(bool(args) and bool(args[0].strip()), f"{upper} needs an argument")
         return Single(**base, value=args[0])
     if kw == "expose":
         need(bool(args), "EXPOSE needs at least one port")
         return Expose(**base, ports=tuple(args))
+    if kw == "volume":
+        need(bool(args) and all(a.strip() for a in args), "VOLUME needs at least one path")
+        return Volume(**base, paths=tuple(args), json_form=node.json_form)
+    if kw == "healthcheck":
+        return _healthcheck(node, base, flags, need)
+    if kw == "onbuild":
+        sub = node.sub
+        need(sub is not None, "ONBUILD needs an instruction")
+        assert sub is not None
+        need(sub.keyword not in ONBUILD_FORBIDDEN, f"{sub.keyword.upper()} isn't allowed as an ONBUILD trigger")
+        instruction_from_node(sub, file)  # validate the trigger now
+        trigger = re.split(r"\s+", node.original.strip(), maxsplit=1)[1]
+        return Onbuild(**base, trigger=trigger, trigger_keyword=sub.keyword.upper())
+    if kw == "shell":
+        need(node.json_form, "SHELL requires the arguments to be in JSON form, e.g. SHELL [\"/bin/bash\", \"-c\"]")
+        need(bool(args), "SHELL needs at least one argument")
+        return Command(**base, args=tuple(args), json_form=True)
     # cmd, entrypoint
     need(bool(args) or node.json_form, f"{upper} needs a command")
     return Command(**base, args=tuple(args), json_form=node.json_form)
+
+
+def _healthcheck(node: Node, base: dict[str, Any], flags: dict[str, Any], need: Any) -> Healthcheck:
+    args = node.args
+    need(bool(args), "HEALTHCHECK needs NONE or CMD <command>")
+    kind = args[0].upper()
+    if kind == "NONE":
+        need(len(args) == 1 and not flags, "HEALTHCHECK NONE takes no arguments or options")
+        return Healthcheck(**base, test=None)
+    need(kind == "CMD", f"unknown type {args[0]!r} (expected CMD or NONE)")
+    command = args[1:]
+    need(bool(command), "HEALTHCHECK CMD needs a command")
+    test = ("CMD", *command) if node.json_form else ("CMD-SHELL", command[0])
+    return Healthcheck(**base, test=test, interval=flags.get("interval"), timeout=flags.get("timeout"),
+                       start_period=flags.get("start-period"), start_interval=flags.get("start-interval"),
+                       retries=flags.get("retries"))
 
 
 def _valid_stage_name(name: str) -> bool:

@@ -10,7 +10,17 @@ import re
 from collections.abc import Mapping
 
 from lamina.build.state import StageState
-from lamina.dockerfile.instructions import Arg, Command, Expose, Instruction, KeyValues, Single
+from lamina.dockerfile.instructions import (
+    Arg,
+    Command,
+    Expose,
+    Healthcheck,
+    Instruction,
+    KeyValues,
+    Onbuild,
+    Single,
+    Volume,
+)
 from lamina.dockerfile.lex import ExpansionError, expand_word, expand_words
 
 
@@ -18,14 +28,14 @@ def expand(inst: Instruction, text: str, env: Mapping[str, str], escape: str) ->
     try:
         return expand_word(text, env, escape)
     except ExpansionError as exc:
-        raise inst.error(f"{exc} in {text!r}") from None
+        raise inst.error(f"{exc} in {text!r}", column=inst.column_of(text)) from None
 
 
 def expand_list(inst: Instruction, text: str, env: Mapping[str, str], escape: str) -> list[str]:
     try:
         return expand_words(text, env, escape)
     except ExpansionError as exc:
-        raise inst.error(f"{exc} in {text!r}") from None
+        raise inst.error(f"{exc} in {text!r}", column=inst.column_of(text)) from None
 
 
 def go_list(values: list[str]) -> str:
@@ -122,3 +132,98 @@ def apply_entrypoint(state: StageState, inst: Command) -> str:
     if not state.cmd_set:
         state.config["Cmd"] = None
     return f"ENTRYPOINT {go_list(argv)}"
+
+
+def apply_volume(state: StageState, inst: Volume, escape: str) -> str:
+    env = state.expansion_env()
+    volumes = dict(state.config.get("Volumes") or {})
+    added = []
+    for raw in inst.paths:
+        path = expand(inst, raw, env, escape)
+        if not path:
+            raise inst.error("VOLUME paths must not be empty", column=inst.column_of(raw))
+        volumes[path] = {}
+        added.append(path)
+    state.config["Volumes"] = volumes
+    return "VOLUME [" + " ".join(added) + "]"
+
+
+SIGNALS = ["HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2", "PIPE", "ALRM", "TERM", "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG", "XCPU", "XFSZ", "VTALRM", "PROF", "WINCH", "IO", "PWR", "SYS"]
+
+
+def apply_stopsignal(state: StageState, inst: Single, escape: str) -> str:
+    signal = expand(inst, inst.value, state.expansion_env(), escape)
+    name = signal.upper().removeprefix("SIG")
+    valid = (signal.isdigit() and 0 < int(signal) < 65) or name in SIGNALS or re.fullmatch(
+        r"RTM(IN|AX)([+-]\d+)?", name) is not None
+    if not valid:
+        raise inst.error(f"invalid signal {signal!r}", column=inst.column_of(inst.value))
+    state.config["StopSignal"] = signal
+    return f"STOPSIGNAL {signal}"
+
+
+def apply_maintainer(state: StageState, inst: Single) -> str:
+    state.author = inst.value  # MAINTAINER is not expanded (BuildKit); deprecated in favour of LABEL
+    return f"MAINTAINER {inst.value}"
+
+
+def apply_shell(state: StageState, inst: Command) -> str:
+    state.config["Shell"] = list(inst.args)
+    return f"SHELL {go_list(list(inst.args))}"
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000,
+            "h": 3_600_000_000_000}
+
+
+def parse_duration(text: str) -> int:
+    """Go's time.ParseDuration, in nanoseconds (``1m30s``, ``500ms``, ``0``); ValueError when malformed."""
+    if text == "0":
+        return 0
+    pos, total = 0, 0.0
+    while pos < len(text):
+        match = _DURATION_PART.match(text, pos)
+        if match is None:
+            raise ValueError(f"invalid duration {text!r}")
+        total += float(match.group(1)) * _UNIT_NS[match.group(2)]
+        pos = match.end()
+    if not text:
+        raise ValueError("empty duration")
+    return int(total)
+
+
+def apply_healthcheck(state: StageState, inst: Healthcheck) -> str:
+    if inst.test is None:
+        state.config["Healthcheck"] = {"Test": ["NONE"]}
+        return "HEALTHCHECK NONE"
+    check: dict[str, object] = {"Test": list(inst.test)}
+    for key, raw, flag in (("Interval", inst.interval, "interval"), ("Timeout", inst.timeout, "timeout"),
+                           ("StartPeriod", inst.start_period, "start-period"),
+                           ("StartInterval", inst.start_interval, "start-interval")):
+        if raw is None:
+            continue
+        try:
+            value = parse_duration(raw)
+        except ValueError as exc:
+            raise inst.error(f"--{flag}: {exc}", column=inst.column_of(f"--{flag}")) from None
+        if 0 < value < 1_000_000:
+            raise inst.error(f"--{flag}={raw} cannot be less than 1ms", column=inst.column_of(f"--{flag}"))
+        if value < 0:
+            raise inst.error(f"--{flag}={raw} cannot be negative", column=inst.column_of(f"--{flag}"))
+        if value:
+            check[key] = value
+    if inst.retries is not None:
+        if not inst.retries.isdigit():
+            raise inst.error(f"--retries={inst.retries}: expected a whole number", column=inst.column_of("--retries"))
+        if int(inst.retries):
+            check["Retries"] = int(inst.retries)
+    state.config["Healthcheck"] = check
+    return inst.original
+
+
+def apply_onbuild(state: StageState, inst: Onbuild) -> str:
+    triggers = list(state.config.get("OnBuild") or [])
+    triggers.append(inst.trigger)
+    state.config["OnBuild"] = triggers
+    return f"ONBUILD {inst.trigger}"
