@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import posixpath
+import shutil
+import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,10 +40,19 @@ from lamina.dockerfile.instructions import (
     Single,
     Stage,
     Volume,
+    instruction_from_node,
     load_dockerfile,
 )
 from lamina.dockerfile.lex import ExpansionError, expand_word
-from lamina.errors import ContextError, InvalidReference, OptionsError, OutputError, UnsupportedInstruction
+from lamina.dockerfile.parse import parse_dockerfile
+from lamina.errors import (
+    ContextError,
+    DockerfileError,
+    InvalidReference,
+    OptionsError,
+    OutputError,
+    UnsupportedInstruction,
+)
 from lamina.oci.digest import compute_digest
 from lamina.oci.layout import ImageBlobs, write_docker_archive, write_oci_layout
 from lamina.oci.model import OCI_CONFIG, Descriptor, Manifest, Platform, canonical_json, layer_media_type_for_oci
@@ -50,6 +61,7 @@ from lamina.oci.registry.client import RegistryClient
 from lamina.options import BuildOptions
 from lamina.progress import Progress, StepResult
 from lamina.rootfs.paths import resolve_in_root
+from lamina.rootfs.unpack import unpack_layer
 from lamina.sandbox.base import Runner
 from lamina.sandbox.users import UnknownUser, read_user_db, resolve_user
 from lamina.snapshot.diff import diff_scans
@@ -57,6 +69,8 @@ from lamina.snapshot.scan import scan_tree
 from lamina.snapshot.tar import write_layer
 
 HISTORY_COMMENT = "buildkit.dockerfile.v0"
+PROXY_ARGS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY",
+              "no_proxy", "ALL_PROXY", "all_proxy")
 HOST_RESOLV_CONF = Path("/etc/resolv.conf")
 HOST_HOSTS = Path("/etc/hosts")
 
@@ -98,33 +112,56 @@ def read_dockerfile(options: BuildOptions) -> tuple[Dockerfile, BuildContext]:
 
 
 def needed_stages(dockerfile: Dockerfile, target: Stage, meta: Mapping[str, str]) -> list[Stage]:
-    """The stages ``target`` depends on (through FROM <stage> and COPY --from), in Dockerfile order."""
-    needed: set[int] = set()
+    """The stages ``target`` depends on (FROM <stage>, COPY --from), each after the stages it needs.
 
-    def visit(stage: Stage) -> None:
-        if stage.index in needed:
+    A stage is only looked up by FROM among the stages before it (a later name is an image, as BuildKit);
+    COPY --from may name any stage, so a cycle is possible and is an error."""
+    order: list[Stage] = []
+    state: dict[int, str] = {}  # "visiting" or "done"
+
+    def visit(stage: Stage, via: Instruction | None) -> None:
+        if state.get(stage.index) == "done":
             return
-        needed.add(stage.index)
+        if state.get(stage.index) == "visiting":
+            assert via is not None
+            raise via.error(f"circular dependency detected on stage {stage.label}")
+        state[stage.index] = "visiting"
         parent = find_stage(dockerfile, _expand_meta(stage.base, stage.base.image, meta), before=stage.index)
         if parent is not None:
-            visit(parent)
+            visit(parent, stage.base)
         for inst in stage.instructions:
             if isinstance(inst, Copy) and inst.from_stage:
-                source = find_stage(dockerfile, inst.from_stage, before=stage.index)
+                try:
+                    name = expand_word(inst.from_stage, meta, dockerfile.escape)
+                except ExpansionError:
+                    continue
+                source = find_stage(dockerfile, name)
                 if source is not None:
-                    visit(source)
+                    visit(source, inst)
+        state[stage.index] = "done"
+        order.append(stage)
 
-    visit(target)
-    return [s for s in dockerfile.stages if s.index in needed]
+    visit(target, None)
+    return order
 
 
-def find_stage(dockerfile: Dockerfile, name: str, *, before: int) -> Stage | None:
-    """The stage called ``name`` (or numbered, for COPY --from=0) among the stages before index ``before``."""
+def find_stage(dockerfile: Dockerfile, name: str, *, before: int | None = None) -> Stage | None:
+    """The stage called ``name`` (or numbered, for COPY --from=0), among the stages before index ``before``."""
     lowered = name.lower()
     for stage in dockerfile.stages[:before]:
         if stage.name == lowered or (lowered.isdigit() and int(lowered) == stage.index):
             return stage
     return None
+
+
+def platform_args(target: Platform, build: Platform) -> dict[str, str]:
+    """BuildKit's automatic platform args, in the global scope (FROM lines; a stage declares ``ARG X`` to use one)."""
+    return {
+        "TARGETPLATFORM": str(target), "TARGETOS": target.os, "TARGETARCH": target.architecture,
+        "TARGETVARIANT": target.variant,
+        "BUILDPLATFORM": str(build), "BUILDOS": build.os, "BUILDARCH": build.architecture,
+        "BUILDVARIANT": build.variant,
+    }
 
 
 def _expand_meta(inst: Instruction, text: str, meta: Mapping[str, str]) -> str:
@@ -174,6 +211,10 @@ class _Build:
 
     def evaluate_meta_args(self) -> None:
         build_args = self.options.build_arg_map
+        self.meta.update(platform_args(self.platform, Platform.host()))
+        for name in PROXY_ARGS:
+            if name in build_args:  # usable without ARG, never persisted (BuildKit)
+                self.used_args.add(name)
         for inst in self.dockerfile.meta_args:
             for name, default in inst.pairs:
                 if name in build_args:
@@ -191,24 +232,46 @@ class _Build:
         if not image:
             raise base.error(f"the base image name {base.image!r} expands to nothing")
         self.step_started(stage, base.original)
+        platform = self.platform
+        if base.platform:
+            text = _expand_meta(base, base.platform, self.meta)
+            try:
+                platform = Platform.parse(text)
+            except ValueError as exc:
+                raise base.error(f"--platform={text}: {exc}", column=base.column_of("--platform")) from None
         rootfs = self.workspace.rootfs("stages", stage.index)
         parent = find_stage(self.dockerfile, image, before=stage.index)
         if image.lower() == "scratch":
-            state = StageState(stage, rootfs, self.platform, base_name="scratch")
+            state = StageState(stage, rootfs, platform, base_name="scratch")
         elif parent is not None:
             source = self.states[parent.index]
             copy_rootfs(source.rootfs, rootfs)
             state = source.copy_for_child(stage, rootfs)
         else:
             ref = self.parse_reference(base, image)
-            pulled = pull_image(self.client, ref, self.platform, self.workspace)
+            pulled = pull_image(self.client, ref, platform, self.workspace)
             unpack_image(pulled, rootfs)
-            state = state_from_image(stage, rootfs, self.platform, pulled, str(ref))
+            state = state_from_image(stage, rootfs, platform, pulled, str(ref))
         state.scan = scan_tree(rootfs)
         self.step_finished(stage, base.original, started, None)
+        triggers = [str(t) for t in state.config.pop("OnBuild", None) or []]  # run once, not inherited further
+        self.step_total += len(triggers)
+        for number, trigger in enumerate(triggers, 1):
+            self.run_instruction(state, self.onbuild_trigger(base, image, number, trigger))
         for inst in stage.instructions:
             self.run_instruction(state, inst)
         return state
+
+    def onbuild_trigger(self, base: Instruction, image: str, number: int, trigger: str) -> Instruction:
+        """An ONBUILD trigger of the base image as an instruction; errors name the FROM line."""
+        try:
+            parsed = parse_dockerfile(trigger, file=f"{base.file}:{base.line} ONBUILD trigger {number} of {image}")
+            inst = instruction_from_node(parsed.nodes[0], base.file)
+        except DockerfileError as exc:
+            raise base.error(f"the ONBUILD trigger {trigger!r} of {image} is invalid: {exc.detail}") from None
+        if inst.keyword in ("ONBUILD", "FROM", "MAINTAINER"):
+            raise base.error(f"{inst.keyword} isn't allowed as an ONBUILD trigger ({image})")
+        return replace(inst, line=base.line, end_line=base.end_line)
 
     def parse_reference(self, inst: Instruction, text: str) -> Reference:
         try:
@@ -241,8 +304,11 @@ class _Build:
             layer = self.snapshot(state)
         elif isinstance(inst, Copy):
             text = f"{inst.original} # buildkit"
-            copy_files(state, inst, self.copy_source(state, inst), self.escape)
-            layer = self.snapshot(state)
+            if inst.link:
+                layer = self.copy_linked(state, inst)
+            else:
+                copy_files(state, inst, self.copy_source(state, inst), self.escape)
+                layer = self.snapshot(state)
         elif isinstance(inst, Single):
             if inst.keyword == "WORKDIR":
                 text = self.workdir(state, inst)
@@ -328,11 +394,17 @@ class _Build:
         if not inst.from_stage:
             return ContextSource(self.context)
         name = metadata.expand(inst, inst.from_stage, state.expansion_env(), self.escape)
-        stage = find_stage(self.dockerfile, name, before=state.stage.index)
+        stage = find_stage(self.dockerfile, name)
         if stage is not None:
+            if stage.index == state.stage.index:
+                raise inst.error(f"--from={name}: a stage cannot copy from itself", column=inst.column_of("--from"))
+            if stage.index not in self.states:
+                raise inst.error(f"--from={name}: stage {stage.label} has not been built (it depends on this one?)",
+                                 column=inst.column_of("--from"))
             return RootfsSource(self.states[stage.index].rootfs, f"stage {stage.label}")
-        if name.lower() in {s.name for s in self.dockerfile.stages if s.name} or name.isdigit():
-            raise inst.error(f"--from={name}: a stage can only copy from stages defined before it")
+        if name.isdigit():
+            raise inst.error(f"--from={name}: there is no stage {name} (stages are numbered from 0)",
+                             column=inst.column_of("--from"))
         ref = self.parse_reference(inst, name)
         key = str(ref)
         if key not in self.images:
@@ -340,6 +412,23 @@ class _Build:
             unpack_image(pull_image(self.client, ref, self.platform, self.workspace), rootfs)
             self.images[key] = rootfs
         return RootfsSource(self.images[key], f"image {key}")
+
+    def copy_linked(self, state: StageState, inst: Copy) -> LayerRef | None:
+        """COPY --link: copy into an empty directory, make the layer from that alone (so it does not depend on the
+        layers below, as BuildKit's), then apply the layer to the rootfs."""
+        scratch = Path(tempfile.mkdtemp(prefix="link-", dir=self.workspace.root))
+        scratch.chmod(0o755)
+        copy_files(state, inst, self.copy_source(state, inst), self.escape, into=scratch)
+        changes = diff_scans({}, scan_tree(scratch))
+        if changes.is_empty:
+            return None
+        blob = write_layer(scratch, changes, self.workspace.blobs, source_date_epoch=self.options.source_date_epoch)
+        shutil.rmtree(scratch)
+        unpack_layer(state.rootfs, blob.path, description=f"the COPY --link layer of {inst.file}:{inst.line}")
+        state.scan = scan_tree(state.rootfs)
+        layer = LayerRef(Descriptor(blob.media_type, blob.digest, blob.size), blob.diff_id, blob.path)
+        state.layers.append(layer)
+        return layer
 
     def snapshot(self, state: StageState) -> LayerRef | None:
         after = scan_tree(state.rootfs)
@@ -355,7 +444,7 @@ class _Build:
     # -- the image ----------------------------------------------------------------------------------------------
 
     def image(self, state: StageState) -> ImageBlobs:
-        platform = self.platform
+        platform = state.platform
         config: dict[str, Any] = {"architecture": platform.architecture}
         if state.author:
             config["author"] = state.author

@@ -24,6 +24,7 @@ from typing import Protocol
 from lamina.build.context import BuildContext, clean_source, has_glob
 from lamina.build.handlers.metadata import expand
 from lamina.build.state import StageState
+from lamina.dockerfile.ignore import is_ignored, parse_ignore
 from lamina.dockerfile.instructions import Copy
 from lamina.errors import DockerfileError
 from lamina.rootfs.paths import resolve_in_root
@@ -126,9 +127,11 @@ def parse_chmod(inst: Copy, text: str) -> int:
     return int(text, 8)
 
 
-def copy_files(state: StageState, inst: Copy, source: SourceTree, escape: str) -> None:
-    """Carry out COPY ``inst`` from ``source`` into ``state.rootfs``."""
+def copy_files(state: StageState, inst: Copy, source: SourceTree, escape: str, *, into: Path | None = None) -> None:
+    """Carry out COPY ``inst`` from ``source`` into ``state.rootfs`` (or into the empty directory ``into``, for
+    ``--link``: the layer then holds only what was copied, independent of the rootfs below it)."""
     env = state.expansion_env()
+    root = into if into is not None else state.rootfs
     sources = [expand(inst, s, env, escape) for s in inst.sources]
     dest = expand(inst, inst.dest, env, escape)
     if not dest:
@@ -139,38 +142,48 @@ def copy_files(state: StageState, inst: Copy, source: SourceTree, escape: str) -
         try:
             uid, gid = resolve_owner(chown, read_user_db(state.rootfs))
         except UnknownUser as exc:
-            raise inst.error(f"--chown={chown}: {exc}") from None
+            raise inst.error(f"--chown={chown}: {exc}", column=inst.column_of("--chown")) from None
     mode = parse_chmod(inst, expand(inst, inst.chmod, env, escape)) if inst.chmod else None
+    excludes = parse_ignore("\n".join(expand(inst, e, env, escape) for e in inst.excludes))
 
-    matched: list[str] = []
+    matched: list[tuple[str, str]] = []  # (path in the source, the part kept under dest with --parents)
     for text in sources:
-        found = source.match(text)
+        found = [rel for rel in source.match(text) if not is_ignored(rel, excludes)]
         if not found:
             where = source.description
             if isinstance(source, ContextSource) and source.context.rules:
                 where += " (or excluded by .dockerignore)"
-            raise inst.error(f"{text}: not found in {where}")
-        matched.extend(found)
+            raise inst.error(f"{text}: not found in {where}", column=inst.column_of(text))
+        pivot = clean_source(text.split("/./", 1)[0]) if "/./" in text else ""
+        for rel in found:
+            kept = rel[len(pivot):].lstrip("/") if pivot and rel.startswith(pivot) else rel
+            matched.append((rel, kept))
     absolute = dest if dest.startswith("/") else posixpath.join(state.workdir, dest)
-    dest_is_dir = dest.endswith(("/", "/.")) or dest in (".", "..") or len(matched) > 1
+    dest_is_dir = dest.endswith(("/", "/.")) or dest in (".", "..") or len(matched) > 1 or inst.parents
     plan = CopyPlan(uid, gid, mode, posixpath.normpath(absolute), dest_is_dir)
-    writer = _Writer(state.rootfs, plan, inst)
-    for rel in matched:
+    writer = _Writer(root, plan, inst)
+    for rel, kept in matched:
         host = source.host_path(rel)
         try:
             st = host.lstat()
         except FileNotFoundError:
             raise inst.error(f"{rel}: not found in {source.description}") from None
         if stat.S_ISDIR(st.st_mode):
-            writer.ensure_dir(plan.dest, st)
+            top = posixpath.join(plan.dest, kept) if inst.parents and kept else plan.dest
+            if inst.parents:
+                writer.ensure_dir(posixpath.dirname(top), None)
+            writer.ensure_dir(top, st)
             for below, child in source.walk(host, rel):
-                writer.copy_entry(posixpath.join(plan.dest, below), child)
+                if excludes and (is_ignored(posixpath.join(rel, below), excludes) or is_ignored(below, excludes)):
+                    continue
+                writer.copy_entry(posixpath.join(top, below), child)
         else:
             target = plan.dest
-            existing = resolve_in_root(state.rootfs, plan.dest)
+            existing = resolve_in_root(root, plan.dest)
             if plan.dest_is_dir or existing.is_dir():
                 writer.ensure_dir(plan.dest, None)
-                target = posixpath.join(plan.dest, posixpath.basename(rel) or host.name)
+                name = kept if inst.parents else (posixpath.basename(rel) or host.name)
+                target = posixpath.join(plan.dest, name)
             writer.copy_entry(target, host)
     writer.finish()
 
