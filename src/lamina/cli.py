@@ -21,7 +21,7 @@ from lamina.build.executor import BuildResult, build
 from lamina.console import LEVELS, ConsoleProgress, human_size
 from lamina.errors import LaminaError, OptionsError, StepFailed
 from lamina.oci.registry.client import RegistryClient, RegistryConfig
-from lamina.options import BuildOptions
+from lamina.options import BuildOptions, default_mount_cache_dir, parse_secrets
 from lamina.sandbox.namespace import NamespaceRunner
 
 TRUE = frozenset({"1", "true", "yes", "on"})
@@ -65,6 +65,10 @@ BUILD_FLAGS = (
          metavar="PLATFORM"),
     Flag("--work-dir", "where root filesystems and blobs live during the build (default: the temp dir)",
          metavar="DIR"),
+    Flag("--secret", "expose a secret to RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VARIABLE (repeatable)",
+         "list", metavar="id=ID,src=PATH"),
+    Flag("--mount-cache-dir", "where RUN --mount=type=cache directories persist between builds "
+         "(default: $XDG_CACHE_HOME/lamina/mounts or ~/.cache/lamina/mounts)", metavar="DIR"),
     Flag("--verbosity", "log level: " + ", ".join(LEVELS) + " (default: info)", metavar="LEVEL"),
 )
 
@@ -192,6 +196,9 @@ def options_from(values: Mapping[str, object], environ: Mapping[str, str]) -> Bu
         platform=text("platform"),
         source_date_epoch=source_date_epoch(environ),
         docker_config_dir=environ.get("DOCKER_CONFIG") or None,
+        secrets=parse_secrets(items("secret")),
+        secret_environ=environ,
+        mount_cache_dir=Path(text("mount_cache_dir") or default_mount_cache_dir(environ)),
     )
 
 

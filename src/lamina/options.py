@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from lamina.errors import OptionsError
+
+SECRET_KINDS = ("file", "env")
 
 
 @dataclass(frozen=True)
@@ -24,7 +30,71 @@ class BuildOptions:
     platform: str | None = None  # None: the host's
     source_date_epoch: int | None = None
     docker_config_dir: str | None = None
+    # --secret: (id, "file" or "env", the file's path or the variable's name); values are read only by the RUN
+    # that mounts them, files from disk and variables from ``secret_environ`` (None: os.environ)
+    secrets: tuple[tuple[str, str, str], ...] = ()
+    secret_environ: Mapping[str, str] | None = field(default=None, repr=False, compare=False)
+    mount_cache_dir: Path | None = None  # RUN --mount=type=cache directories; None: default_mount_cache_dir()
 
     @property
     def build_arg_map(self) -> dict[str, str]:
         return dict(self.build_args)
+
+
+def default_mount_cache_dir(environ: Mapping[str, str]) -> Path:
+    """``$XDG_CACHE_HOME/lamina/mounts``, else ``~/.cache/lamina/mounts``."""
+    xdg = environ.get("XDG_CACHE_HOME", "")
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "lamina" / "mounts"
+    home = environ.get("HOME") or os.path.expanduser("~")
+    return Path(home) / ".cache" / "lamina" / "mounts"
+
+
+def parse_secrets(items: Sequence[str]) -> tuple[tuple[str, str, str], ...]:
+    """``--secret`` values, as ``docker buildx build --secret`` takes them: ``id=ID,src=PATH`` (also ``source=``),
+    ``id=ID,env=VAR``, ``type=file|env`` to say which (``type=env,src=VAR`` names a variable), and ``id=ID`` alone:
+    the variable ``ID`` when it is set, else the file ``ID`` (decided when the RUN reads it: kind ``auto``).
+
+    Fields may also arrive split at commas (``LAMINA_SECRET=id=a,src=f,id=b,env=B``): a value with a key the
+    previous secret already has starts the next secret; otherwise it completes the previous one."""
+    groups: list[dict[str, str]] = []
+    for item in items:
+        if not item.strip():
+            continue
+        fields: dict[str, str] = {}
+        for field_text in item.split(","):
+            key, eq, value = field_text.partition("=")
+            key = key.strip().lower()
+            if not eq or key not in ("type", "id", "src", "source", "env"):
+                raise OptionsError(f"--secret {item}: unexpected field {field_text!r} "
+                                   "(expected id=ID with src=PATH or env=VARIABLE, and optionally type=file|env)")
+            key = "src" if key == "source" else key
+            if key in fields:
+                raise OptionsError(f"--secret {item}: {key}= given twice")
+            fields[key] = value.strip()
+        current = groups[-1] if groups else None
+        if current is None or any(k in current for k in fields):
+            groups.append(fields)
+        else:
+            current.update(fields)
+    out: dict[str, tuple[str, str, str]] = {}
+    for group in groups:
+        secret_id = group.get("id", "")
+        shown = ",".join(f"{k}={v}" for k, v in group.items())
+        if not secret_id:
+            raise OptionsError(f"--secret {shown}: id=ID is missing")
+        kind = group.get("type", "")
+        if kind and kind not in SECRET_KINDS:
+            raise OptionsError(f"--secret {shown}: type={kind}: expected file or env")
+        src, env = group.get("src", ""), group.get("env", "")
+        if src and env:
+            raise OptionsError(f"--secret {shown}: give src= or env=, not both")
+        if kind == "env":
+            out[secret_id] = (secret_id, "env", env or src or secret_id)
+        elif kind == "file" or src:
+            out[secret_id] = (secret_id, "file", src or secret_id)
+        elif env:
+            out[secret_id] = (secret_id, "env", env)
+        else:
+            out[secret_id] = (secret_id, "auto", secret_id)
+    return tuple(out.values())

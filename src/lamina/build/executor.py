@@ -20,9 +20,12 @@ from typing import Any
 
 from lamina.build.context import BuildContext
 from lamina.build.handlers import metadata
+from lamina.build.handlers.add import add_files
 from lamina.build.handlers.copy import ContextSource, RootfsSource, SourceTree, copy_files
+from lamina.build.handlers.heredoc import prepare_copy_heredocs
 from lamina.build.handlers.run import created_by as run_created_by
 from lamina.build.handlers.run import execute_run
+from lamina.build.handlers.run_mounts import parse_run_mounts, prepare_mounts, run_network
 from lamina.build.stage import copy_rootfs, pull_image, state_from_image, unpack_image
 from lamina.build.state import LayerRef, StageState
 from lamina.build.workspace import Workspace
@@ -44,6 +47,7 @@ from lamina.dockerfile.instructions import (
     load_dockerfile,
 )
 from lamina.dockerfile.lex import ExpansionError, expand_word
+from lamina.dockerfile.mounts import mount_from
 from lamina.dockerfile.parse import parse_dockerfile
 from lamina.errors import (
     ContextError,
@@ -58,11 +62,11 @@ from lamina.oci.layout import ImageBlobs, write_docker_archive, write_oci_layout
 from lamina.oci.model import OCI_CONFIG, Descriptor, Manifest, Platform, canonical_json, layer_media_type_for_oci
 from lamina.oci.reference import Reference
 from lamina.oci.registry.client import RegistryClient
-from lamina.options import BuildOptions
+from lamina.options import BuildOptions, default_mount_cache_dir
 from lamina.progress import Progress, StepResult
 from lamina.rootfs.paths import resolve_in_root
 from lamina.rootfs.unpack import unpack_layer
-from lamina.sandbox.base import Runner
+from lamina.sandbox.base import DEFAULT_PATH, Runner
 from lamina.sandbox.users import UnknownUser, read_user_db, resolve_user
 from lamina.snapshot.diff import diff_scans
 from lamina.snapshot.scan import scan_tree
@@ -138,6 +142,15 @@ def needed_stages(dockerfile: Dockerfile, target: Stage, meta: Mapping[str, str]
                 source = find_stage(dockerfile, name)
                 if source is not None:
                     visit(source, inst)
+            if isinstance(inst, Run):
+                for raw in filter(None, (mount_from(m) for m in inst.mounts)):
+                    try:
+                        name = expand_word(raw, meta, dockerfile.escape)
+                    except ExpansionError:
+                        continue
+                    source = find_stage(dockerfile, name)
+                    if source is not None:
+                        visit(source, inst)
         state[stage.index] = "done"
         order.append(stage)
 
@@ -152,6 +165,28 @@ def find_stage(dockerfile: Dockerfile, name: str, *, before: int | None = None) 
         if stage.name == lowered or (lowered.isdigit() and int(lowered) == stage.index):
             return stage
     return None
+
+
+def copy_created_by(state: StageState, inst: Copy, escape: str) -> str:
+    """BuildKit's history text for COPY: ``COPY [--parents] [--chown=X] [--chmod=Y] <sources> <dest> # buildkit``
+    with expanded values; --from, --link and --exclude are not shown; heredoc sources as ``<<NAME``."""
+    env = state.expansion_env()
+    parts = [inst.keyword]
+    if inst.parents:
+        parts.append("--parents")
+    if inst.chown:
+        parts.append("--chown=" + metadata.expand(inst, inst.chown, env, escape))
+    if inst.chmod:
+        parts.append("--chmod=" + metadata.expand(inst, inst.chmod, env, escape))
+    heredoc_words = {f"<<{h.name}" for h in inst.heredocs}
+    sources = [metadata.expand(inst, s, env, escape) for s in inst.sources if not _is_heredoc_word(s, heredoc_words)]
+    parts += sources + [f"<<{h.name}" for h in inst.heredocs]
+    parts.append(metadata.expand(inst, inst.dest, env, escape))
+    return " ".join(parts) + " # buildkit"
+
+
+def _is_heredoc_word(word: str, markers: set[str]) -> bool:
+    return word.lstrip("0123456789").startswith("<<") and bool(markers)
 
 
 def platform_args(target: Platform, build: Platform) -> dict[str, str]:
@@ -241,8 +276,9 @@ class _Build:
                 raise base.error(f"--platform={text}: {exc}", column=base.column_of("--platform")) from None
         rootfs = self.workspace.rootfs("stages", stage.index)
         parent = find_stage(self.dockerfile, image, before=stage.index)
-        if image.lower() == "scratch":
-            state = StageState(stage, rootfs, platform, base_name="scratch")
+        if image.lower() == "scratch":  # BuildKit's empty image: PATH set, WorkingDir /
+            state = StageState(stage, rootfs, platform, config={"Env": [f"PATH={DEFAULT_PATH}"], "WorkingDir": "/"},
+                               base_name="scratch")
         elif parent is not None:
             source = self.states[parent.index]
             copy_rootfs(source.rootfs, rootfs)
@@ -297,18 +333,40 @@ class _Build:
         text: str
         self.check_supported(inst)
         if isinstance(inst, Run):
-            text = run_created_by(state, inst, state.args)
-            execute_run(state, inst, self.runner, on_output=self.progress.step_output,
-                        resolv_conf=HOST_RESOLV_CONF if HOST_RESOLV_CONF.exists() else None,
-                        hosts=HOST_HOSTS if HOST_HOSTS.exists() else None)
+            text = run_created_by(state, inst)
+            self.run(state, inst)
             layer = self.snapshot(state)
-        elif isinstance(inst, Copy):
+        elif isinstance(inst, Copy) and inst.keyword == "ADD":
             text = f"{inst.original} # buildkit"
-            if inst.link:
-                layer = self.copy_linked(state, inst)
-            else:
-                copy_files(state, inst, self.copy_source(state, inst), self.escape)
-                layer = self.snapshot(state)
+            scratch = Path(tempfile.mkdtemp(prefix="add-", dir=self.workspace.root))
+            try:
+                if inst.link:
+                    linked = Path(tempfile.mkdtemp(prefix="link-", dir=self.workspace.root))
+                    linked.chmod(0o755)
+                    add_files(state, inst, self.context, self.escape, scratch, into=linked)
+                    layer = self.apply_linked(state, inst, linked)
+                else:
+                    add_files(state, inst, self.context, self.escape, scratch)
+                    layer = self.snapshot(state)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+        elif isinstance(inst, Copy):
+            text = copy_created_by(state, inst, self.escape)
+            inline = Path(tempfile.mkdtemp(prefix="heredoc-", dir=self.workspace.root)) if inst.heredocs else None
+            try:
+                copy, with_inline = prepare_copy_heredocs(inst, state.expansion_env(), inline)
+                source = with_inline(self.copy_source(state, copy))
+                if inst.link:
+                    linked = Path(tempfile.mkdtemp(prefix="link-", dir=self.workspace.root))
+                    linked.chmod(0o755)
+                    copy_files(state, copy, source, self.escape, into=linked)
+                    layer = self.apply_linked(state, inst, linked)
+                else:
+                    copy_files(state, copy, source, self.escape)
+                    layer = self.snapshot(state)
+            finally:
+                if inline is not None:
+                    shutil.rmtree(inline, ignore_errors=True)
         elif isinstance(inst, Single):
             if inst.keyword == "WORKDIR":
                 text = self.workdir(state, inst)
@@ -342,30 +400,19 @@ class _Build:
             text = metadata.apply_entrypoint(state, inst)
         else:  # pragma: no cover - load_dockerfile only makes the types above
             raise inst.error("is not supported yet")
-        entry: dict[str, Any] = {"created": self.created, "created_by": text, "comment": HISTORY_COMMENT}
-        if layer is None:
-            entry["empty_layer"] = True
-        state.history.append(entry)
+        if not isinstance(inst, Onbuild):  # BuildKit records ONBUILD in the config only
+            entry: dict[str, Any] = {"created": self.created, "created_by": text, "comment": HISTORY_COMMENT}
+            if layer is None:
+                entry["empty_layer"] = True
+            state.history.append(entry)
         self.step_finished(state.stage, inst.original, started, layer)
 
     @staticmethod
     def check_supported(inst: Instruction) -> None:
-        """Parts of the language that parse but do not execute yet stop the build here, naming the line."""
-        def unsupported(what: str) -> UnsupportedInstruction:
-            return UnsupportedInstruction(f"{inst.keyword}: {what} is not supported yet", file=inst.file,
-                                          line=inst.line, column=1)
-        if isinstance(inst, Copy):
-            if inst.keyword == "ADD":
-                raise UnsupportedInstruction("ADD is not supported yet", file=inst.file, line=inst.line, column=1)
-            if inst.heredocs:
-                raise unsupported("a heredoc")
-        if isinstance(inst, Run):
-            if inst.heredocs:
-                raise unsupported("a heredoc")
-            if inst.mounts:
-                raise unsupported("--mount")
-            if inst.network not in (None, "default"):
-                raise unsupported(f"--network={inst.network}")
+        """Parts of the language that parse but do not execute stop the build here, before any step runs."""
+        if isinstance(inst, Copy) and inst.keyword == "ADD" and inst.heredocs:
+            raise UnsupportedInstruction("ADD: a heredoc is not supported yet (use COPY <<EOF)", file=inst.file,
+                                         line=inst.line, column=1)
 
     def workdir(self, state: StageState, inst: Single) -> str:
         value = metadata.expand(inst, inst.value, state.expansion_env(), self.escape)
@@ -405,30 +452,60 @@ class _Build:
         if name.isdigit():
             raise inst.error(f"--from={name}: there is no stage {name} (stages are numbered from 0)",
                              column=inst.column_of("--from"))
+        rootfs = self.image_rootfs(inst, name)
+        return RootfsSource(rootfs, f"image {self.parse_reference(inst, name)}")
+
+    def apply_linked(self, state: StageState, inst: Copy, linked: Path) -> LayerRef | None:
+        """COPY/ADD --link: the files were written into the empty directory ``linked``; the layer is made from it
+        alone (so it does not depend on the layers below, as BuildKit's), then applied to the rootfs."""
+        try:
+            changes = diff_scans({}, scan_tree(linked))
+            if changes.is_empty:
+                return None
+            blob = write_layer(linked, changes, self.workspace.blobs,
+                               source_date_epoch=self.options.source_date_epoch)
+        finally:
+            shutil.rmtree(linked, ignore_errors=True)
+        unpack_layer(state.rootfs, blob.path, description=f"the --link layer of {inst.file}:{inst.line}")
+        state.scan = scan_tree(state.rootfs)
+        layer = LayerRef(Descriptor(blob.media_type, blob.digest, blob.size), blob.diff_id, blob.path)
+        state.layers.append(layer)
+        return layer
+
+    def run(self, state: StageState, inst: Run) -> None:
+        """RUN with its --mount and --network options, through the sandbox."""
+        mounts = parse_run_mounts(state, inst, self.escape)
+        environ = self.options.secret_environ if self.options.secret_environ is not None else os.environ
+        proxies = {k: v for k, v in self.options.build_arg_map.items() if k in PROXY_ARGS}
+        with prepare_mounts(inst, mounts, context=self.context,
+                            stage_rootfs=lambda name: self.mount_source(state, inst, name),
+                            secrets=self.options.secrets, environ=environ,
+                            cache_dir=self.options.mount_cache_dir or default_mount_cache_dir(os.environ),
+                            scratch=self.workspace.root / "scratch") as prepared:
+            execute_run(state, inst, self.runner, on_output=self.progress.step_output,
+                        resolv_conf=HOST_RESOLV_CONF if HOST_RESOLV_CONF.exists() else None,
+                        hosts=HOST_HOSTS if HOST_HOSTS.exists() else None, mounts=prepared.mounts,
+                        secret_env=prepared.secret_env, network=run_network(inst), extra_env=proxies)
+
+    def mount_source(self, state: StageState, inst: Run, name: str) -> Path | None:
+        """The root of ``RUN --mount from=NAME``: another stage's rootfs, or an image's (pulled once)."""
+        stage = find_stage(self.dockerfile, name)
+        if stage is not None:
+            if stage.index not in self.states:
+                raise inst.error(f"--mount from={name}: stage {stage.label} is not built before this one")
+            return self.states[stage.index].rootfs
+        if name.isdigit():
+            raise inst.error(f"--mount from={name}: there is no stage {name}")
+        return self.image_rootfs(inst, name)
+
+    def image_rootfs(self, inst: Instruction, name: str) -> Path:
         ref = self.parse_reference(inst, name)
         key = str(ref)
         if key not in self.images:
             rootfs = self.workspace.rootfs("sources", len(self.images))
             unpack_image(pull_image(self.client, ref, self.platform, self.workspace), rootfs)
             self.images[key] = rootfs
-        return RootfsSource(self.images[key], f"image {key}")
-
-    def copy_linked(self, state: StageState, inst: Copy) -> LayerRef | None:
-        """COPY --link: copy into an empty directory, make the layer from that alone (so it does not depend on the
-        layers below, as BuildKit's), then apply the layer to the rootfs."""
-        scratch = Path(tempfile.mkdtemp(prefix="link-", dir=self.workspace.root))
-        scratch.chmod(0o755)
-        copy_files(state, inst, self.copy_source(state, inst), self.escape, into=scratch)
-        changes = diff_scans({}, scan_tree(scratch))
-        if changes.is_empty:
-            return None
-        blob = write_layer(scratch, changes, self.workspace.blobs, source_date_epoch=self.options.source_date_epoch)
-        shutil.rmtree(scratch)
-        unpack_layer(state.rootfs, blob.path, description=f"the COPY --link layer of {inst.file}:{inst.line}")
-        state.scan = scan_tree(state.rootfs)
-        layer = LayerRef(Descriptor(blob.media_type, blob.digest, blob.size), blob.diff_id, blob.path)
-        state.layers.append(layer)
-        return layer
+        return self.images[key]
 
     def snapshot(self, state: StageState) -> LayerRef | None:
         after = scan_tree(state.rootfs)

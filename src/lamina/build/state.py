@@ -38,6 +38,7 @@ class StageState:
     cmd_set: bool = False  # CMD given in this stage (ENTRYPOINT then keeps it)
     base_name: str = ""  # what FROM resolved to, for messages
     author: str | None = None  # MAINTAINER, the image config's top-level "author"
+    arg_order: list[str] = field(default_factory=list)  # ARGs declared in this stage, in order (for RUN history)
 
     @property
     def env(self) -> dict[str, str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from lamina.errors import DockerfileError
 
@@ -128,9 +128,7 @@ def parse_dockerfile(text: str, *, file: str = "Dockerfile") -> ParsedDockerfile
             warnings.append(f"{file}:{start}: empty continuation line (deprecated)")
         node = _node_from_line(line, escape, file, start)
         node.start_line, node.end_line = start, i
-        if node.keyword in ("run", "copy", "add") or (node.sub is not None and node.sub.keyword in ("run", "copy",
-                                                                                                    "add")):
-            i = _read_heredocs(node, lines, i, escape, file)
+        i = _read_heredocs(node, lines, i, file)
         nodes.append(node)
     if not nodes:
         raise DockerfileError("the Dockerfile has no instructions", file=file, line=1)
@@ -340,73 +338,258 @@ def split_words(rest: str, escape: str = "\\") -> list[str]:
 
 
 # --- heredocs ---------------------------------------------------------------------------------------------------
+#
+# Found the way BuildKit finds them: the whole instruction line is split into words by a shell lexer that keeps
+# quotes, escapes and unset ``$VARS`` as written (and glues the blanks after ``<<`` to the word), then every word
+# matching ``[fd]<<[-][blanks]delimiter`` where the delimiter lexes to exactly one word is a heredoc. ``expand`` is
+# false when any part of the delimiter was quoted. Bodies are kept raw; ``<<-`` only lets the terminator line be
+# indented with tabs, the tabs of the body are removed later (``chomp_heredoc_content``).
 
-_HEREDOC = re.compile(r"<<(-?)\s*(?:([0-9]+)?)?")
-
-
-def heredoc_markers(text: str, escape: str = "\\") -> list[tuple[str, bool, bool]]:
-    """The heredoc markers of a shell-form line: (name, expand, chomp) for each ``<<NAME`` / ``<<-"NAME"``."""
-    out: list[tuple[str, bool, bool]] = []
-    for word in split_words(text, escape):
-        m = re.match(r"^(?:[0-9]*)<<(-?)(.+)$", word)
-        if not m:
-            continue
-        raw_name = m.group(2)
-        if raw_name.startswith("<"):
-            continue
-        name = _unquote_delimiter(raw_name, escape)
-        if not name or not re.match(r"^[A-Za-z0-9_.\-]+$", name):
-            continue
-        expand = name == raw_name
-        out.append((name, expand, m.group(1) == "-"))
-    return out
+_HEREDOC_WORD = re.compile(r"([0-9]*)<<(-?)[\t\n\f\r ]*([^<]*)", re.DOTALL)
+_LEADING_TABS = re.compile(r"^\t+", re.MULTILINE)
+_HEREDOC_KEYWORDS = ("run", "copy", "add")
 
 
-def _unquote_delimiter(raw: str, escape: str) -> str:
-    out = ""
-    quote = ""
-    i = 0
-    while i < len(raw):
-        ch = raw[i]
-        if quote:
-            if ch == quote:
-                quote = ""
-            else:
-                out += ch
-        elif ch in "'\"":
-            quote = ch
-        elif ch == escape and i + 1 < len(raw):
-            i += 1
-            out += raw[i]
-        else:
-            out += ch
-        i += 1
-    return "" if quote else out
+class _HeredocLexer:
+    """BuildKit's shell word splitter with an empty environment and unset variables left as written."""
+
+    def __init__(self, text: str, *, raw_quotes: bool, raw_escapes: bool) -> None:
+        self.text = text
+        self.pos = 0
+        self.raw_quotes = raw_quotes
+        self.raw_escapes = raw_escapes
+
+    def peek(self) -> str:
+        return self.text[self.pos] if self.pos < len(self.text) else ""
+
+    def next(self) -> str:
+        ch = self.peek()
+        if ch:
+            self.pos += 1
+        return ch
+
+    def words(self) -> list[str]:
+        return self.process("", self.raw_escapes)[1]
+
+    def process(self, stop: str, raw_escapes: bool) -> tuple[str, list[str]]:
+        saved, self.raw_escapes = self.raw_escapes, raw_escapes
+        try:
+            result: list[str] = []
+            word = ""
+            words: list[str] = []
+
+            def add_raw(text: str) -> None:
+                nonlocal word
+                word += text
+
+            def add_char(ch: str) -> None:
+                nonlocal word
+                if ch.isspace():
+                    if word:
+                        words.append(word)
+                        word = ""
+                else:
+                    word += ch
+
+            while self.peek():
+                ch = self.peek()
+                if stop and ch == stop:
+                    self.next()
+                    return "".join(result), words + ([word] if word else [])
+                if ch == "$":
+                    tmp = self.dollar()
+                    result.append(tmp)
+                    for c in tmp:
+                        add_char(c)
+                elif ch in "<'\"":
+                    tmp = self.less() if ch == "<" else self.single_quote() if ch == "'" else self.double_quote()
+                    result.append(tmp)
+                    add_raw(tmp)
+                else:
+                    ch = self.next()
+                    if ch == "\\":
+                        if self.raw_escapes:
+                            add_raw(ch)
+                            result.append(ch)
+                        ch = self.next()
+                        if not ch:
+                            break
+                        add_raw(ch)
+                    else:
+                        add_char(ch)
+                    result.append(ch)
+            if stop:
+                raise ValueError(f"unexpected end of statement while looking for matching {stop}")
+            return "".join(result), words + ([word] if word else [])
+        finally:
+            self.raw_escapes = saved
+
+    def less(self) -> str:
+        self.next()
+        if self.peek() != "<":
+            return "<"
+        self.next()
+        out = "<<"
+        while self.peek() and self.peek() in " \t\r\n":
+            out += self.next()
+        return out
+
+    def single_quote(self) -> str:
+        opening = self.next()
+        out = [opening] if self.raw_quotes else []
+        while True:
+            ch = self.next()
+            if not ch:
+                raise ValueError("unexpected end of statement while looking for matching single-quote")
+            if ch == "'":
+                if self.raw_quotes:
+                    out.append(ch)
+                return "".join(out)
+            out.append(ch)
+
+    def double_quote(self) -> str:
+        opening = self.next()
+        out = [opening] if self.raw_quotes else []
+        while True:
+            ch = self.peek()
+            if not ch:
+                raise ValueError("unexpected end of statement while looking for matching double-quote")
+            if ch == '"':
+                self.next()
+                if self.raw_quotes:
+                    out.append(ch)
+                return "".join(out)
+            if ch == "$":
+                out.append(self.dollar())
+                continue
+            ch = self.next()
+            if ch == "\\":
+                if self.raw_escapes:
+                    out.append(ch)
+                if not self.peek():
+                    continue
+                if self.peek() in '"$\\':
+                    ch = self.next()
+            out.append(ch)
+
+    def name(self) -> str:
+        ch = self.peek()
+        if ch.isdigit():
+            start = self.pos
+            while self.peek().isdigit():
+                self.next()
+            return self.text[start:self.pos]
+        if ch and ch in "@*#?-$!0":
+            return self.next()
+        start = self.pos
+        while self.peek() and (self.peek().isalnum() or self.peek() == "_"):
+            self.next()
+        return self.text[start:self.pos]
+
+    def dollar(self) -> str:
+        """Every variable is unset and kept as written (only the forms BuildKit rejects are errors)."""
+        self.next()
+        if self.peek() != "{":
+            name = self.name()
+            return "$" + name
+        self.next()
+        if not self.peek():
+            raise ValueError("syntax error: missing '}'")
+        if self.peek() in "{}:":
+            raise ValueError("syntax error: bad substitution")
+        name = self.name()
+        ch = self.next()
+        if ch == "}":
+            return "${" + name + "}"
+        modifier = ch
+        if ch == ":":  # BuildKit goes on to read a word whatever follows the colon
+            ch = self.next()
+            modifier += ch
+        if modifier.startswith(":") or ch in ("+", "-", "?", "#", "%"):
+            try:
+                word, _ = self.process("}", ch in ("#", "%"))
+            except ValueError:
+                raise ValueError("syntax error: missing '}'") from None
+            return "${" + name + modifier + word + "}"
+        if ch == "/":
+            if self.peek() == "/":
+                self.next()
+            try:
+                pattern, _ = self.process("/", True)
+                replacement, _ = self.process("}", True)
+            except ValueError:
+                raise ValueError("syntax error: missing '}'") from None
+            return "${" + name + "/" + pattern + "/" + replacement + "}"
+        raise ValueError(f"unsupported modifier ({modifier}) in substitution")
 
 
-def _read_heredocs(node: Node, lines: list[str], i: int, escape: str, file: str) -> int:
-    """Consume the bodies of the heredocs a RUN/COPY/ADD line announces; return the next line index."""
-    target = node.sub if node.sub is not None else node
-    if target.json_form or not target.args:
+def parse_heredoc(word: str) -> Heredoc | None:
+    """The heredoc a word such as ``<<EOF``, ``3<<-'EOF'`` or ``<< EOF`` announces (content empty), None when the
+    word is not a heredoc marker; ValueError for a malformed delimiter (an unterminated quote). BuildKit's
+    ParseHeredoc."""
+    match = _HEREDOC_WORD.fullmatch(word)
+    if match is None or not match.group(3):
+        return None
+    rest = match.group(3)
+    words = _HeredocLexer(rest, raw_quotes=False, raw_escapes=False).words()
+    if len(words) != 1:
+        return None
+    raw = _HeredocLexer(rest, raw_quotes=True, raw_escapes=False).words()
+    if len(raw) != len(words):
+        raise ValueError(f"internal lexing of heredoc produced inconsistent results: {rest}")
+
+    def quotes(text: str) -> int:
+        return text.count("'") + text.count('"')
+
+    return Heredoc(name=words[0], content="", expand=quotes(words[0]) == quotes(raw[0]),
+                   chomp=match.group(2) == "-", file_descriptor=int(match.group(1) or "0"))
+
+
+def heredocs_from_line(line: str) -> list[Heredoc]:
+    """The heredocs an instruction line announces, in order (contents empty); ValueError for a malformed one."""
+    try:
+        words = _HeredocLexer(line, raw_quotes=True, raw_escapes=True).words()
+    except ValueError:
+        return []  # BuildKit ignores lexing errors of the line itself
+    found: list[Heredoc] = []
+    for word in words:
+        heredoc = parse_heredoc(word)
+        if heredoc is not None:
+            found.append(heredoc)
+    return found
+
+
+def chomp_heredoc_content(text: str) -> str:
+    """Remove the leading tabs of every line (what ``<<-`` does to a body)."""
+    return _LEADING_TABS.sub("", text)
+
+
+def _can_contain_heredoc(node: Node) -> bool:
+    target = node.sub if node.keyword == "onbuild" and node.sub is not None else node
+    return target.keyword in _HEREDOC_KEYWORDS and not target.json_form
+
+
+def _read_heredocs(node: Node, lines: list[str], i: int, file: str) -> int:
+    """Consume the bodies of the heredocs the instruction line announces; return the next line index."""
+    if not _can_contain_heredoc(node) or "<<" not in node.original:
         return i
-    text = " ".join(target.args)
-    for name, expand, chomp in heredoc_markers(text, escape):
+    try:
+        announced = heredocs_from_line(node.original)
+    except ValueError as exc:
+        raise DockerfileError(str(exc), file=file, line=node.start_line) from None
+    for heredoc in announced:
         body: list[str] = []
         while True:
             if i >= len(lines):
-                raise DockerfileError(f"unterminated heredoc {name}", file=file, line=node.start_line)
+                raise DockerfileError(f"unterminated heredoc {heredoc.name}", file=file, line=node.start_line)
             line = lines[i]
             i += 1
-            check = line.lstrip("\t") if chomp else line
-            if check == name:
+            if (line.lstrip("\t") if heredoc.chomp else line) == heredoc.name:
                 break
-            body.append(check)
-        content = "".join(b + "\n" for b in body)
-        fd = 0
-        m = re.search(r"([0-9]+)<<-?['\"]?" + re.escape(name), text)
-        if m:
-            fd = int(m.group(1))
-        target.heredocs.append(Heredoc(name, content, expand, chomp, fd))
+            body.append(line + "\n")
+        node.heredocs.append(replace(heredoc, content="".join(body)))
+    if node.sub is not None:
+        node.sub.heredocs = list(node.heredocs)
     node.end_line = i
     return i
 

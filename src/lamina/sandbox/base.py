@@ -11,6 +11,18 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 @dataclass(frozen=True)
+class MountSpec:
+    """One extra mount of a RUN (``RUN --mount``), made after the standard ones and before the chroot."""
+
+    target: str  # absolute, inside the rootfs (symlinks in it are resolved inside the rootfs)
+    kind: str  # "bind" or "tmpfs"
+    source: Path | None = None  # bind: the host file or directory
+    readonly: bool = False
+    directory: bool = True  # the target is a directory (False: a file, e.g. a secret)
+    size: int | None = None  # tmpfs: bytes (None: the kernel's default)
+
+
+@dataclass(frozen=True)
 class RunSpec:
     rootfs: Path
     argv: tuple[str, ...]
@@ -22,6 +34,9 @@ class RunSpec:
     hostname: str = "lamina"
     resolv_conf: Path | None = None  # host file bound read-only at /etc/resolv.conf
     hosts: Path | None = None  # host file bound read-only at /etc/hosts
+    mounts: tuple[MountSpec, ...] = ()  # RUN --mount, in the order to mount them
+    network: str = "default"  # "default" or "host": the host's network; "none": a new namespace with only lo
+    secret_env: tuple[tuple[str, Path], ...] = ()  # NAME, host file holding its value (read just before exec)
 
 
 class Runner(Protocol):

@@ -1,7 +1,8 @@
 """The process that enters the namespaces of a RUN: ``python -m lamina.sandbox.nsexec SPEC.json``.
 
-It unshares mount, PID, UTS and IPC namespaces, makes every mount private, mounts /dev (tmpfs with the usual
-nodes bound in), /sys (read-only) and the resolv.conf/hosts files into the rootfs, then forks the command as PID 1 of
+It unshares mount, PID, UTS and IPC namespaces (and network, with only ``lo`` up, for ``network="none"``), makes
+every mount private, mounts /dev (tmpfs with the usual nodes bound in), /sys (read-only) and the resolv.conf/hosts
+files into the rootfs, then the ``RUN --mount`` binds and tmpfs mounts, then forks the command as PID 1 of
 the new PID namespace, which mounts /proc, chroots, drops to the user and execs. When PID 1 ends, the kernel kills
 everything else in the namespace; when this process ends, the mounts go with the mount namespace. Its exit status is
 the command's (128 + signal when killed). Linux only, as root.
@@ -10,13 +11,21 @@ the command's (128 + signal when killed). Linux only, as root.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import json
 import os
 import signal
+import socket
+import stat
+import struct
 import sys
 from pathlib import Path
 
+from lamina.errors import RootfsError
+from lamina.rootfs.paths import resolve_in_root
+
 CLONE_NEWNS = 0x00020000
+CLONE_NEWNET = 0x40000000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
@@ -29,7 +38,14 @@ MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 PR_SET_PDEATHSIG = 1
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+
+
+class SetupRefused(Exception):
+    """A RUN --mount target the sandbox will not mount on."""
 
 
 class _Libc:
@@ -92,7 +108,9 @@ def _setup_mounts(libc: _Libc, spec: dict[str, object], rootfs: Path) -> None:
                              ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
             os.symlink(target, os.path.join(dev, name))
     sys_dir = _safe_target(rootfs, "sys", directory=True)
-    if sys_dir:
+    if sys_dir and spec.get("network") == "none":  # the host's /sys would show the host's interfaces
+        libc.mount("sysfs", sys_dir, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    elif sys_dir:
         libc.mount("/sys", sys_dir, None, MS_BIND | MS_REC)
         libc.mount(None, sys_dir, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC)
     for key, rel in (("resolv_conf", "etc/resolv.conf"), ("hosts", "etc/hosts")):
@@ -103,6 +121,65 @@ def _setup_mounts(libc: _Libc, spec: dict[str, object], rootfs: Path) -> None:
             libc.mount(None, file_target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
 
 
+def _mount_target(rootfs: Path, target: str, *, directory: bool) -> str:
+    """The host path of a RUN --mount target: resolved inside the rootfs (symlinks followed as the image sees them,
+    never out of it); a target missing here (inside an earlier mount) is created; a symlink left at the end or a
+    file/directory mismatch is refused."""
+    path = resolve_in_root(rootfs, target)
+    if not os.path.lexists(path):
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        if directory:
+            path.mkdir(mode=0o755)
+        else:
+            path.touch(mode=0o644)
+    real = os.path.realpath(path)
+    root = os.path.realpath(rootfs)
+    if real != root and not real.startswith(root + os.sep):
+        raise SetupRefused(f"mount target {target} leads out of the rootfs")
+    mode = os.lstat(real).st_mode
+    if directory and not stat.S_ISDIR(mode):
+        raise SetupRefused(f"mount target {target} is not a directory")
+    if not directory and stat.S_ISDIR(mode):
+        raise SetupRefused(f"mount target {target} is a directory, the mount is a file")
+    return real
+
+
+def _extra_mounts(libc: _Libc, spec: dict[str, object], rootfs: Path) -> None:
+    """RUN --mount: binds (recursive, read-only when asked) and tmpfs mounts, in the order given."""
+    mounts = spec.get("mounts") or []
+    assert isinstance(mounts, list)
+    for mount in mounts:
+        assert isinstance(mount, dict)
+        target = _mount_target(rootfs, str(mount["target"]), directory=bool(mount.get("directory", True)))
+        if mount["kind"] == "tmpfs":
+            size = mount.get("size")
+            data = "mode=1777" + (f",size={int(str(size))}" if size is not None else "")
+            libc.mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, data)
+        else:
+            libc.mount(str(mount["source"]), target, None, MS_BIND | MS_REC)
+            if mount.get("readonly"):
+                libc.mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC)
+
+
+def _loopback_up() -> None:
+    """In a new network namespace ``lo`` exists but is down; bring it up, as BuildKit does for --network=none."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(sock.fileno(), SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(sock.fileno(), SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+
+
+def _secret_environment(spec: dict[str, object]) -> dict[str, str]:
+    """``RUN --mount=type=secret,env=NAME``: the values, read from their files only now, never put in the spec."""
+    out: dict[str, str] = {}
+    items = spec.get("secret_env") or []
+    assert isinstance(items, list)
+    for name, path in items:
+        with open(str(path), "rb") as f:
+            out[str(name)] = f.read().decode("utf-8", "surrogateescape")
+    return out
+
+
 def _exec_command(libc: _Libc, spec: dict[str, object], rootfs: Path) -> None:
     """In the child (PID 1 of the new namespace): /proc, chroot, user, exec. Never returns."""
     try:
@@ -110,6 +187,7 @@ def _exec_command(libc: _Libc, spec: dict[str, object], rootfs: Path) -> None:
         proc = _safe_target(rootfs, "proc", directory=True)
         if proc:
             libc.mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        secret_env = _secret_environment(spec)
         os.chroot(str(rootfs))
         os.chdir(str(spec["cwd"]))
         groups = spec["groups"]
@@ -124,6 +202,7 @@ def _exec_command(libc: _Libc, spec: dict[str, object], rootfs: Path) -> None:
         for item in raw_env:
             name, _, value = str(item).partition("=")
             env[name] = value
+        env.update(secret_env)
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         os.execvpe(argv[0], argv, env)
     except FileNotFoundError as exc:
@@ -153,10 +232,14 @@ def main(argv: list[str]) -> int:
     libc = _Libc()
     libc.pdeathsig(signal.SIGKILL)
     try:
-        libc.unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC)
+        network_none = spec.get("network") == "none"
+        libc.unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | (CLONE_NEWNET if network_none else 0))
         libc.sethostname(str(spec.get("hostname", "lamina")))
+        if network_none:
+            _loopback_up()
         _setup_mounts(libc, spec, rootfs)
-    except OSError as exc:
+        _extra_mounts(libc, spec, rootfs)
+    except (OSError, SetupRefused, RootfsError) as exc:
         sys.stderr.write(f"lamina: sandbox setup failed: {exc}\n")
         return 125
     child = os.fork()

@@ -69,6 +69,7 @@ def apply_label(state: StageState, inst: KeyValues, escape: str) -> str:
 
 def apply_arg(state: StageState, inst: Arg, escape: str, build_args: Mapping[str, str],
               meta_args: Mapping[str, str], used: set[str]) -> str:
+    """Declare ARGs; history shows each with the value it ends up with, as current BuildKit writes it."""
     parts = []
     for name, raw_default in inst.pairs:
         if name in build_args:
@@ -80,7 +81,9 @@ def apply_arg(state: StageState, inst: Arg, escape: str, build_args: Mapping[str
             value = meta_args.get(name)
         if value is not None:
             state.args[name] = value
-        parts.append(name + (f"={raw_default}" if raw_default is not None else ""))
+        if name not in state.arg_order:
+            state.arg_order.append(name)
+        parts.append(name if value is None else f"{name}={value}")
     return "ARG " + " ".join(parts)
 
 
@@ -122,6 +125,7 @@ def command_argv(state: StageState, inst: Command) -> list[str]:
 def apply_cmd(state: StageState, inst: Command) -> str:
     argv = command_argv(state, inst)
     state.config["Cmd"] = argv
+    state.config["ArgsEscaped"] = True  # BuildKit sets it on every CMD, for the Docker image spec
     state.cmd_set = True
     return f"CMD {go_list(argv)}"
 
@@ -169,7 +173,7 @@ def apply_maintainer(state: StageState, inst: Single) -> str:
 
 def apply_shell(state: StageState, inst: Command) -> str:
     state.config["Shell"] = list(inst.args)
-    return f"SHELL {go_list(list(inst.args))}"
+    return "SHELL [" + " ".join(inst.args) + "]"  # Go's %v of a []string, as BuildKit writes it
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")

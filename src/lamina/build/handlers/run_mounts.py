@@ -1,0 +1,288 @@
+"""``RUN --mount`` and ``RUN --network``: from the Dockerfile's words to the sandbox's ``MountSpec``s.
+
+``parse_run_mounts`` expands and parses the raw ``--mount`` values (errors name the Dockerfile line).
+``prepare_mounts`` is a context manager around one RUN: it makes what the mounts need on the host and yields a
+``RunMounts`` for the ``RunSpec``; on exit it releases cache locks and deletes everything it made (secret files
+included). Nothing it makes is inside the stage's rootfs, so none of it can reach a layer:
+
+* ``bind``: a file or directory of the build context (``.dockerignore`` applies) or of ``from=`` (a stage or image
+  rootfs, looked up by the caller's ``stage_rootfs``). Read-only mounts bind the source itself, read-only;
+  ``rw`` mounts bind a copy made in the scratch directory (``cp -a --reflink=auto``), so writes are discarded.
+* ``cache``: a directory under ``cache_dir`` (one per id, its name sanitised) kept across builds; created with the
+  mount's mode/uid/gid (seeded from ``from=`` when given); ``sharing=locked`` holds an exclusive ``flock`` for the
+  whole RUN, ``sharing=private`` takes another directory when the first is in use.
+* ``tmpfs``: a fresh tmpfs.
+* ``secret``: the value (from ``--secret id=...,src=FILE`` or ``env=VAR``, read only now) is written to a file in
+  the scratch directory with the mount's mode and owner and bound read-only at the target; ``env=NAME`` also hands
+  the sandbox a file from which it sets ``NAME`` just before exec. A missing secret is skipped, or an error naming
+  its id when ``required``. Values never reach the spec JSON, the history, the logs or the image.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from lamina.build.context import BuildContext
+from lamina.build.handlers.metadata import expand
+from lamina.build.state import StageState
+from lamina.dockerfile.instructions import Run
+from lamina.dockerfile.mounts import BindMount, CacheMount, Mount, SecretMount, TmpfsMount, parse_mount
+from lamina.errors import DockerfileError, RootfsError
+from lamina.rootfs.paths import resolve_in_root
+from lamina.sandbox.base import MountSpec
+
+# id, "file", "env" or "auto" (the variable named like the id if set, else the file), the path or the variable
+SecretSource = tuple[str, str, str]
+PRIVATE_ATTEMPTS = 64
+
+
+@dataclass(frozen=True)
+class RunMounts:
+    mounts: tuple[MountSpec, ...] = ()
+    secret_env: tuple[tuple[str, Path], ...] = ()  # for RunSpec.secret_env
+
+
+def run_network(inst: Run) -> str:
+    """``RunSpec.network`` for ``RUN --network``: ``none`` isolates; ``default`` and ``host`` use the host's network
+    (lamina's sandbox never had a network namespace of its own: the default *is* the host's)."""
+    return "none" if inst.network == "none" else "default"
+
+
+def parse_run_mounts(state: StageState, inst: Run, escape: str) -> tuple[Mount, ...]:
+    """Each ``--mount`` value expanded with the stage's ARG/ENV and parsed; a bad one is a DockerfileError."""
+    out: list[Mount] = []
+    for raw in inst.mounts:
+        value = expand(inst, raw, state.expansion_env(), escape)
+        try:
+            out.append(parse_mount(value, state.workdir))
+        except ValueError as exc:
+            raise inst.error(f"--mount={raw}: {exc}", column=inst.column_of(raw)) from None
+    return tuple(out)
+
+
+def cache_dir_name(cache_id: str) -> str:
+    """A directory name for a cache id: readable, safe (no ``/``, no leading dot) and unique (a hash suffix)."""
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", cache_id).strip("._-")[:64] or "cache"
+    return f"{readable}-{hashlib.sha256(cache_id.encode()).hexdigest()[:12]}"
+
+
+def read_secret(inst: Run, secrets: Sequence[SecretSource], secret_id: str,
+                environ: Mapping[str, str]) -> bytes | None:
+    """The value of secret ``secret_id``, or None when no ``--secret`` provides it (or its variable is unset)."""
+    for given_id, kind, where in reversed(secrets):  # the last --secret for an id wins
+        if given_id != secret_id:
+            continue
+        if kind in ("env", "auto"):
+            value = environ.get(where)
+            if value is not None:
+                return value.encode("utf-8", "surrogateescape")
+            if kind == "env" or not os.path.isfile(where):
+                return None
+        try:
+            return Path(where).read_bytes()
+        except OSError as exc:
+            raise inst.error(f"secret {secret_id}: cannot read {where}: {exc.strerror or exc}") from None
+    return None
+
+
+def _copy_tree(source: Path, dest: Path, what: str) -> None:
+    """``dest`` (absent) becomes a copy of ``source`` with owners, modes, links and times (reflinked if possible)."""
+    result = subprocess.run(["cp", "-a", "--reflink=auto", "--", str(source), str(dest)], capture_output=True,
+                            text=True, check=False)
+    if result.returncode != 0:
+        raise RootfsError(f"could not copy {what} for a RUN --mount: {result.stderr.strip()}")
+
+
+def _copy_filtered(context: BuildContext, rel: str, dest: Path) -> None:
+    """A copy of the context directory ``rel`` without what ``.dockerignore`` excludes."""
+    _copy_entry(context.host_path(rel), dest, directory_only=True)
+    for child in context.walk(rel):
+        sub = child[len(rel):].lstrip("/") if rel else child
+        _copy_entry(context.host_path(child), dest / sub, directory_only=False)
+
+
+def _copy_entry(source: Path, dest: Path, *, directory_only: bool) -> None:
+    st = source.lstat()
+    if source.is_dir() and not source.is_symlink():
+        dest.mkdir(exist_ok=directory_only)
+        shutil.copystat(source, dest, follow_symlinks=False)
+    elif source.is_symlink():
+        dest.symlink_to(os.readlink(source))
+    else:
+        shutil.copy2(source, dest, follow_symlinks=False)
+    os.chown(dest, st.st_uid, st.st_gid, follow_symlinks=False)
+
+
+class _Preparer:
+    def __init__(self, inst: Run, context: BuildContext, stage_rootfs: Callable[[str], Path | None],
+                 secrets: Sequence[SecretSource], environ: Mapping[str, str], cache_dir: Path, scratch: Path,
+                 stack: ExitStack) -> None:
+        self.inst = inst
+        self.context = context
+        self.stage_rootfs = stage_rootfs
+        self.secrets = secrets
+        self.environ = environ
+        self.cache_dir = cache_dir
+        self.scratch = scratch
+        self.stack = stack
+        self.count = 0
+
+    def error(self, mount: Mount, message: str) -> DockerfileError:
+        return self.inst.error(f"--mount type={_kind(mount)}: {message}")
+
+    def fresh(self, prefix: str) -> Path:
+        self.count += 1
+        return self.scratch / f"{prefix}-{self.count}"
+
+    def from_root(self, mount: BindMount | CacheMount, name: str) -> Path:
+        root = self.stage_rootfs(name)
+        if root is None:
+            raise self.error(mount, f"from={name}: no such stage or image")
+        return root
+
+    def bind(self, mount: BindMount) -> MountSpec:
+        rel = mount.source.strip("/")
+        if mount.from_stage is None:
+            where = "the build context"
+            if self.context.ignored(rel):
+                raise self.error(mount, f"source {mount.source} is excluded by .dockerignore")
+            root = self.context.root
+        else:
+            where = f"from={mount.from_stage}"
+            root = self.from_root(mount, mount.from_stage)
+        try:
+            host = resolve_in_root(root, rel)
+        except RootfsError as exc:
+            raise self.error(mount, f"source {mount.source}: {exc}") from None
+        if not os.path.exists(host):
+            raise self.error(mount, f"source {mount.source} not found in {where}")
+        directory = host.is_dir()
+        if mount.from_stage is None and self.context.rules and directory:
+            copy = self.fresh("bind")
+            _copy_filtered(self.context, host.relative_to(root).as_posix() if host != root else "", copy)
+            host = copy
+        elif not mount.readonly:
+            copy = self.fresh("bind")
+            _copy_tree(host, copy, f"{mount.source} from {where}")
+            host = copy
+        return MountSpec(mount.target, "bind", host, mount.readonly, directory)
+
+    def cache_path(self, mount: CacheMount) -> Path:
+        base = self.cache_dir / cache_dir_name(mount.id)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        if mount.sharing == "shared":
+            return base
+        for attempt in range(PRIVATE_ATTEMPTS):
+            path = base if attempt == 0 else base.with_name(f"{base.name}.private-{attempt}")
+            lock = open(path.with_name(path.name + ".lock"), "a")  # noqa: SIM115 - closed by the stack
+            self.stack.callback(lock.close)
+            try:
+                if mount.sharing == "locked":
+                    fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # waits for the other RUN holding it
+                else:
+                    fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    continue
+                raise
+            return path
+        raise self.error(mount, f"id={mount.id}: every private cache directory is in use")
+
+    def cache(self, mount: CacheMount) -> MountSpec:
+        path = self.cache_path(mount)
+        if not path.is_dir():
+            partial = Path(tempfile.mkdtemp(prefix=path.name + ".new-", dir=path.parent))
+            try:
+                if mount.from_stage is not None:
+                    seed = resolve_in_root(self.from_root(mount, mount.from_stage), mount.source)
+                    if seed.is_dir():
+                        partial.rmdir()
+                        _copy_tree(seed, partial, f"{mount.source} from {mount.from_stage}")
+                os.chown(partial, mount.uid, mount.gid)
+                partial.chmod(mount.mode)
+                try:
+                    partial.rename(path)
+                except OSError:  # another build made it first: use theirs
+                    shutil.rmtree(partial, ignore_errors=True)
+            except BaseException:
+                shutil.rmtree(partial, ignore_errors=True)
+                raise
+        host = path
+        if mount.from_stage is None and mount.source != "/":
+            host = resolve_in_root(path, mount.source)
+            host.mkdir(parents=True, exist_ok=True)
+        return MountSpec(mount.target, "bind", host, mount.readonly, True)
+
+    def secret(self, mount: SecretMount) -> tuple[MountSpec | None, tuple[str, Path] | None]:
+        value = read_secret(self.inst, self.secrets, mount.id, self.environ)
+        if value is None:
+            if mount.required:
+                raise self.inst.error(f"secret {mount.id} is required but was not given: pass "
+                                      f"--secret id={mount.id},src=PATH (or id={mount.id},env=VARIABLE)")
+            return None, None
+        spec = None
+        if mount.target is not None:
+            path = self.write_private(self.fresh("secret"), value)
+            os.chown(path, mount.uid, mount.gid)
+            path.chmod(mount.mode)
+            spec = MountSpec(mount.target, "bind", path, True, False)
+        env = None
+        if mount.env is not None:
+            env = (mount.env, self.write_private(self.fresh("secret-env"), value))
+        return spec, env
+
+    @staticmethod
+    def write_private(path: Path, value: bytes) -> Path:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(value)
+        return path
+
+
+def _kind(mount: Mount) -> str:
+    return {BindMount: "bind", CacheMount: "cache", TmpfsMount: "tmpfs", SecretMount: "secret"}[type(mount)]
+
+
+@contextmanager
+def prepare_mounts(inst: Run, mounts: Sequence[Mount], *, context: BuildContext,
+                   stage_rootfs: Callable[[str], Path | None], secrets: Sequence[SecretSource],
+                   environ: Mapping[str, str], cache_dir: Path, scratch: Path) -> Iterator[RunMounts]:
+    """Make what ``mounts`` (from ``parse_run_mounts``) need for one RUN; yield the sandbox's view of them.
+
+    ``scratch`` is a directory outside every rootfs (the workspace); a private directory is made in it and removed
+    on exit, with cache locks released."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    private = Path(tempfile.mkdtemp(prefix="run-mounts-", dir=scratch))
+    private.chmod(0o700)
+    with ExitStack() as stack:
+        stack.callback(shutil.rmtree, private, True)
+        prep = _Preparer(inst, context, stage_rootfs, secrets, environ, cache_dir, private, stack)
+        specs: list[MountSpec] = []
+        secret_env: list[tuple[str, Path]] = []
+        for mount in mounts:
+            if isinstance(mount, BindMount):
+                specs.append(prep.bind(mount))
+            elif isinstance(mount, CacheMount):
+                specs.append(prep.cache(mount))
+            elif isinstance(mount, TmpfsMount):
+                specs.append(MountSpec(mount.target, "tmpfs", size=mount.size))
+            else:
+                spec, env = prep.secret(mount)
+                if spec is not None:
+                    specs.append(spec)
+                if env is not None:
+                    secret_env.append(env)
+        # Parents before children (a mount inside another lands in it); otherwise the Dockerfile's order.
+        specs.sort(key=lambda s: s.target.rstrip("/").count("/"))
+        yield RunMounts(tuple(specs), tuple(secret_env))
