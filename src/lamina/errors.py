@@ -53,15 +53,14 @@ class InvalidReference(LaminaError):
 
 
 class DockerfileError(LaminaError):
-    """A Dockerfile is malformed; the message starts with ``file:line[:column]``."""
+    """A Dockerfile is malformed; the message starts with ``file:line:column`` (column 1: the instruction)."""
 
     def __init__(self, message: str, *, file: str = "Dockerfile", line: int | None = None,
                  column: int | None = None) -> None:
         where = file
         if line is not None:
-            where += f":{line}"
-            if column is not None:
-                where += f":{column}"
+            column = column or 1  # the instruction's start when nothing more precise is known
+            where += f":{line}:{column}"
         super().__init__(f"{where}: {message}")
         self.file = file
         self.line = line
