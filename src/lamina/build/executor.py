@@ -12,7 +12,8 @@ import posixpath
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,6 +56,7 @@ from lamina.errors import (
     InvalidReference,
     OptionsError,
     OutputError,
+    RegistryError,
     UnsupportedInstruction,
 )
 from lamina.oci.digest import compute_digest
@@ -165,6 +167,16 @@ def find_stage(dockerfile: Dockerfile, name: str, *, before: int | None = None) 
         if stage.name == lowered or (lowered.isdigit() and int(lowered) == stage.index):
             return stage
     return None
+
+
+@contextmanager
+def located(inst: Instruction) -> Iterator[None]:
+    """Registry errors while pulling for an instruction say which instruction, as Dockerfile errors do."""
+    try:
+        yield
+    except RegistryError as exc:
+        exc.message = f"{inst.file}:{inst.line}:1: {inst.keyword}: {exc.message}"
+        raise
 
 
 def copy_created_by(state: StageState, inst: Copy, escape: str) -> str:
@@ -285,7 +297,8 @@ class _Build:
             state = source.copy_for_child(stage, rootfs)
         else:
             ref = self.parse_reference(base, image)
-            pulled = pull_image(self.client, ref, platform, self.workspace)
+            with located(base):
+                pulled = pull_image(self.client, ref, platform, self.workspace)
             unpack_image(pulled, rootfs)
             state = state_from_image(stage, rootfs, platform, pulled, str(ref))
         state.scan = scan_tree(rootfs)
@@ -503,7 +516,9 @@ class _Build:
         key = str(ref)
         if key not in self.images:
             rootfs = self.workspace.rootfs("sources", len(self.images))
-            unpack_image(pull_image(self.client, ref, self.platform, self.workspace), rootfs)
+            with located(inst):
+                pulled = pull_image(self.client, ref, self.platform, self.workspace)
+            unpack_image(pulled, rootfs)
             self.images[key] = rootfs
         return self.images[key]
 
