@@ -18,8 +18,10 @@ from rich.console import Console
 
 import lamina
 from lamina.build.executor import BuildResult, build
+from lamina.cache.prune import parse_duration_text, prune_cache
 from lamina.console import LEVELS, ConsoleProgress, human_size
-from lamina.errors import LaminaError, OptionsError, StepFailed
+from lamina.errors import InvalidReference, LaminaError, OptionsError, StepFailed
+from lamina.oci.reference import Reference
 from lamina.oci.registry.client import RegistryClient, RegistryConfig
 from lamina.options import BuildOptions, default_mount_cache_dir, parse_secrets
 from lamina.sandbox.namespace import NamespaceRunner
@@ -69,6 +71,16 @@ BUILD_FLAGS = (
          "list", metavar="id=ID,src=PATH"),
     Flag("--mount-cache-dir", "where RUN --mount=type=cache directories persist between builds "
          "(default: $XDG_CACHE_HOME/lamina/mounts or ~/.cache/lamina/mounts)", metavar="DIR"),
+    Flag("--cache", "use the registry layer cache: reuse layers of earlier builds, store new ones", "bool"),
+    Flag("--cache-repo", "the repository holding the cache (default: <first destination>/cache)", metavar="REPO"),
+    Flag("--cache-ttl", "cache entries older than this are misses and get rewritten (default: 336h = 2 weeks; "
+         "units s, m, h, d, w)", metavar="DURATION"),
+    Flag("--cache-copy-layers", "cache COPY and local ADD steps too (default: true)", "switch"),
+    Flag("--cache-run-layers", "cache RUN steps (default: true)", "switch"),
+    Flag("--no-push-cache", "use cache hits but store nothing new", "bool"),
+    Flag("--cache-dir", "a local store of pulled layer blobs, reused across builds", metavar="DIR"),
+    Flag("--reproducible", "all timestamps from SOURCE_DATE_EPOCH, or 0 when it is not set", "bool"),
+    Flag("--dry-run", "plan only: print each step with cache hit or miss; run and push nothing", "bool"),
     Flag("--verbosity", "log level: " + ", ".join(LEVELS) + " (default: info)", metavar="LEVEL"),
 )
 
@@ -96,12 +108,48 @@ def parser() -> argparse.ArgumentParser:
         if flag.kind == "bool":
             build_parser.add_argument(*names, dest=flag.dest, action="store_const", const=True, default=None,
                                       help=text)
+        elif flag.kind == "switch":  # --x, --x=true, --x=false
+            build_parser.add_argument(*names, dest=flag.dest, nargs="?", const="true", default=None,
+                                      metavar="true|false", help=text)
         elif flag.kind == "list":
             build_parser.add_argument(*names, dest=flag.dest, action="append", default=None, metavar=flag.metavar,
                                       help=text)
         else:
             build_parser.add_argument(*names, dest=flag.dest, default=None, metavar=flag.metavar, help=text)
+    cache_parser = commands.add_parser("cache", help="maintain the registry layer cache")
+    cache_commands = cache_parser.add_subparsers(dest="cache_command", metavar="COMMAND")
+    prune = cache_commands.add_parser("prune", help="delete stale cache entries through the registry API")
+    prune.add_argument("--cache-repo", required=True, metavar="REPO", help="the cache repository")
+    prune.add_argument("--older-than", required=True, metavar="DURATION",
+                       help="delete entries older than this (e.g. 336h, 14d, 2w)")
+    prune.add_argument("--keep", type=int, default=0, metavar="N", help="always keep the N newest entries")
+    prune.add_argument("--insecure-registry", action="append", default=[], metavar="HOST",
+                       help="talk plain HTTP to this registry (repeatable)")
+    prune.add_argument("--skip-tls-verify", action="store_true", help="do not verify registry TLS certificates")
     return top
+
+
+def run_prune(args: argparse.Namespace, environ: Mapping[str, str], out: Console) -> int:
+    try:
+        older_than = parse_duration_text(args.older_than)
+    except ValueError as exc:
+        raise OptionsError(f"--older-than {args.older_than}: {exc}") from None
+    if args.keep < 0:
+        raise OptionsError("--keep must be 0 or more")
+    try:
+        repo = Reference.parse(args.cache_repo)
+    except InvalidReference as exc:
+        raise OptionsError(f"--cache-repo {args.cache_repo}: {exc}") from None
+    config = RegistryConfig(insecure_registries=tuple(args.insecure_registry), skip_tls_verify=args.skip_tls_verify,
+                            docker_config_dir=environ.get("DOCKER_CONFIG") or None)
+    with RegistryClient(config) as client:
+        report = prune_cache(client, repo, older_than=older_than, keep=args.keep)
+    out.print(f"{repo.name}: deleted {len(report.deleted)} stale cache entr{'y' if len(report.deleted) == 1 else 'ies'}"
+              f", kept {report.kept}", highlight=False)
+    if report.refused:
+        out.print(f"error: {report.refused}", markup=False, highlight=False)
+        return 1
+    return 0
 
 
 def resolve_flags(namespace: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, object]:
@@ -111,14 +159,17 @@ def resolve_flags(namespace: argparse.Namespace, environ: Mapping[str, str]) -> 
         given = getattr(namespace, flag.dest)
         if given is None and flag.env in environ:
             raw = environ[flag.env]
-            if flag.kind == "bool":
+            if flag.kind in ("bool", "switch"):
                 given = truthy(flag, raw)
             elif flag.kind == "list":
                 given = [item.strip() for item in raw.split(",") if item.strip()]
             else:
                 given = raw
+        if flag.kind == "switch" and isinstance(given, str):
+            given = truthy(flag, given)
         if given is None:
-            given = False if flag.kind == "bool" else [] if flag.kind == "list" else None
+            given = False if flag.kind == "bool" else True if flag.kind == "switch" else [] \
+                if flag.kind == "list" else None
         values[flag.dest] = given
     return values
 
@@ -171,7 +222,8 @@ def options_from(values: Mapping[str, object], environ: Mapping[str, str]) -> Bu
     no_push = bool(values["no_push"])
     tar_path = text("tar_path")
     oci_layout = text("oci_layout_path")
-    if not destinations and not no_push:
+    dry_run = bool(values["dry_run"])
+    if not destinations and not no_push and not dry_run:
         raise OptionsError("no --destination given: name where to push the image, or pass --no-push "
                            "(with --tar-path or --oci-layout-path to keep it as a file)")
     verbosity = text("verbosity") or "info"
@@ -179,6 +231,16 @@ def options_from(values: Mapping[str, object], environ: Mapping[str, str]) -> Bu
         raise OptionsError(f"--verbosity {verbosity}: expected one of {', '.join(LEVELS)}")
     digest_file = text("digest_file")
     work_dir = text("work_dir")
+    cache_dir = text("cache_dir")
+    epoch = source_date_epoch(environ)
+    if epoch is None and values["reproducible"]:
+        epoch = 0
+    cache_ttl = 14 * 24 * 3600
+    if text("cache_ttl"):
+        try:
+            cache_ttl = int(parse_duration_text(str(text("cache_ttl"))).total_seconds())
+        except ValueError as exc:
+            raise OptionsError(f"--cache-ttl {text('cache_ttl')}: {exc}") from None
     return BuildOptions(
         context=context,
         dockerfile=dockerfile,
@@ -194,11 +256,19 @@ def options_from(values: Mapping[str, object], environ: Mapping[str, str]) -> Bu
         skip_tls_verify=bool(values["skip_tls_verify"]),
         work_dir=Path(work_dir) if work_dir else None,
         platform=text("platform"),
-        source_date_epoch=source_date_epoch(environ),
+        source_date_epoch=epoch,
         docker_config_dir=environ.get("DOCKER_CONFIG") or None,
         secrets=parse_secrets(items("secret")),
         secret_environ=environ,
         mount_cache_dir=Path(text("mount_cache_dir") or default_mount_cache_dir(environ)),
+        cache=bool(values["cache"]),
+        cache_repo=text("cache_repo"),
+        cache_ttl_seconds=cache_ttl,
+        cache_copy_layers=bool(values["cache_copy_layers"]),
+        cache_run_layers=bool(values["cache_run_layers"]),
+        push_cache=not values["no_push_cache"],
+        cache_dir=Path(cache_dir) if cache_dir else None,
+        dry_run=dry_run,
     )
 
 
@@ -209,8 +279,18 @@ def registry_config(options: BuildOptions) -> RegistryConfig:
 
 
 def report(console: Console, result: BuildResult) -> None:
-    layers = sum(1 for step in result.steps if step.layer_size is not None)
-    console.print(f"built {result.digest} ({human_size(result.size)}, {layers} new layer(s))", highlight=False)
+    if result.plan and not result.digest:  # --dry-run
+        for stage, instruction, verdict in result.plan:
+            console.print(f"[{verdict}] ({stage}) {instruction}", markup=False, highlight=False)
+        hits = sum(1 for *_, verdict in result.plan if verdict == "hit")
+        console.print(f"dry run: {hits} of {len(result.plan)} filesystem steps would come from the cache; "
+                      "nothing was run or pushed", highlight=False)
+        return
+    layers = sum(1 for step in result.steps if step.layer_size is not None and not step.cached)
+    cached = sum(1 for step in result.steps if step.cached)
+    reused = f", {cached} step(s) from the cache" if cached else ""
+    console.print(f"built {result.digest} ({human_size(result.size)}, {layers} new layer(s){reused})",
+                  highlight=False)
     for dest in result.destinations:
         console.print(f"pushed {dest}@{result.digest}", highlight=False)
 
@@ -239,11 +319,13 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     args = parser().parse_args(argv)
     out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
-    if args.command != "build":
+    if args.command not in ("build", "cache") or (args.command == "cache" and args.cache_command is None):
         parser().print_help()
         return 2
     values: dict[str, object] = {}
     try:
+        if args.command == "cache":
+            return run_prune(args, env, out)
         values = resolve_flags(args, env)
         verbosity = str(values.get("verbosity") or "info")
         logging.basicConfig(level=logging.DEBUG if verbosity in ("debug", "trace") else logging.WARNING,

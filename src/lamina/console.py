@@ -90,7 +90,8 @@ class ConsoleProgress:
         if not self.show_steps:
             return
         made = f"layer {human_size(result.layer_size)}" if result.layer_size is not None else "no layer"
-        self.console.print(f"  [green]done[/green] in {result.seconds:.2f}s, {made}", highlight=False)
+        verb = "[cyan]cached[/cyan]" if result.cached else "[green]done[/green]"
+        self.console.print(f"  {verb} in {result.seconds:.2f}s, {made}", highlight=False)
 
     def message(self, text: str) -> None:
         if level_at_least(self.verbosity, "warn" if text.startswith("warning") else "info"):

@@ -35,6 +35,15 @@ class BuildOptions:
     secrets: tuple[tuple[str, str, str], ...] = ()
     secret_environ: Mapping[str, str] | None = field(default=None, repr=False, compare=False)
     mount_cache_dir: Path | None = None  # RUN --mount=type=cache directories; None: default_mount_cache_dir()
+    # the registry layer cache
+    cache: bool = False
+    cache_repo: str | None = None  # None: <first destination's repository>/cache
+    cache_ttl_seconds: int = 14 * 24 * 3600
+    cache_copy_layers: bool = True
+    cache_run_layers: bool = True
+    push_cache: bool = True
+    cache_dir: Path | None = None  # local store of pulled blobs, reused across builds
+    dry_run: bool = False  # plan only: print each step with hit or miss
 
     @property
     def build_arg_map(self) -> dict[str, str]:

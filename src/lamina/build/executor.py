@@ -15,21 +15,23 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from lamina.build.context import BuildContext
 from lamina.build.handlers import metadata
 from lamina.build.handlers.add import add_files
-from lamina.build.handlers.copy import ContextSource, RootfsSource, SourceTree, copy_files
+from lamina.build.handlers.copy import ContextSource, RootfsSource, SourceTree, copy_files, hash_copy_sources
 from lamina.build.handlers.heredoc import prepare_copy_heredocs
 from lamina.build.handlers.run import created_by as run_created_by
 from lamina.build.handlers.run import execute_run
 from lamina.build.handlers.run_mounts import parse_run_mounts, prepare_mounts, run_network
-from lamina.build.stage import copy_rootfs, pull_image, state_from_image, unpack_image
+from lamina.build.stage import PulledImage, ensure_local, materialize, resolve_image, state_from_image
 from lamina.build.state import LayerRef, StageState
 from lamina.build.workspace import Workspace
+from lamina.cache.key import compute_base_key, compute_executed_key, compute_step_key
+from lamina.cache.registry import CacheEntry, RegistryCache
 from lamina.dockerfile.instructions import (
     Arg,
     Command,
@@ -91,6 +93,7 @@ class BuildResult:
     steps: tuple[StepResult, ...]
     destinations: tuple[str, ...]  # what was pushed, as given
     warnings: tuple[str, ...] = ()
+    plan: tuple[tuple[str, str, str], ...] = ()  # with the cache: (stage, instruction, "hit"|"miss"|"not cached")
 
 
 def display_path(path: Path) -> str:
@@ -167,6 +170,24 @@ def find_stage(dockerfile: Dockerfile, name: str, *, before: int | None = None) 
         if stage.name == lowered or (lowered.isdigit() and int(lowered) == stage.index):
             return stage
     return None
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    stage: str
+    instruction: Instruction
+    key: str | None  # None: not cacheable, or not knowable before the steps before it run
+
+
+def _binds_context(mount: str) -> bool:
+    """Does a raw --mount value bind files from the build context? (those are not hashed into keys)"""
+    fields = dict(part.partition("=")[::2] for part in mount.split(","))
+    return fields.get("type", "bind") == "bind" and "from" not in fields
+
+
+def _is_remote(source: str) -> bool:
+    lowered = source.lower()
+    return lowered.startswith(("http://", "https://", "git://", "ssh://", "git@")) or lowered.endswith(".git")
 
 
 @contextmanager
@@ -246,6 +267,10 @@ class _Build:
     steps: list[StepResult] = field(default_factory=list)
     step_total: int = 0
     created: str = ""
+    cache: RegistryCache | None = None
+    planning: bool = False  # compute keys only: nothing is pulled, executed or pushed
+    plan: list[PlannedStep] = field(default_factory=list)
+    resolved: dict[str, PulledImage] = field(default_factory=dict)
 
     @property
     def escape(self) -> str:
@@ -286,22 +311,22 @@ class _Build:
                 platform = Platform.parse(text)
             except ValueError as exc:
                 raise base.error(f"--platform={text}: {exc}", column=base.column_of("--platform")) from None
-        rootfs = self.workspace.rootfs("stages", stage.index)
+        rootfs = self.workspace.rootfs("plan" if self.planning else "stages", stage.index)
         parent = find_stage(self.dockerfile, image, before=stage.index)
         if image.lower() == "scratch":  # BuildKit's empty image: PATH set, WorkingDir /
             state = StageState(stage, rootfs, platform, config={"Env": [f"PATH={DEFAULT_PATH}"], "WorkingDir": "/"},
-                               base_name="scratch")
+                               base_name="scratch", key=compute_base_key("scratch", "", str(platform)))
         elif parent is not None:
-            source = self.states[parent.index]
-            copy_rootfs(source.rootfs, rootfs)
-            state = source.copy_for_child(stage, rootfs)
+            state = self.states[parent.index].copy_for_child(stage, rootfs)
+            state.platform = platform
         else:
             ref = self.parse_reference(base, image)
             with located(base):
-                pulled = pull_image(self.client, ref, platform, self.workspace)
-            unpack_image(pulled, rootfs)
+                pulled = self.resolve_image(ref, platform)
             state = state_from_image(stage, rootfs, platform, pulled, str(ref))
-        state.scan = scan_tree(rootfs)
+            state.key = compute_base_key("image", pulled.manifest_digest, str(platform))
+        if self.cache is None and not self.planning:
+            self.materialize(state)  # no cache: every step runs, so the rootfs is needed now
         self.step_finished(stage, base.original, started, None)
         triggers = [str(t) for t in state.config.pop("OnBuild", None) or []]  # run once, not inherited further
         self.step_total += len(triggers)
@@ -310,6 +335,17 @@ class _Build:
         for inst in stage.instructions:
             self.run_instruction(state, inst)
         return state
+
+    def resolve_image(self, ref: Reference, platform: Platform) -> PulledImage:
+        key = f"{ref}|{platform}"
+        if key not in self.resolved:
+            self.resolved[key] = resolve_image(self.client, ref, platform, self.workspace)
+        return self.resolved[key]
+
+    def materialize(self, state: StageState) -> None:
+        if not state.materialized:
+            with located(state.stage.base):
+                materialize(self.client, state, self.options.cache_dir)
 
     def onbuild_trigger(self, base: Instruction, image: str, number: int, trigger: str) -> Instruction:
         """An ONBUILD trigger of the base image as an instruction; errors name the FROM line."""
@@ -331,11 +367,15 @@ class _Build:
     # -- steps --------------------------------------------------------------------------------------------------
 
     def step_started(self, stage: Stage, text: str) -> None:
-        self.progress.step_started(stage.label, len(self.steps) + 1, self.step_total, text)
+        if not self.planning:
+            self.progress.step_started(stage.label, len(self.steps) + 1, self.step_total, text)
 
-    def step_finished(self, stage: Stage, text: str, started: float, layer: LayerRef | None) -> None:
+    def step_finished(self, stage: Stage, text: str, started: float, layer: LayerRef | None,
+                      cached: bool = False) -> None:
+        if self.planning:
+            return
         result = StepResult(stage.label, len(self.steps) + 1, self.step_total, text, time.monotonic() - started,
-                            layer.descriptor.size if layer else None)
+                            layer.descriptor.size if layer else None, cached)
         self.steps.append(result)
         self.progress.step_finished(result)
 
@@ -343,28 +383,141 @@ class _Build:
         started = time.monotonic()
         self.step_started(state.stage, inst.original)
         layer: LayerRef | None = None
-        text: str
-        self.check_supported(inst)
+        cached = False
+        if isinstance(inst, Run | Copy) or (isinstance(inst, Single) and inst.keyword == "WORKDIR"):
+            text, layer, cached = self.filesystem_step(state, inst)
+        else:
+            text = self.metadata_step(state, inst)
+        if not isinstance(inst, Onbuild):  # BuildKit records ONBUILD in the config only
+            state.history.append(self.history_entry(text, layer))
+        self.step_finished(state.stage, inst.original, started, layer, cached)
+
+    def history_entry(self, text: str, layer: LayerRef | None) -> dict[str, Any]:
+        entry: dict[str, Any] = {"created": self.created, "created_by": text, "comment": HISTORY_COMMENT}
+        if layer is None:
+            entry["empty_layer"] = True
+        return entry
+
+    def filesystem_step(self, state: StageState, inst: Instruction) -> tuple[str, LayerRef | None, bool]:
+        """RUN, COPY, ADD and WORKDIR: from the cache when an entry matches, else executed on the rootfs."""
+        text = self.filesystem_text(state, inst)
+        if self.cache is None and not self.planning:
+            return text, self.execute(state, inst), False
+        key = self.step_key(state, inst)
+        cacheable = key is not None and self.cacheable(inst)
+        if self.planning:
+            self.plan.append(PlannedStep(state.stage.label, inst, key if cacheable else None))
+            state.key = key if cacheable else None
+            return text, None, False
+        assert self.cache is not None
+        entry = self.cache.lookup(key) if cacheable and key is not None else None
+        if entry is not None:
+            state.key = key
+            return text, self.apply_hit(state, entry), True
+        self.materialize(state)
+        layer = self.execute(state, inst)
+        if cacheable and key is not None:
+            state.key = key
+            self.cache.push(key, layer.descriptor if layer else None, layer.diff_id if layer else None,
+                            layer.path if layer else None, self.history_entry(text, layer), state.platform)
+        else:
+            state.key = compute_executed_key(state.key or "", inst.original, layer.diff_id if layer else None)
+        return text, layer, False
+
+    def apply_hit(self, state: StageState, entry: CacheEntry) -> LayerRef | None:
+        """A cache hit: its layer joins the image; the blob is only fetched if a later step needs the rootfs."""
+        if entry.layer is None or entry.diff_id is None:
+            return None
+        assert self.cache is not None
+        layer = LayerRef(entry.layer, entry.diff_id, self.workspace.blob_path(entry.layer.digest),
+                         source=self.cache.entry_ref(entry.key))
+        state.layers.append(layer)
+        if state.materialized:  # a step before this one ran: apply the hit on top
+            ensure_local(self.client, layer, self.options.cache_dir)
+            unpack_layer(state.rootfs, layer.path, description=f"cached layer {entry.layer.digest}")
+            state.scan = scan_tree(state.rootfs)
+        return layer
+
+    def cacheable(self, inst: Instruction) -> bool:
         if isinstance(inst, Run):
-            text = run_created_by(state, inst)
+            return self.options.cache_run_layers and not any(_binds_context(m) for m in inst.mounts)
+        if isinstance(inst, Copy):
+            if inst.keyword == "ADD" and any(_is_remote(s) for s in inst.sources) and not inst.checksum:
+                return False  # content unknown until downloaded: keyed by what it produced instead
+            return self.options.cache_copy_layers
+        return True
+
+    def step_key(self, state: StageState, inst: Instruction) -> str | None:
+        """The step's cache key, or None when it cannot be known before running (a step before it was not cacheable
+        and has not run, or a stage it copies from has no key)."""
+        if state.key is None:
+            return None
+        inputs: dict[str, str] = {}
+        if isinstance(inst, Run):
+            inputs["heredocs"] = "\n".join(h.content for h in inst.heredocs)
+            for raw in filter(None, (mount_from(m) for m in inst.mounts)):
+                source_key = self.source_key(state, inst, metadata.expand(inst, raw, state.expansion_env(),
+                                                                          self.escape))
+                if source_key is None:
+                    return None
+                inputs[f"mount-from:{raw}"] = source_key
+        elif isinstance(inst, Copy):
+            inputs["heredocs"] = "\n".join(f"{h.name}\0{h.content}" for h in inst.heredocs)
+            if inst.from_stage:
+                name = metadata.expand(inst, inst.from_stage, state.expansion_env(), self.escape)
+                source_key = self.source_key(state, inst, name)
+                if source_key is None:
+                    return None
+                inputs["from"] = source_key
+            elif not (inst.keyword == "ADD" and any(_is_remote(s) for s in inst.sources)):
+                inputs["sources"] = hash_copy_sources(state, inst, ContextSource(self.context), self.escape)
+            if inst.checksum:
+                inputs["checksum"] = inst.checksum
+        return compute_step_key(state.key, instruction=inst.original, config=state.config, args=state.args,
+                                platform=str(state.platform), inputs=inputs)
+
+    def source_key(self, state: StageState, inst: Instruction, name: str) -> str | None:
+        """What COPY --from / --mount from= reads: a stage's key, or an image's manifest digest."""
+        stage = find_stage(self.dockerfile, name)
+        if stage is not None:
+            source = self.states.get(stage.index)
+            return source.key if source is not None else None
+        if name.isdigit():
+            return None
+        ref = self.parse_reference(inst, name)
+        with located(inst):
+            return self.resolve_image(ref, self.platform).manifest_digest
+
+    def filesystem_text(self, state: StageState, inst: Instruction) -> str:
+        """The history text (WORKDIR also sets the config's WorkingDir: it needs no rootfs)."""
+        if isinstance(inst, Run):
+            return run_created_by(state, inst)
+        if isinstance(inst, Copy):
+            return f"{inst.original} # buildkit" if inst.keyword == "ADD" else copy_created_by(state, inst, self.escape)
+        assert isinstance(inst, Single)
+        value = metadata.expand(inst, inst.value, state.expansion_env(), self.escape)
+        path = "/" + posixpath.normpath(posixpath.join(state.workdir, value)).lstrip("/")
+        state.config["WorkingDir"] = path
+        return f"WORKDIR {path}"
+
+    def execute(self, state: StageState, inst: Instruction) -> LayerRef | None:
+        """Run a filesystem step on the (materialized) rootfs; return the layer it made, if any."""
+        if isinstance(inst, Run):
             self.run(state, inst)
-            layer = self.snapshot(state)
-        elif isinstance(inst, Copy) and inst.keyword == "ADD":
-            text = f"{inst.original} # buildkit"
+            return self.snapshot(state)
+        if isinstance(inst, Copy) and inst.keyword == "ADD":
             scratch = Path(tempfile.mkdtemp(prefix="add-", dir=self.workspace.root))
             try:
                 if inst.link:
                     linked = Path(tempfile.mkdtemp(prefix="link-", dir=self.workspace.root))
                     linked.chmod(0o755)
                     add_files(state, inst, self.context, self.escape, scratch, into=linked)
-                    layer = self.apply_linked(state, inst, linked)
-                else:
-                    add_files(state, inst, self.context, self.escape, scratch)
-                    layer = self.snapshot(state)
+                    return self.apply_linked(state, inst, linked)
+                add_files(state, inst, self.context, self.escape, scratch)
+                return self.snapshot(state)
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
-        elif isinstance(inst, Copy):
-            text = copy_created_by(state, inst, self.escape)
+        if isinstance(inst, Copy):
             inline = Path(tempfile.mkdtemp(prefix="heredoc-", dir=self.workspace.root)) if inst.heredocs else None
             try:
                 copy, with_inline = prepare_copy_heredocs(inst, state.expansion_env(), inline)
@@ -373,52 +526,44 @@ class _Build:
                     linked = Path(tempfile.mkdtemp(prefix="link-", dir=self.workspace.root))
                     linked.chmod(0o755)
                     copy_files(state, copy, source, self.escape, into=linked)
-                    layer = self.apply_linked(state, inst, linked)
-                else:
-                    copy_files(state, copy, source, self.escape)
-                    layer = self.snapshot(state)
+                    return self.apply_linked(state, inst, linked)
+                copy_files(state, copy, source, self.escape)
+                return self.snapshot(state)
             finally:
                 if inline is not None:
                     shutil.rmtree(inline, ignore_errors=True)
-        elif isinstance(inst, Single):
-            if inst.keyword == "WORKDIR":
-                text = self.workdir(state, inst)
-                layer = self.snapshot(state)
-            elif inst.keyword == "USER":
-                text = metadata.apply_user(state, inst, self.escape)
-            elif inst.keyword == "STOPSIGNAL":
-                text = metadata.apply_stopsignal(state, inst, self.escape)
-            else:
-                text = metadata.apply_maintainer(state, inst)
-        elif isinstance(inst, KeyValues) and inst.keyword == "ENV":
-            text = metadata.apply_env(state, inst, self.escape)
-        elif isinstance(inst, KeyValues):
-            text = metadata.apply_label(state, inst, self.escape)
-        elif isinstance(inst, Arg):
-            text = metadata.apply_arg(state, inst, self.escape, self.options.build_arg_map, self.meta,
-                                      self.used_args)
-        elif isinstance(inst, Expose):
-            text = metadata.apply_expose(state, inst, self.escape)
-        elif isinstance(inst, Volume):
-            text = metadata.apply_volume(state, inst, self.escape)
-        elif isinstance(inst, Healthcheck):
-            text = metadata.apply_healthcheck(state, inst)
-        elif isinstance(inst, Onbuild):
-            text = metadata.apply_onbuild(state, inst)
-        elif isinstance(inst, Command) and inst.keyword == "CMD":
-            text = metadata.apply_cmd(state, inst)
-        elif isinstance(inst, Command) and inst.keyword == "SHELL":
-            text = metadata.apply_shell(state, inst)
-        elif isinstance(inst, Command):
-            text = metadata.apply_entrypoint(state, inst)
-        else:  # pragma: no cover - load_dockerfile only makes the types above
-            raise inst.error("is not supported yet")
-        if not isinstance(inst, Onbuild):  # BuildKit records ONBUILD in the config only
-            entry: dict[str, Any] = {"created": self.created, "created_by": text, "comment": HISTORY_COMMENT}
-            if layer is None:
-                entry["empty_layer"] = True
-            state.history.append(entry)
-        self.step_finished(state.stage, inst.original, started, layer)
+        assert isinstance(inst, Single)
+        self.create_workdir(state)
+        return self.snapshot(state)
+
+    def metadata_step(self, state: StageState, inst: Instruction) -> str:
+        if isinstance(inst, Single):
+            if inst.keyword == "USER":
+                return metadata.apply_user(state, inst, self.escape)
+            if inst.keyword == "STOPSIGNAL":
+                return metadata.apply_stopsignal(state, inst, self.escape)
+            return metadata.apply_maintainer(state, inst)
+        if isinstance(inst, KeyValues):
+            if inst.keyword == "ENV":
+                return metadata.apply_env(state, inst, self.escape)
+            return metadata.apply_label(state, inst, self.escape)
+        if isinstance(inst, Arg):
+            return metadata.apply_arg(state, inst, self.escape, self.options.build_arg_map, self.meta, self.used_args)
+        if isinstance(inst, Expose):
+            return metadata.apply_expose(state, inst, self.escape)
+        if isinstance(inst, Volume):
+            return metadata.apply_volume(state, inst, self.escape)
+        if isinstance(inst, Healthcheck):
+            return metadata.apply_healthcheck(state, inst)
+        if isinstance(inst, Onbuild):
+            return metadata.apply_onbuild(state, inst)
+        if isinstance(inst, Command):
+            if inst.keyword == "CMD":
+                return metadata.apply_cmd(state, inst)
+            if inst.keyword == "SHELL":
+                return metadata.apply_shell(state, inst)
+            return metadata.apply_entrypoint(state, inst)
+        raise inst.error("is not supported")  # pragma: no cover - load_dockerfile only makes the types above
 
     @staticmethod
     def check_supported(inst: Instruction) -> None:
@@ -427,28 +572,26 @@ class _Build:
             raise UnsupportedInstruction("ADD: a heredoc is not supported yet (use COPY <<EOF)", file=inst.file,
                                          line=inst.line, column=1)
 
-    def workdir(self, state: StageState, inst: Single) -> str:
-        value = metadata.expand(inst, inst.value, state.expansion_env(), self.escape)
-        path = posixpath.normpath(posixpath.join(state.workdir, value))
-        path = "/" + path.lstrip("/")
-        state.config["WorkingDir"] = path
-        host = resolve_in_root(state.rootfs, path)
-        if not host.exists():
-            try:
-                user = resolve_user(state.user or "root", read_user_db(state.rootfs))
-            except UnknownUser:
-                user = None
-            created: list[Path] = []
-            probe = host
-            while not probe.exists():
-                created.append(probe)
-                probe = probe.parent
-            host.mkdir(parents=True, mode=0o755)
-            for directory in created:
-                directory.chmod(0o755)
-                if user is not None:
-                    os.chown(directory, user.uid, user.gid)
-        return f"WORKDIR {path}"
+    @staticmethod
+    def create_workdir(state: StageState) -> None:
+        """WORKDIR creates its directory (owned by the USER in force), even if nothing uses it."""
+        host = resolve_in_root(state.rootfs, state.workdir)
+        if host.exists():
+            return
+        try:
+            user = resolve_user(state.user or "root", read_user_db(state.rootfs))
+        except UnknownUser:
+            user = None
+        created: list[Path] = []
+        probe = host
+        while not probe.exists():
+            created.append(probe)
+            probe = probe.parent
+        host.mkdir(parents=True, mode=0o755)
+        for directory in created:
+            directory.chmod(0o755)
+            if user is not None:
+                os.chown(directory, user.uid, user.gid)
 
     def copy_source(self, state: StageState, inst: Copy) -> SourceTree:
         if not inst.from_stage:
@@ -461,6 +604,7 @@ class _Build:
             if stage.index not in self.states:
                 raise inst.error(f"--from={name}: stage {stage.label} has not been built (it depends on this one?)",
                                  column=inst.column_of("--from"))
+            self.materialize(self.states[stage.index])
             return RootfsSource(self.states[stage.index].rootfs, f"stage {stage.label}")
         if name.isdigit():
             raise inst.error(f"--from={name}: there is no stage {name} (stages are numbered from 0)",
@@ -506,6 +650,7 @@ class _Build:
         if stage is not None:
             if stage.index not in self.states:
                 raise inst.error(f"--mount from={name}: stage {stage.label} is not built before this one")
+            self.materialize(self.states[stage.index])
             return self.states[stage.index].rootfs
         if name.isdigit():
             raise inst.error(f"--mount from={name}: there is no stage {name}")
@@ -517,8 +662,10 @@ class _Build:
         if key not in self.images:
             rootfs = self.workspace.rootfs("sources", len(self.images))
             with located(inst):
-                pulled = pull_image(self.client, ref, self.platform, self.workspace)
-            unpack_image(pulled, rootfs)
+                pulled = self.resolve_image(ref, self.platform)
+                for number, layer in enumerate(pulled.layers, 1):
+                    ensure_local(self.client, layer, self.options.cache_dir)
+                    unpack_layer(rootfs, layer.path, description=f"layer {number} of {ref}")
             self.images[key] = rootfs
         return self.images[key]
 
@@ -560,7 +707,11 @@ class _Build:
 
 
 def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, progress: Progress) -> BuildResult:
-    """Build the image ``options`` describe, push it and write the requested outputs."""
+    """Build the image ``options`` describe, push it and write the requested outputs.
+
+    With the cache on, the build is planned first: every step's key is computed without touching a rootfs and all
+    entries are looked up at once; then stages run, and a rootfs is only downloaded and unpacked when a step after
+    the hits has to execute."""
     dockerfile, context = read_dockerfile(options)
     try:
         platform = Platform.parse(options.platform) if options.platform else Platform.host()
@@ -568,36 +719,90 @@ def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, prog
         raise OptionsError(f"--platform: {exc}") from None
     destinations = [parse_destination(d) for d in options.destinations]
     target = select_target(dockerfile, options.target)
+    cache = None
+    if options.cache or options.dry_run:
+        cache = RegistryCache(client, cache_repository(options, destinations),
+                              ttl=timedelta(seconds=options.cache_ttl_seconds),
+                              push=options.push_cache and not options.dry_run)
     workspace = Workspace.create(options.work_dir)
+    warnings = list(dockerfile.warnings)
     try:
-        run = _Build(options, client, runner, progress, workspace, dockerfile, context, platform)
-        run.created = run.timestamp()
-        run.evaluate_meta_args()
-        stages = needed_stages(dockerfile, target, run.meta)
+        def new_run(planning: bool) -> tuple[_Build, list[Stage]]:
+            run = _Build(options, client, runner, progress, workspace, dockerfile, context, platform, cache=cache,
+                         planning=planning)
+            run.created = run.timestamp()
+            run.evaluate_meta_args()
+            stages = needed_stages(dockerfile, target, run.meta)
+            run.step_total = sum(1 + len(s.instructions) for s in stages)
+            return run, stages
+
+        run, stages = new_run(planning=cache is not None)
         for stage in stages:  # refuse what cannot run before anything runs
             for inst in stage.instructions:
                 run.check_supported(inst)
-        run.step_total = sum(1 + len(s.instructions) for s in stages)
+        if cache is not None:
+            for stage in stages:
+                run.states[stage.index] = run.run_stage(stage)
+            cache.prefetch(step.key for step in run.plan if step.key)
+            plan = tuple((step.stage, step.instruction.original, _verdict(cache, step)) for step in run.plan)
+            if options.dry_run:
+                return BuildResult("", "", b"", b"", 0, (), (), tuple(warnings), plan)
+            resolved = run.resolved
+            run, stages = new_run(planning=False)
+            run.resolved = resolved
         for stage in stages:
             run.states[stage.index] = run.run_stage(stage)
-        warnings = list(dockerfile.warnings)
         unused = sorted(set(options.build_arg_map) - run.used_args)
         if unused:
             warnings.append("one or more build args were not consumed: " + ", ".join(unused))
-        for warning in warnings:
-            progress.message(f"warning: {warning}")
-        image = run.image(run.states[target.index])
+        final = run.states[target.index]
+        image = run.image(final)
+        sources = {layer.descriptor.digest: layer for layer in final.layers}
         pushed = []
         if not options.no_push:
             for dest in destinations:
-                push_image(client, dest, image)
+                push_image(client, dest, image, sources, options.cache_dir)
                 pushed.append(str(dest))
+        if options.tar_path is not None or options.oci_layout_path is not None:
+            for layer in final.layers:
+                ensure_local(client, layer, options.cache_dir)
         write_outputs(options, image, destinations)
+        if cache is not None:
+            warnings += cache.finish()
+            cache = None
+        for warning in warnings:
+            progress.message(f"warning: {warning}")
         size = sum(d.size for d, _ in image.layers) + len(image.config) + len(image.manifest)
         return BuildResult(image.manifest_digest, image.config_digest, image.manifest, image.config, size,
                            tuple(run.steps), tuple(pushed), tuple(warnings))
     finally:
+        if cache is not None:
+            for warning in cache.finish():
+                progress.message(f"warning: {warning}")
         workspace.remove()
+
+
+def _verdict(cache: RegistryCache, step: PlannedStep) -> str:
+    if step.key is None:
+        return "not cached"
+    return "hit" if cache.found.get(step.key) is not None else "miss"
+
+
+def cache_repository(options: BuildOptions, destinations: list[Reference]) -> Reference:
+    """--cache-repo, else ``<first destination's repository>/cache``."""
+    if options.cache_repo:
+        try:
+            ref = Reference.parse(options.cache_repo)
+        except InvalidReference as exc:
+            raise OptionsError(f"--cache-repo {options.cache_repo}: {exc}") from None
+        if ref.digest is not None:
+            raise OptionsError(f"--cache-repo {options.cache_repo}: give a repository, not a digest")
+        return Reference(ref.registry, ref.repository, None, None)
+    if not destinations:
+        raise OptionsError("--cache needs somewhere to keep the cache: pass --cache-repo REPOSITORY "
+                           "(or a --destination, whose repository gets a /cache sibling)")
+    first = destinations[0]
+    return Reference(first.registry, first.repository + "/cache", None, None)
 
 
 def parse_destination(text: str) -> Reference:
@@ -607,9 +812,22 @@ def parse_destination(text: str) -> Reference:
         raise OptionsError(f"--destination {text}: {exc}") from None
 
 
-def push_image(client: RegistryClient, dest: Reference, image: ImageBlobs) -> None:
-    """Layers, then the config, then the manifest (a registry must have every blob a manifest names)."""
+def push_image(client: RegistryClient, dest: Reference, image: ImageBlobs, sources: Mapping[str, LayerRef],
+               blob_cache: Path | None = None) -> None:
+    """Layers, then the config, then the manifest (a registry must have every blob a manifest names).
+
+    A layer the destination lacks is mounted from the repository it came from when that is on the same registry
+    (the cache repository, the base image's): nothing is downloaded or uploaded. Otherwise it is uploaded, and
+    downloaded first if this build never needed it locally."""
     for descriptor, path in image.layers:
+        layer = sources.get(descriptor.digest)
+        if client.blob_exists(dest, descriptor.digest):
+            continue
+        if layer is not None and layer.source is not None and layer.source.registry == dest.registry \
+                and client.mount_blob(dest, descriptor.digest, layer.source):
+            continue
+        if layer is not None:
+            ensure_local(client, layer, blob_cache)
         client.push_blob(dest, descriptor, path)
     client.push_blob_bytes(dest, image.config, OCI_CONFIG)
     target = dest if dest.tag or dest.digest else dest.with_tag("latest")

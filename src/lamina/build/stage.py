@@ -1,11 +1,13 @@
-"""Starting a stage: the root filesystem and image config that FROM gives it.
+"""Starting a stage: the image config and layers FROM gives it, and materializing its root filesystem on demand.
 
-``scratch`` is an empty directory; a previous stage is copied (``cp -a``); a registry image is resolved for the
-target platform, its layers downloaded into the workspace (each verified by digest) and unpacked in order.
+A registry base is only resolved at first (manifest and config: two small GETs); its layers are downloaded and
+unpacked when a step must run on top of them (``materialize``), so a build whose steps all hit the cache never
+downloads a layer. A previous stage is copied (``cp -a``) when it has been materialized, else rebuilt from layers.
 """
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ from lamina.oci.model import Platform
 from lamina.oci.reference import Reference
 from lamina.oci.registry.client import RegistryClient
 from lamina.rootfs.unpack import unpack_layer
+from lamina.snapshot.scan import scan_tree
 
 
 @dataclass(frozen=True)
@@ -26,29 +29,53 @@ class PulledImage:
     reference: Reference  # where it came from (a mirror, when one served it)
     manifest_digest: str
     config: dict[str, Any]  # the whole image config JSON
-    layers: tuple[LayerRef, ...]
+    layers: tuple[LayerRef, ...]  # paths in the workspace; the blobs are fetched by ensure_local
 
 
-def pull_image(client: RegistryClient, ref: Reference, platform: Platform, workspace: Workspace) -> PulledImage:
-    """Resolve ``ref`` for ``platform`` and download its layers into the workspace (skipping ones already there)."""
+def resolve_image(client: RegistryClient, ref: Reference, platform: Platform, workspace: Workspace) -> PulledImage:
+    """Resolve ``ref`` for ``platform``: manifest and config only, no layer is downloaded."""
     resolved = client.resolve_image(ref, platform)
     diff_ids = list((resolved.config.get("rootfs") or {}).get("diff_ids") or [])
     layers = resolved.manifest.layers
     if len(diff_ids) != len(layers):
         raise RootfsError(f"image {ref} is inconsistent: its manifest has {len(layers)} layers but its config lists "
                           f"{len(diff_ids)} diff_ids")
-    refs = []
-    for descriptor, diff_id in zip(layers, diff_ids, strict=True):
-        path = workspace.blob_path(descriptor.digest)
-        if not path.exists():
-            client.fetch_blob(resolved.reference, descriptor, path)
-        refs.append(LayerRef(descriptor, diff_id, path, source=resolved.reference))
-    return PulledImage(resolved.reference, resolved.manifest_digest, resolved.config, tuple(refs))
+    refs = tuple(LayerRef(descriptor, diff_id, workspace.blob_path(descriptor.digest), source=resolved.reference)
+                 for descriptor, diff_id in zip(layers, diff_ids, strict=True))
+    return PulledImage(resolved.reference, resolved.manifest_digest, resolved.config, refs)
 
 
-def unpack_image(image: PulledImage, rootfs: Path) -> None:
-    for number, layer in enumerate(image.layers, 1):
-        unpack_layer(rootfs, layer.path, description=f"layer {number} of {image.reference} ({layer.descriptor.digest})")
+def ensure_local(client: RegistryClient, layer: LayerRef, blob_cache: Path | None = None) -> None:
+    """Make ``layer.path`` hold the blob: from the local blob cache (--cache-dir) or its source repository."""
+    if layer.path.exists():
+        return
+    cached = blob_cache / layer.descriptor.digest.replace(":", "/") if blob_cache is not None else None
+    if cached is not None and cached.exists():
+        shutil.copyfile(cached, layer.path)
+        return
+    if layer.source is None:
+        raise RootfsError(f"layer {layer.descriptor.digest} is neither on disk nor in a registry")
+    client.fetch_blob(layer.source, layer.descriptor, layer.path)
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(layer.path, cached)
+
+
+def materialize(client: RegistryClient, state: StageState, blob_cache: Path | None = None) -> None:
+    """Give ``state.rootfs`` the content of ``state.layers`` (downloading what is missing), then scan it."""
+    if state.materialized:
+        return
+    start = 0
+    parent = state.parent
+    if parent is not None and parent.materialized and state.layers[:len(parent.layers)] == parent.layers:
+        copy_rootfs(parent.rootfs, state.rootfs)
+        start = len(parent.layers)
+    for number, layer in enumerate(state.layers[start:], start + 1):
+        ensure_local(client, layer, blob_cache)
+        unpack_layer(state.rootfs, layer.path, description=f"layer {number} of stage {state.stage.label} "
+                                                          f"({layer.descriptor.digest})")
+    state.scan = scan_tree(state.rootfs)
+    state.materialized = True
 
 
 def state_from_image(stage: Stage, rootfs: Path, platform: Platform, image: PulledImage, name: str) -> StageState:

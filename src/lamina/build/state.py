@@ -39,6 +39,9 @@ class StageState:
     base_name: str = ""  # what FROM resolved to, for messages
     author: str | None = None  # MAINTAINER, the image config's top-level "author"
     arg_order: list[str] = field(default_factory=list)  # ARGs declared in this stage, in order (for RUN history)
+    key: str | None = None  # the cache key after the last step (None: not computable before running)
+    materialized: bool = False  # does rootfs hold the content of layers? (False until a step needs it)
+    parent: StageState | None = None  # the stage this one starts FROM, when it is a stage
 
     @property
     def env(self) -> dict[str, str]:
@@ -74,4 +77,4 @@ class StageState:
         """A new stage starting FROM this one (config deep-copied, layers shared)."""
         return StageState(stage, rootfs, self.platform, json.loads(json.dumps(self.config)),
                           [dict(h) for h in self.history], list(self.layers), {}, None, False, self.base_name,
-                          self.author)
+                          self.author, key=self.key, parent=self)

@@ -11,6 +11,7 @@ followed (inside its root); symlinks inside a copied directory are copied as lin
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import os
 import posixpath
 import re
@@ -275,3 +276,45 @@ class _Writer:
     def finish(self) -> None:
         for host, mtime in sorted(self.dir_times, key=lambda item: -len(item[0].parts)):
             os.utime(host, ns=(mtime, mtime), follow_symlinks=False)
+
+
+def hash_copy_sources(state: StageState, inst: Copy, source: SourceTree, escape: str) -> str:
+    """A digest of everything COPY/ADD would read from ``source``: each path (after .dockerignore and --exclude),
+    its type, permission bits and content (or link target). Owners and mtimes are left out: a fresh checkout has
+    new mtimes, and COPY sets owners itself. Sources that do not exist are hashed as missing (the step fails when
+    it runs)."""
+    env = state.expansion_env()
+    excludes = parse_ignore("\n".join(expand(inst, e, env, escape) for e in inst.excludes))
+    digest = hashlib.sha256()
+
+    def add(name: str, host: Path) -> None:
+        try:
+            st = host.lstat()
+        except OSError:
+            digest.update(f"{name}\0missing\n".encode())
+            return
+        kind = stat.S_IFMT(st.st_mode)
+        digest.update(f"{name}\0{kind:o}\0{stat.S_IMODE(st.st_mode):o}\0".encode())
+        if stat.S_ISLNK(st.st_mode):
+            digest.update(os.readlink(host).encode(errors="surrogateescape"))
+        elif stat.S_ISREG(st.st_mode):
+            with open(host, "rb") as f:
+                while chunk := f.read(1024 * 1024):
+                    digest.update(chunk)
+        digest.update(b"\n")
+
+    for text in inst.sources:
+        if any(text.startswith(f"<<{h.name}") or text.lstrip("0123456789").startswith("<<") for h in inst.heredocs):
+            continue
+        expanded = expand(inst, text, env, escape)
+        found = [rel for rel in source.match(expanded) if not is_ignored(rel, excludes)]
+        digest.update(f"source\0{expanded}\0{len(found)}\n".encode())
+        for rel in found:
+            host = source.host_path(rel)
+            add(rel, host)
+            if host.is_dir() and not host.is_symlink():
+                for below, child in source.walk(host, rel):
+                    if excludes and (is_ignored(posixpath.join(rel, below), excludes) or is_ignored(below, excludes)):
+                        continue
+                    add(posixpath.join(rel, below), child)
+    return "sha256:" + digest.hexdigest()

@@ -5,8 +5,15 @@ whether it speaks plain HTTP, its authentication challenge, Bearer tokens per sc
 kept at module level.
 
 Reads (:meth:`RegistryClient.resolve_image`, :meth:`RegistryClient.fetch_blob`) of Docker Hub images go through the
-configured mirrors first, then Docker Hub itself (``registry-1.docker.io``). Everything fetched is checked against its
-digest. Uploads skip blobs the registry already has, and send blobs monolithically or in ``PATCH`` chunks.
+configured mirrors first, then Docker Hub itself (``registry-1.docker.io``); :meth:`RegistryClient.fetch_manifest`
+(used for the layer cache) never does. Everything fetched is checked against its digest. Uploads skip blobs the
+registry already has, mount blobs from other repositories of the same registry when asked to, and send blobs
+monolithically or in ``PATCH`` chunks. :meth:`RegistryClient.list_tags` and :meth:`RegistryClient.delete_manifest`
+serve cache maintenance.
+
+Bearer tokens are requested per set of scopes: ``repository:<name>:pull`` to read, ``repository:<name>:pull,push`` to
+write, ``repository:<name>:delete`` to delete (what distribution's access controller asks for a ``DELETE``), and for a
+cross-repository mount one token carrying ``repository:<dest>:pull,push`` and ``repository:<source>:pull``.
 
 Errors are :mod:`lamina.errors` types that name the registry, the repository, the HTTP status and what to do. Tokens
 and passwords only ever travel in ``Authorization`` headers: never in a message, a log line or a ``repr``.
@@ -19,7 +26,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
@@ -61,6 +68,9 @@ _LOOPBACK_HOSTS = frozenset({"localhost", "[::1]", "::1"})
 _OCTET_STREAM = "application/octet-stream"
 _PULL = "pull"
 _PUSH = "push"
+_DELETE = "delete"
+MAX_TAG_PAGES = 10_000  # a registry that keeps sending rel="next" links is broken; stop somewhere
+DELETE_DISABLED_HINT = "the registry does not allow deletion: enable it (distribution: storage.delete.enabled: true)"
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,15 @@ class ResolvedImage:
     manifest: Manifest
     config_bytes: bytes
     config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FetchedManifest:
+    """A manifest or index as the registry served it, verified against its digest."""
+
+    digest: str  # sha256 of ``body``
+    media_type: str  # from the body's ``mediaType``, else the Content-Type header
+    body: bytes
 
 
 @dataclass
@@ -104,7 +123,7 @@ class RegistryClient:
         self._session.verify = not config.skip_tls_verify
         self._plain_http: set[str] = {_api_host(host) for host in config.insecure_registries}
         self._challenges: dict[str, AuthChallenge] = {}
-        self._tokens: dict[tuple[str, str], _Token] = {}
+        self._tokens: dict[tuple[str, tuple[str, ...]], _Token] = {}  # (host, scopes) -> token
         self._basic: dict[str, str] = {}
         self._credentials: dict[str, Credentials | None] = {}
         self._lock = threading.RLock()
@@ -139,13 +158,176 @@ class RegistryClient:
         """Does the repository of ``ref`` hold blob ``digest``? (HEAD)"""
         return self._blob_exists(ref, digest, _PULL)
 
+    def fetch_manifest(self, ref: Reference, *, accept: str = ACCEPT_MANIFESTS) -> FetchedManifest | None:
+        """The manifest (or index) ``ref`` names, by digest if it has one, else by tag; ``None`` if the registry
+        answers 404 (no such tag, digest or repository).
+
+        The body is checked against the digest it was fetched by and against ``Docker-Content-Digest``. Unlike
+        :meth:`resolve_image`, this never goes through mirrors: it reads exactly the registry ``ref`` names (a cache
+        repository, say). ``accept`` is sent as the ``Accept`` header.
+        """
+        fetched = self._get_manifest(ref, ref.digest or ref.tag or "latest", accept=accept, missing_ok=True)
+        if fetched is None:
+            return None
+        body, media_type, digest = fetched
+        return FetchedManifest(digest, media_type, body)
+
+    def list_tags(self, ref: Reference, *, page_size: int | None = None) -> list[str]:
+        """The tags of ``ref``'s repository (its tag and digest are ignored), in the registry's order (the spec says
+        lexical; docker-registry 2.8 does not sort); ``[]`` when the repository does not exist.
+
+        ``page_size`` is sent as ``n``; whatever it is, the registry may paginate, and every ``Link: <...>;
+        rel="next"`` (relative or absolute) is followed until there is none.
+        """
+        if page_size is not None and page_size < 1:
+            raise ValueError(f"page_size must be positive, not {page_size}")
+        path = f"/v2/{ref.repository}/tags/list"
+        params: dict[str, str] | None = {"n": str(page_size)} if page_size is not None else None
+        tags: list[str] = []
+        seen_tags: set[str] = set()
+        seen_pages: set[str] = set()
+        for _ in range(MAX_TAG_PAGES):
+            resp = self._request("GET", ref, path, action=_PULL, headers={"Accept": "application/json"},
+                                 params=params)
+            with resp:
+                if resp.status_code == 404:
+                    return tags
+                if resp.status_code != 200:
+                    raise self._status_error(resp, ref, f"listing the tags of {ref.name} failed", _PULL)
+                page = _tags_page(resp.content)
+                next_link = _next_link(resp.headers.get("Link", ""))
+                url = resp.url
+            if page is None:
+                raise RegistryError(f"listing the tags of {ref.name} failed: the answer is not a tag list",
+                                    registry=ref.registry, repository=ref.repository, status=200,
+                                    hint="check that the registry speaks the distribution API")
+            for tag in page:
+                if tag not in seen_tags:
+                    seen_tags.add(tag)
+                    tags.append(tag)
+            if next_link is None:
+                return tags
+            path = urljoin(url, next_link)
+            params = None  # the link carries the whole query
+            if path in seen_pages:
+                log.warning("%s sent the tag page %s twice; stopping there", ref.registry, path)
+                return tags
+            seen_pages.add(path)
+        log.warning("%s sent more than %d tag pages; stopping there", ref.registry, MAX_TAG_PAGES)
+        return tags
+
     # -- pushing --------------------------------------------------------------------------------------------------
 
-    def push_blob(self, ref: Reference, descriptor: Descriptor, path: Path) -> None:
-        """Upload the blob in ``path`` unless the repository already has it."""
+    def push_blob(self, ref: Reference, descriptor: Descriptor, path: Path, *,
+                  mount_from: Reference | None = None) -> None:
+        """Upload the blob in ``path`` unless the repository already has it, or (with ``mount_from``) it can be
+        mounted from that repository of the same registry. See :meth:`ensure_blob`."""
+        if mount_from is not None:
+            self.ensure_blob(ref, descriptor, sources=(mount_from,), path=path)
+            return
         if self._blob_exists(ref, descriptor.digest, _PUSH):
             log.debug("%s already has %s", ref.name, descriptor.digest)
             return
+        self._upload_file(ref, descriptor, path)
+
+    def ensure_blob(self, dest: Reference, descriptor: Descriptor, *, sources: Sequence[Reference],
+                    path: Path | None) -> None:
+        """Make sure ``dest``'s repository holds the blob ``descriptor``, moving as few bytes as possible:
+
+        1. nothing to do if it already has it (HEAD);
+        2. else mount it from each of ``sources`` on the same registry, in order (sources on other registries, or
+           ``dest``'s own repository, are skipped);
+        3. else upload it from ``path``.
+
+        Without ``path`` (the caller has no local copy) a blob that could not be mounted raises
+        :class:`RegistryError`: this method never downloads, so the caller decides whether to fetch the blob
+        (:meth:`fetch_blob`) and call again with a path.
+        """
+        if self._blob_exists(dest, descriptor.digest, _PUSH):
+            log.debug("%s already has %s", dest.name, descriptor.digest)
+            return
+        tried: list[str] = []
+        for source in sources:
+            if source.registry != dest.registry or source.repository == dest.repository \
+                    or source.repository in tried:
+                continue
+            tried.append(source.repository)
+            if self.mount_blob(dest, descriptor.digest, source):
+                log.debug("mounted %s into %s from %s", descriptor.digest, dest.name, source.repository)
+                return
+        if path is not None:
+            self._upload_file(dest, descriptor, path)
+            return
+        where = f" and could not be mounted from {', '.join(tried)}" if tried else ""
+        raise RegistryError(f"blob {descriptor.digest} is not in {dest.name}{where}, and there is no local copy"
+                            " to upload", registry=dest.registry, repository=dest.repository,
+                            hint="the source image lost the blob, or this account may not read it; pull the"
+                                 " source image again or push the blob from a local copy")
+
+    def mount_blob(self, dest: Reference, digest: str, source: Reference) -> bool:
+        """Mount blob ``digest`` from ``source``'s repository into ``dest``'s (``POST .../blobs/uploads/?mount=
+        <digest>&from=<source>``) without transferring it; ``True`` if the registry did (201).
+
+        ``False`` when ``source`` is on another registry (mounts only work within one), when the registry started a
+        plain upload instead (202: it does not know the blob in ``source``, or does not support mounts; that upload
+        is cancelled), or when it refused the mount for lack of access (401/403: the account may not read
+        ``source``). Other failures raise :class:`RegistryError`. One Bearer token carries push on ``dest`` and pull
+        on ``source``.
+        """
+        if source.registry != dest.registry:
+            return False
+        if source.repository == dest.repository:
+            return self._blob_exists(dest, digest, _PUSH)
+        scopes = (push_scope(dest.repository), pull_scope(source.repository))
+        try:
+            resp = self._request("POST", dest, f"/v2/{dest.repository}/blobs/uploads/", action=_PUSH,
+                                 scopes=scopes, params={"mount": digest, "from": source.repository},
+                                 headers={"Content-Length": "0"}, retry=False)
+        except AuthError as e:
+            log.info("mounting %s into %s from %s was refused (%s); it has to be uploaded", digest, dest.name,
+                     source.repository, e)
+            return False
+        with resp:
+            status = resp.status_code
+            location = resp.headers.get("Location")
+            if status == 201:
+                return True
+            if status in (401, 403):
+                log.info("mounting %s into %s from %s was refused (HTTP %d)", digest, dest.name, source.repository,
+                         status)
+                return False
+            if status != 202:
+                raise self._status_error(resp, dest, f"mounting blob {digest} from {source.repository} failed",
+                                         _PUSH, blob=digest)
+            url = resp.url
+        log.debug("%s could not mount %s from %s; cancelling the upload it started", dest.registry, digest,
+                  source.repository)
+        if location:
+            self._cancel_upload(dest, urljoin(url, location))
+        return False
+
+    def delete_manifest(self, ref: Reference, digest: str) -> None:
+        """Delete the manifest ``digest`` from ``ref``'s repository, and with it every tag pointing to it
+        (``DELETE /v2/<name>/manifests/<digest>``; the spec allows deleting by digest only). A manifest that is
+        already gone (404) is fine.
+
+        A registry that does not allow deletion answers 405: that raises :class:`RegistryError` with ``status``
+        405 and :data:`DELETE_DISABLED_HINT`. The Bearer scope asked for is ``repository:<name>:delete``.
+        """
+        if not _is_digest(digest):
+            raise ValueError(f"{digest!r} is not a sha256 digest; manifests can only be deleted by digest")
+        resp = self._request("DELETE", ref, f"/v2/{ref.repository}/manifests/{digest}", action=_DELETE)
+        with resp:
+            if resp.status_code in (200, 202, 204, 404):
+                return
+            if resp.status_code == 405:
+                detail = _error_text(resp)
+                raise RegistryError(f"deleting the manifest {digest} of {ref.name} was refused",
+                                    registry=ref.registry, repository=ref.repository, status=405,
+                                    hint=DELETE_DISABLED_HINT + (f" ({detail})" if detail else ""))
+            raise self._status_error(resp, ref, f"deleting the manifest {digest} of {ref.name} failed", _DELETE)
+
+    def _upload_file(self, ref: Reference, descriptor: Descriptor, path: Path) -> None:
         try:
             f = open(path, "rb")  # noqa: SIM115 - closed by the with below
         except OSError as e:
@@ -234,9 +416,18 @@ class RegistryClient:
 
     def _fetch_manifest(self, ref: Reference, target: str) -> tuple[bytes, str, str]:
         """(body, media type, digest) of the manifest or index ``target`` (a tag or a digest)."""
+        fetched = self._get_manifest(ref, target, accept=ACCEPT_MANIFESTS, missing_ok=False)
+        assert fetched is not None
+        return fetched
+
+    def _get_manifest(self, ref: Reference, target: str, *, accept: str,
+                      missing_ok: bool) -> tuple[bytes, str, str] | None:
+        """Like :meth:`_fetch_manifest`; with ``missing_ok``, ``None`` for a 404 instead of :class:`NotFound`."""
         resp = self._request("GET", ref, f"/v2/{ref.repository}/manifests/{target}", action=_PULL,
-                             headers={"Accept": ACCEPT_MANIFESTS})
+                             headers={"Accept": accept})
         with resp:
+            if resp.status_code == 404 and missing_ok:
+                return None
             if resp.status_code != 200:
                 raise self._status_error(resp, ref, f"fetching the manifest {target} of {ref.name} failed", _PULL,
                                          manifest=target)
@@ -245,11 +436,12 @@ class RegistryClient:
             raise RegistryError(f"the manifest of {ref} is larger than {MAX_MANIFEST_BYTES} bytes",
                                 registry=ref.registry, repository=ref.repository)
         digest = compute_digest(body)
-        expected = target if target.startswith("sha256:") else resp.headers.get("Docker-Content-Digest", "")
-        if expected.startswith("sha256:") and expected != digest:
-            raise DigestMismatch(f"the manifest {target} of {ref.name} has digest {digest}, expected {expected}",
-                                 registry=ref.registry, repository=ref.repository,
-                                 hint="the registry or a proxy altered it; try again or use another mirror")
+        served = resp.headers.get("Docker-Content-Digest", "")
+        for expected in (target, served):
+            if expected.startswith("sha256:") and expected != digest:
+                raise DigestMismatch(f"the manifest {target} of {ref.name} has digest {digest}, expected {expected}",
+                                     registry=ref.registry, repository=ref.repository,
+                                     hint="the registry or a proxy altered it; try again or use another mirror")
         media_type = _manifest_media_type(body, resp.headers.get("Content-Type", ""))
         return body, media_type, digest
 
@@ -323,6 +515,18 @@ class RegistryClient:
                         requests.exceptions.ChunkedEncodingError) as e:
                     raise _ContentError(type(e).__name__) from None
         return writer.digest, writer.size
+
+    def _cancel_upload(self, ref: Reference, location: str) -> None:
+        """Cancel an upload session (``DELETE`` its Location), best effort: the registry purges stale uploads
+        anyway. distribution wants the ``delete`` action for this; a token without it just fails here."""
+        try:
+            resp = self._request("DELETE", ref, location, action=_DELETE, retry=False)
+        except RegistryError as e:
+            log.debug("cancelling the upload %s failed: %s", location, e)
+            return
+        with resp:
+            if resp.status_code not in (200, 202, 204, 404):
+                log.debug("cancelling the upload %s failed: HTTP %d", location, resp.status_code)
 
     def _blob_exists(self, ref: Reference, digest: str, action: str) -> bool:
         resp = self._request("HEAD", ref, f"/v2/{ref.repository}/blobs/{digest}", action=action)
@@ -401,11 +605,13 @@ class RegistryClient:
 
     def _request(self, method: str, ref: Reference, path: str, *, action: str, headers: Mapping[str, str] | None = None,
                  data: bytes | None = None, params: Mapping[str, str] | None = None, stream: bool = False,
-                 retry: bool = True) -> requests.Response:
+                 retry: bool = True, scopes: tuple[str, ...] | None = None) -> requests.Response:
         """Send a request for ``ref``'s repository, answering authentication challenges; ``path`` is ``/v2/...`` or
-        an absolute URL (an upload Location). Returns any response but 401."""
+        an absolute URL (an upload Location). Returns any response but 401.
+
+        A Bearer token is asked for ``scopes``, by default the one ``action`` needs on ``ref``'s repository."""
         host = _api_host(ref.registry)
-        scope = push_scope(ref.repository) if action == _PUSH else pull_scope(ref.repository)
+        scope = scopes if scopes is not None else (_scope(action, ref.repository),)
         renewed = False
         while True:
             authorization, fresh = self._authorization(host, ref, scope)
@@ -439,9 +645,9 @@ class RegistryClient:
                 continue
             raise self._unauthorized(ref, action)
 
-    def _authorization(self, host: str, ref: Reference, scope: str) -> tuple[str | None, bool]:
-        """The Authorization header for ``scope`` on ``host`` (fetching a token if the host wants Bearer), and
-        whether it was fetched just now."""
+    def _authorization(self, host: str, ref: Reference, scope: tuple[str, ...]) -> tuple[str | None, bool]:
+        """The Authorization header for the scopes ``scope`` on ``host`` (fetching a token if the host wants
+        Bearer), and whether it was fetched just now."""
         with self._lock:
             token = self._tokens.get((host, scope))
             if token is not None and token.expires_at > time.monotonic():
@@ -463,10 +669,10 @@ class RegistryClient:
         with self._lock:
             self._basic[host] = basic_authorization(credentials.username, credentials.password)
 
-    def _fetch_token(self, host: str, ref: Reference, challenge: AuthChallenge, scope: str) -> _Token:
+    def _fetch_token(self, host: str, ref: Reference, challenge: AuthChallenge, scope: tuple[str, ...]) -> _Token:
         credentials = self._lookup_credentials(ref.registry)
         try:
-            request = token_request(challenge, [scope], credentials)
+            request = token_request(challenge, list(scope), credentials)
         except ChallengeError as e:
             raise AuthError(f"cannot get a token for {ref.name}: {e}", registry=ref.registry,
                             repository=ref.repository) from None
@@ -515,7 +721,7 @@ class RegistryClient:
     def _unauthorized(self, ref: Reference, action: str) -> AuthError:
         """The error for a 401 that came back although we answered the challenge."""
         credentials = self._lookup_credentials(ref.registry)
-        verb = "push to" if action == _PUSH else "pull from"
+        verb = {_PUSH: "push to", _DELETE: "delete from"}.get(action, "pull from")
         if credentials is None:
             return AuthError(f"{verb} {ref.name} was refused without credentials: the repository does not exist or"
                              " needs credentials", registry=ref.registry, repository=ref.repository, status=401,
@@ -591,7 +797,7 @@ class RegistryClient:
             return cls(message, registry=ref.registry, repository=ref.repository, status=status, hint=hint)
 
         if status == 403:
-            verb = "push" if action == _PUSH else "pull"
+            verb = action if action in (_PUSH, _DELETE) else _PULL
             return error(AuthError, f"access to {ref.name} denied (HTTP 403)",
                          f"check that the account has {verb} permission on {ref.repository}"
                          + (f" ({detail})" if detail else ""))
@@ -627,6 +833,56 @@ class RegistryClient:
 
 
 # -- helpers (pure) ----------------------------------------------------------------------------------------------
+
+
+def _scope(action: str, repository: str) -> str:
+    """The Bearer scope ``action`` needs on ``repository`` (distribution wants ``delete`` for any DELETE)."""
+    if action == _PUSH:
+        return push_scope(repository)
+    if action == _DELETE:
+        return f"repository:{repository}:{_DELETE}"
+    return pull_scope(repository)
+
+
+def _is_digest(text: str) -> bool:
+    algorithm, _, hexdigits = text.partition(":")
+    return algorithm == "sha256" and len(hexdigits) == 64 and all(c in "0123456789abcdef" for c in hexdigits)
+
+
+def _tags_page(body: bytes) -> list[str] | None:
+    """The ``tags`` of a tag list answer (``null`` counts as none); ``None`` if it is not one."""
+    try:
+        raw = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(raw, dict):
+        return None
+    tags = raw.get("tags")
+    if tags is None:
+        return []
+    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+        return None
+    return list(tags)
+
+
+def _next_link(header: str) -> str | None:
+    """The target of the ``rel="next"`` link in an RFC 8288 ``Link`` header (possibly several links)."""
+    pos = 0
+    while True:
+        start = header.find("<", pos)
+        if start < 0:
+            return None
+        end = header.find(">", start)
+        if end < 0:
+            return None
+        target = header[start + 1:end]
+        following = header.find("<", end)
+        params = header[end + 1:following if following >= 0 else len(header)]
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name.strip().lower() == "rel" and "next" in value.strip().strip('"').lower().split():
+                return target
+        pos = end + 1
 
 
 def _api_host(registry: str) -> str:
