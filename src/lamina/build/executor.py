@@ -11,6 +11,7 @@ import os
 import posixpath
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -271,6 +272,7 @@ class _Build:
     planning: bool = False  # compute keys only: nothing is pulled, executed or pushed
     plan: list[PlannedStep] = field(default_factory=list)
     resolved: dict[str, PulledImage] = field(default_factory=dict)
+    keys: dict[tuple[int, int, str], str | None] = field(default_factory=dict)  # (stage, line, parent) -> key
 
     @property
     def escape(self) -> str:
@@ -449,9 +451,16 @@ class _Build:
 
     def step_key(self, state: StageState, inst: Instruction) -> str | None:
         """The step's cache key, or None when it cannot be known before running (a step before it was not cacheable
-        and has not run, or a stage it copies from has no key)."""
+        and has not run, or a stage it copies from has no key). The plan's keys are reused (no second hashing)."""
         if state.key is None:
             return None
+        memo = (state.stage.index, inst.line, state.key)
+        if memo not in self.keys:
+            self.keys[memo] = self.compute_key(state, inst)
+        return self.keys[memo]
+
+    def compute_key(self, state: StageState, inst: Instruction) -> str | None:
+        assert state.key is not None
         inputs: dict[str, str] = {}
         if isinstance(inst, Run):
             inputs["heredocs"] = "\n".join(h.content for h in inst.heredocs)
@@ -726,6 +735,7 @@ def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, prog
                               push=options.push_cache and not options.dry_run)
     workspace = Workspace.create(options.work_dir)
     warnings = list(dockerfile.warnings)
+    cleaner: threading.Thread | None = None
     try:
         def new_run(planning: bool) -> tuple[_Build, list[Stage]]:
             run = _Build(options, client, runner, progress, workspace, dockerfile, context, platform, cache=cache,
@@ -747,9 +757,9 @@ def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, prog
             plan = tuple((step.stage, step.instruction.original, _verdict(cache, step)) for step in run.plan)
             if options.dry_run:
                 return BuildResult("", "", b"", b"", 0, (), (), tuple(warnings), plan)
-            resolved = run.resolved
+            resolved, keys = run.resolved, run.keys
             run, stages = new_run(planning=False)
-            run.resolved = resolved
+            run.resolved, run.keys = resolved, keys
         for stage in stages:
             run.states[stage.index] = run.run_stage(stage)
         unused = sorted(set(options.build_arg_map) - run.used_args)
@@ -757,6 +767,8 @@ def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, prog
             warnings.append("one or more build args were not consumed: " + ", ".join(unused))
         final = run.states[target.index]
         image = run.image(final)
+        cleaner = threading.Thread(target=workspace.remove_trees, name="cleanup", daemon=True)
+        cleaner.start()  # deleting thousands of files overlaps with the push
         sources = {layer.descriptor.digest: layer for layer in final.layers}
         pushed = []
         if not options.no_push:
@@ -779,6 +791,8 @@ def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, prog
         if cache is not None:
             for warning in cache.finish():
                 progress.message(f"warning: {warning}")
+        if cleaner is not None:
+            cleaner.join()
         workspace.remove()
 
 

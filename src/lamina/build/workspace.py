@@ -43,5 +43,10 @@ class Workspace:
         path.chmod(0o755)
         return path
 
+    def remove_trees(self) -> None:
+        """Remove the root filesystems (the bulk of the files), keeping the blobs an output still needs."""
+        for kind in ("stages", "sources", "plan"):
+            shutil.rmtree(self.root / kind, ignore_errors=True)
+
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

@@ -198,14 +198,22 @@ class _Writer:
         self.inst = inst
         self.dir_times: list[tuple[Path, int]] = []
         self.links: dict[tuple[int, int], Path] = {}  # (st_dev, st_ino) of a source with nlink > 1 -> its copy
+        self.dirs: dict[str, Path] = {}  # in-image directory -> host directory, resolved during this copy
 
     def _error(self, path: str, exc: OSError) -> DockerfileError:
         return self.inst.error(f"cannot write {path}: {exc.strerror or exc}")
 
     def _parent(self, path: str) -> Path:
+        """The host directory to write ``path`` into (made when missing). Directories this copy has already
+        resolved are remembered: a walk writes parents first, so none of them can turn into a link meanwhile."""
         parent = posixpath.dirname(path)
+        known = self.dirs.get(parent)
+        if known is not None:
+            return known
         self.ensure_dir(parent, None)
-        return resolve_in_root(self.rootfs, parent)
+        host = resolve_in_root(self.rootfs, parent)
+        self.dirs[parent] = host
+        return host
 
     def ensure_dir(self, path: str, source: os.stat_result | None) -> Path:
         """Make directory ``path`` (and its parents) exist; a new one gets ``source``'s mode and mtime (or 0755)."""
@@ -245,6 +253,7 @@ class _Writer:
                 self.dir_times.append((host, st.st_mtime_ns))
                 return
             self._remove(host)
+            self.forget(path)
             if stat.S_ISLNK(st.st_mode):
                 os.symlink(os.readlink(source), host)
                 os.lchown(host, self.plan.uid, self.plan.gid)
@@ -265,6 +274,12 @@ class _Writer:
             os.utime(host, ns=(st.st_mtime_ns, st.st_mtime_ns))
         except OSError as exc:
             raise self._error(path, exc) from None
+
+    def forget(self, path: str) -> None:
+        """``path`` is no longer a directory: drop it and what is below it from the resolved directories."""
+        prefix = path.rstrip("/") + "/"
+        for known in [d for d in self.dirs if d == path or d.startswith(prefix)]:
+            del self.dirs[known]
 
     @staticmethod
     def _remove(host: Path) -> None:
