@@ -22,6 +22,7 @@ from lamina.cache.prune import parse_duration_text, prune_cache
 from lamina.console import LEVELS, ConsoleProgress, human_size
 from lamina.errors import InvalidReference, LaminaError, OptionsError, StepFailed
 from lamina.oci.reference import Reference
+from lamina.oci.registry.assemble import create_index
 from lamina.oci.registry.client import RegistryClient, RegistryConfig
 from lamina.options import BuildOptions, default_mount_cache_dir, parse_secrets
 from lamina.sandbox.namespace import NamespaceRunner
@@ -81,6 +82,12 @@ BUILD_FLAGS = (
     Flag("--cache-dir", "a local store of pulled layer blobs, reused across builds", metavar="DIR"),
     Flag("--reproducible", "all timestamps from SOURCE_DATE_EPOCH, or 0 when it is not set", "bool"),
     Flag("--dry-run", "plan only: print each step with cache hit or miss; run and push nothing", "bool"),
+    Flag("--compression", "layer compression: gzip (default) or zstd", metavar="ALGORITHM"),
+    Flag("--compression-level", "compression level (gzip 1-9, zstd 1-22)", metavar="N"),
+    Flag("--image-name-with-digest-file", "write NAME@DIGEST of each destination to this file", metavar="PATH"),
+    Flag("--image-name-tag-with-digest-file", "write NAME:TAG@DIGEST of each destination to this file",
+         metavar="PATH"),
+    Flag("--metadata-file", "write build metadata as JSON (the keys docker buildx writes)", metavar="PATH"),
     Flag("--verbosity", "log level: " + ", ".join(LEVELS) + " (default: info)", metavar="LEVEL"),
 )
 
@@ -116,6 +123,20 @@ def parser() -> argparse.ArgumentParser:
                                       help=text)
         else:
             build_parser.add_argument(*names, dest=flag.dest, default=None, metavar=flag.metavar, help=text)
+    ci_parser = commands.add_parser("ci", help="build inside a CI job, configured from its environment")
+    ci_parser.add_argument("system", choices=("github", "gitlab"),
+                           help="github: the GitHub Action (INPUT_* variables); gitlab: GitLab CI variables")
+    manifest_parser = commands.add_parser("manifest", help="multi-platform images: combine per-platform images")
+    manifest_commands = manifest_parser.add_subparsers(dest="manifest_command", metavar="COMMAND")
+    create = manifest_commands.add_parser(
+        "create", help="push an index (OCI) or manifest list (Docker) over images built for different platforms")
+    create.add_argument("--destination", "-d", required=True, metavar="IMAGE", help="where to push the index")
+    create.add_argument("sources", nargs="+", metavar="IMAGE@DIGEST",
+                        help="the per-platform images (by digest, as lamina build --digest-file gives it)")
+    create.add_argument("--digest-file", metavar="PATH", help="write the index digest to this file")
+    create.add_argument("--insecure-registry", action="append", default=[], metavar="HOST",
+                        help="talk plain HTTP to this registry (repeatable)")
+    create.add_argument("--skip-tls-verify", action="store_true", help="do not verify registry TLS certificates")
     cache_parser = commands.add_parser("cache", help="maintain the registry layer cache")
     cache_commands = cache_parser.add_subparsers(dest="cache_command", metavar="COMMAND")
     prune = cache_commands.add_parser("prune", help="delete stale cache entries through the registry API")
@@ -127,6 +148,27 @@ def parser() -> argparse.ArgumentParser:
                        help="talk plain HTTP to this registry (repeatable)")
     prune.add_argument("--skip-tls-verify", action="store_true", help="do not verify registry TLS certificates")
     return top
+
+
+def run_manifest_create(args: argparse.Namespace, environ: Mapping[str, str], out: Console) -> int:
+    def parse(text: str, what: str) -> Reference:
+        try:
+            return Reference.parse(text)
+        except InvalidReference as exc:
+            raise OptionsError(f"{what} {text}: {exc}") from None
+
+    destination = parse(args.destination, "--destination")
+    sources = [parse(text, "image") for text in args.sources]
+    config = RegistryConfig(insecure_registries=tuple(args.insecure_registry), skip_tls_verify=args.skip_tls_verify,
+                            docker_config_dir=environ.get("DOCKER_CONFIG") or None)
+    with RegistryClient(config) as client:
+        index = create_index(client, destination, sources)
+    for entry in index.entries:
+        out.print(f"  {entry.platform_text}: {entry.digest}", highlight=False)
+    out.print(f"pushed {destination}@{index.digest} ({len(index.entries)} platforms)", highlight=False)
+    if args.digest_file:
+        Path(args.digest_file).write_text(index.digest)
+    return 0
 
 
 def run_prune(args: argparse.Namespace, environ: Mapping[str, str], out: Console) -> int:
@@ -232,6 +274,20 @@ def options_from(values: Mapping[str, object], environ: Mapping[str, str]) -> Bu
     digest_file = text("digest_file")
     work_dir = text("work_dir")
     cache_dir = text("cache_dir")
+    compression = (text("compression") or "gzip").lower()
+    if compression not in ("gzip", "zstd"):
+        raise OptionsError(f"--compression {compression}: expected gzip or zstd")
+    level_text = text("compression_level")
+    level: int | None = None
+    if level_text is not None:
+        limit = 9 if compression == "gzip" else 22
+        if not level_text.isdigit() or not 0 <= int(level_text) <= limit:
+            raise OptionsError(f"--compression-level {level_text}: expected 0-{limit} for {compression}")
+        level = int(level_text)
+
+    def path_or_none(name: str) -> Path | None:
+        value = text(name)
+        return Path(value) if value else None
     epoch = source_date_epoch(environ)
     if epoch is None and values["reproducible"]:
         epoch = 0
@@ -269,6 +325,11 @@ def options_from(values: Mapping[str, object], environ: Mapping[str, str]) -> Bu
         push_cache=not values["no_push_cache"],
         cache_dir=Path(cache_dir) if cache_dir else None,
         dry_run=dry_run,
+        compression=compression,
+        compression_level=level,
+        image_name_with_digest_file=path_or_none("image_name_with_digest_file"),
+        image_name_tag_with_digest_file=path_or_none("image_name_tag_with_digest_file"),
+        metadata_file=path_or_none("metadata_file"),
     )
 
 
@@ -319,13 +380,23 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     args = parser().parse_args(argv)
     out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
-    if args.command not in ("build", "cache") or (args.command == "cache" and args.cache_command is None):
+    if args.command not in ("build", "cache", "ci", "manifest") or \
+            (args.command == "cache" and args.cache_command is None) or \
+            (args.command == "manifest" and args.manifest_command is None):
         parser().print_help()
         return 2
+    if args.command == "ci":  # the adapters render their own output and errors (annotations, sections)
+        if args.system == "github":
+            from lamina.ci import github
+            return github.main(env)
+        from lamina.ci import gitlab
+        return gitlab.main(env)
     values: dict[str, object] = {}
     try:
         if args.command == "cache":
             return run_prune(args, env, out)
+        if args.command == "manifest":
+            return run_manifest_create(args, env, out)
         values = resolve_flags(args, env)
         verbosity = str(values.get("verbosity") or "info")
         logging.basicConfig(level=logging.DEBUG if verbosity in ("debug", "trace") else logging.WARNING,

@@ -44,6 +44,12 @@ class BuildOptions:
     push_cache: bool = True
     cache_dir: Path | None = None  # local store of pulled blobs, reused across builds
     dry_run: bool = False  # plan only: print each step with hit or miss
+    # layers and outputs
+    compression: str = "gzip"  # "gzip" or "zstd" (OCI media types either way)
+    compression_level: int | None = None
+    image_name_with_digest_file: Path | None = None  # one line per destination: name@digest
+    image_name_tag_with_digest_file: Path | None = None  # one line per destination: name:tag@digest
+    metadata_file: Path | None = None  # buildx-style JSON
 
     @property
     def build_arg_map(self) -> dict[str, str]:

@@ -7,6 +7,7 @@ then push to every destination and write the requested files. The workspace is r
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import shutil
@@ -64,7 +65,15 @@ from lamina.errors import (
 )
 from lamina.oci.digest import compute_digest
 from lamina.oci.layout import ImageBlobs, write_docker_archive, write_oci_layout
-from lamina.oci.model import OCI_CONFIG, Descriptor, Manifest, Platform, canonical_json, layer_media_type_for_oci
+from lamina.oci.model import (
+    OCI_CONFIG,
+    OCI_MANIFEST,
+    Descriptor,
+    Manifest,
+    Platform,
+    canonical_json,
+    layer_media_type_for_oci,
+)
 from lamina.oci.reference import Reference
 from lamina.oci.registry.client import RegistryClient
 from lamina.options import BuildOptions, default_mount_cache_dir
@@ -73,9 +82,9 @@ from lamina.rootfs.paths import resolve_in_root
 from lamina.rootfs.unpack import unpack_layer
 from lamina.sandbox.base import DEFAULT_PATH, Runner
 from lamina.sandbox.users import UnknownUser, read_user_db, resolve_user
-from lamina.snapshot.diff import diff_scans
+from lamina.snapshot.diff import Changes, diff_scans
 from lamina.snapshot.scan import scan_tree
-from lamina.snapshot.tar import write_layer
+from lamina.snapshot.tar import LayerBlob, write_layer
 
 HISTORY_COMMENT = "buildkit.dockerfile.v0"
 PROXY_ARGS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY",
@@ -482,6 +491,7 @@ class _Build:
                 inputs["sources"] = hash_copy_sources(state, inst, ContextSource(self.context), self.escape)
             if inst.checksum:
                 inputs["checksum"] = inst.checksum
+        inputs["compression"] = self.options.compression  # the same key must always mean the same layer bytes
         return compute_step_key(state.key, instruction=inst.original, config=state.config, args=state.args,
                                 platform=str(state.platform), inputs=inputs)
 
@@ -628,8 +638,7 @@ class _Build:
             changes = diff_scans({}, scan_tree(linked))
             if changes.is_empty:
                 return None
-            blob = write_layer(linked, changes, self.workspace.blobs,
-                               source_date_epoch=self.options.source_date_epoch)
+            blob = self.write_layer(linked, changes)
         finally:
             shutil.rmtree(linked, ignore_errors=True)
         unpack_layer(state.rootfs, blob.path, description=f"the --link layer of {inst.file}:{inst.line}")
@@ -678,13 +687,17 @@ class _Build:
             self.images[key] = rootfs
         return self.images[key]
 
+    def write_layer(self, root: Path, changes: Changes) -> LayerBlob:
+        return write_layer(root, changes, self.workspace.blobs, compression=self.options.compression,
+                           level=self.options.compression_level, source_date_epoch=self.options.source_date_epoch)
+
     def snapshot(self, state: StageState) -> LayerRef | None:
         after = scan_tree(state.rootfs)
         changes = diff_scans(state.scan or {}, after)
         state.scan = after
         if changes.is_empty:
             return None
-        blob = write_layer(state.rootfs, changes, self.workspace.blobs, source_date_epoch=self.options.source_date_epoch)
+        blob = self.write_layer(state.rootfs, changes)
         layer = LayerRef(Descriptor(blob.media_type, blob.digest, blob.size), blob.diff_id, blob.path)
         state.layers.append(layer)
         return layer
@@ -848,6 +861,19 @@ def push_image(client: RegistryClient, dest: Reference, image: ImageBlobs, sourc
     client.push_manifest(target, image.manifest, Manifest.from_bytes(image.manifest).media_type)
 
 
+def build_metadata(image: ImageBlobs, destinations: list[Reference]) -> dict[str, Any]:
+    """The metadata file, with the keys ``docker buildx build --metadata-file`` writes."""
+    metadata: dict[str, Any] = {
+        "containerimage.config.digest": image.config_digest,
+        "containerimage.digest": image.manifest_digest,
+        "containerimage.descriptor": {"mediaType": OCI_MANIFEST, "digest": image.manifest_digest,
+                                      "size": len(image.manifest)},
+    }
+    if destinations:
+        metadata["image.name"] = ",".join(f"{d.name}:{d.tag or 'latest'}" for d in destinations)
+    return metadata
+
+
 def write_outputs(options: BuildOptions, image: ImageBlobs, destinations: list[Reference]) -> None:
     try:
         if options.tar_path is not None:
@@ -858,6 +884,15 @@ def write_outputs(options: BuildOptions, image: ImageBlobs, destinations: list[R
             write_oci_layout(options.oci_layout_path, image, tag or "latest")
         if options.digest_file is not None:
             options.digest_file.write_text(image.manifest_digest)
+        named = [d for d in destinations if not options.no_push]
+        if options.image_name_with_digest_file is not None:
+            options.image_name_with_digest_file.write_text(
+                "".join(f"{d.name}@{image.manifest_digest}\n" for d in named))
+        if options.image_name_tag_with_digest_file is not None:
+            options.image_name_tag_with_digest_file.write_text(
+                "".join(f"{d.name}:{d.tag or 'latest'}@{image.manifest_digest}\n" for d in named))
+        if options.metadata_file is not None:
+            options.metadata_file.write_text(json.dumps(build_metadata(image, named), indent=2) + "\n")
     except OSError as exc:
         raise OutputError(f"cannot write {exc.filename or 'an output file'}: {exc.strerror or exc}") from None
 

@@ -154,6 +154,10 @@ class RegistryClient:
         """Download a blob to ``dest`` (through ``dest.tmp``, renamed when complete and verified)."""
         self._through_mirrors(ref, lambda source: self._fetch_blob(source, descriptor, dest))
 
+    def fetch_blob_bytes(self, ref: Reference, descriptor: Descriptor) -> bytes:
+        """A small blob (an image config) in memory, verified; larger than 64 MiB is refused."""
+        return self._fetch_small_blob(ref, descriptor, MAX_CONFIG_BYTES)
+
     def blob_exists(self, ref: Reference, digest: str) -> bool:
         """Does the repository of ``ref`` hold blob ``digest``? (HEAD)"""
         return self._blob_exists(ref, digest, _PULL)

@@ -1,0 +1,11 @@
+"""The GitHub Action adapter (being written)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+
+
+def main(environ: Mapping[str, str]) -> int:
+    sys.stderr.write("error: lamina ci github is not available in this version yet\n")
+    return 2

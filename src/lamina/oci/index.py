@@ -1,0 +1,60 @@
+"""Image indexes (OCI) and manifest lists (Docker) for multi-platform images. Pure: no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from lamina.oci.model import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, canonical_json
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One platform's image: its manifest descriptor and the platform read from its config."""
+
+    media_type: str
+    digest: str
+    size: int
+    os: str
+    architecture: str
+    variant: str = ""
+    os_version: str = ""
+
+    @property
+    def platform_text(self) -> str:
+        return f"{self.os}/{self.architecture}" + (f"/{self.variant}" if self.variant else "")
+
+
+def platform_of(config: dict[str, Any]) -> tuple[str, str, str, str]:
+    """(os, architecture, variant, os.version) of an image config; ValueError when it names none."""
+    os_name, arch = config.get("os"), config.get("architecture")
+    if not isinstance(os_name, str) or not isinstance(arch, str) or not os_name or not arch:
+        raise ValueError("the image config does not say its os and architecture")
+    return os_name, arch, str(config.get("variant") or ""), str(config.get("os.version") or "")
+
+
+def make_index(entries: list[IndexEntry]) -> tuple[bytes, str]:
+    """The index body and its media type: a Docker manifest list when every entry is a Docker manifest, else an
+    OCI index. Entries keep their order; two entries for the same platform are refused."""
+    if not entries:
+        raise ValueError("an index needs at least one image")
+    seen: dict[str, str] = {}
+    for entry in entries:
+        if entry.platform_text in seen:
+            raise ValueError(f"two images for platform {entry.platform_text}: {seen[entry.platform_text]} and "
+                             f"{entry.digest}")
+        seen[entry.platform_text] = entry.digest
+        if entry.media_type not in (OCI_MANIFEST, DOCKER_MANIFEST):
+            raise ValueError(f"{entry.digest} is not an image manifest ({entry.media_type})")
+    docker = all(e.media_type == DOCKER_MANIFEST for e in entries)
+    media_type = DOCKER_MANIFEST_LIST if docker else OCI_INDEX
+    manifests = []
+    for entry in entries:
+        platform: dict[str, str] = {"architecture": entry.architecture, "os": entry.os}
+        if entry.variant:
+            platform["variant"] = entry.variant
+        if entry.os_version:
+            platform["os.version"] = entry.os_version
+        manifests.append({"mediaType": entry.media_type, "digest": entry.digest, "size": entry.size,
+                          "platform": platform})
+    return canonical_json({"schemaVersion": 2, "mediaType": media_type, "manifests": manifests}), media_type
