@@ -64,6 +64,20 @@ BUILD_FLAGS = (
          metavar="HOST"),
     Flag("--insecure-registry", "talk plain HTTP to this registry (repeatable)", "list", metavar="HOST"),
     Flag("--skip-tls-verify", "do not verify registry TLS certificates", "bool"),
+    Flag("--skip-tls-verify-registry", "do not verify the TLS certificate of this registry (repeatable)", "list",
+         metavar="HOST"),
+    Flag("--registry-certificate", "trust this CA bundle for a registry: HOST=PATH (repeatable)", "list",
+         metavar="HOST=PATH"),
+    Flag("--registry-client-cert", "a client certificate for mutual TLS: HOST=CERT,KEY (repeatable)", "list",
+         metavar="HOST=CERT,KEY"),
+    Flag("--registry-map", "pull images of a registry from mirrors first: ORIGINAL=MIRROR[;MIRROR2] (repeatable)",
+         "list", metavar="ORIG=NEW"),
+    Flag("--skip-default-registry-fallback", "with mirrors or maps, never fall back to the original registry",
+         "bool"),
+    Flag("--push-retry", "retries of each push request on connection errors, 429 and 5xx (default: 3)",
+         metavar="N"),
+    Flag("--image-download-retry", "retries of each pull request on connection errors, 429 and 5xx (default: 3)",
+         metavar="N"),
     Flag("--platform", "build for os/arch[/variant] (default: the host's); selects base images from indexes",
          metavar="PLATFORM"),
     Flag("--work-dir", "where root filesystems and blobs live during the build (default: the temp dir)",
@@ -285,6 +299,30 @@ def options_from(values: Mapping[str, object], environ: Mapping[str, str]) -> Bu
             raise OptionsError(f"--compression-level {level_text}: expected 0-{limit} for {compression}")
         level = int(level_text)
 
+    def pairs(name: str, flag: str) -> list[tuple[str, str]]:
+        out = []
+        for item in rejoin(items(name)):
+            key, eq, value = item.partition("=")
+            if not eq or not key or not value:
+                raise OptionsError(f"{flag} {item}: expected REGISTRY=VALUE")
+            out.append((key, value))
+        return out
+
+    def count(name: str, flag: str) -> int:
+        value = text(name)
+        if value is None:
+            return 3
+        if not value.isdigit():
+            raise OptionsError(f"{flag} {value}: expected a number of retries")
+        return int(value)
+
+    client_certs = []
+    for registry, value in pairs("registry_client_cert", "--registry-client-cert"):
+        cert, comma, key = value.partition(",")
+        if not comma or not cert or not key:
+            raise OptionsError(f"--registry-client-cert {registry}={value}: expected REGISTRY=CERT,KEY")
+        client_certs.append((registry, cert, key))
+
     def path_or_none(name: str) -> Path | None:
         value = text(name)
         return Path(value) if value else None
@@ -325,6 +363,13 @@ def options_from(values: Mapping[str, object], environ: Mapping[str, str]) -> Bu
         push_cache=not values["no_push_cache"],
         cache_dir=Path(cache_dir) if cache_dir else None,
         dry_run=dry_run,
+        registry_certificates=tuple(pairs("registry_certificate", "--registry-certificate")),
+        registry_client_certs=tuple(client_certs),
+        skip_tls_verify_registries=tuple(items("skip_tls_verify_registry")),
+        registry_maps=tuple(pairs("registry_map", "--registry-map")),
+        skip_default_registry_fallback=bool(values["skip_default_registry_fallback"]),
+        push_retry=count("push_retry", "--push-retry"),
+        image_download_retry=count("image_download_retry", "--image-download-retry"),
         compression=compression,
         compression_level=level,
         image_name_with_digest_file=path_or_none("image_name_with_digest_file"),
@@ -333,10 +378,27 @@ def options_from(values: Mapping[str, object], environ: Mapping[str, str]) -> Bu
     )
 
 
+def rejoin(items: list[str]) -> list[str]:
+    """Values split at commas by LAMINA_* parsing, put back together: a piece without '=' belongs to the previous
+    value (``HOST=CERT,KEY``)."""
+    out: list[str] = []
+    for item in items:
+        if out and "=" not in item:
+            out[-1] += "," + item
+        else:
+            out.append(item)
+    return out
+
+
 def registry_config(options: BuildOptions) -> RegistryConfig:
     return RegistryConfig(insecure_registries=tuple(sorted(options.insecure_registries)),
                           skip_tls_verify=options.skip_tls_verify, registry_mirrors=options.registry_mirrors,
-                          docker_config_dir=options.docker_config_dir)
+                          docker_config_dir=options.docker_config_dir, retries=options.image_download_retry,
+                          push_retries=options.push_retry, ca_certificates=options.registry_certificates,
+                          client_certificates=options.registry_client_certs,
+                          skip_tls_verify_registries=options.skip_tls_verify_registries,
+                          registry_maps=options.registry_maps,
+                          skip_default_registry_fallback=options.skip_default_registry_fallback)
 
 
 def report(console: Console, result: BuildResult) -> None:

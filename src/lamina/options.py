@@ -44,6 +44,14 @@ class BuildOptions:
     push_cache: bool = True
     cache_dir: Path | None = None  # local store of pulled blobs, reused across builds
     dry_run: bool = False  # plan only: print each step with hit or miss
+    # registry access
+    registry_certificates: tuple[tuple[str, str], ...] = ()  # (registry, CA bundle path)
+    registry_client_certs: tuple[tuple[str, str, str], ...] = ()  # (registry, certificate, key)
+    skip_tls_verify_registries: tuple[str, ...] = ()
+    registry_maps: tuple[tuple[str, str], ...] = ()  # (original registry, "mirror[;mirror2]")
+    skip_default_registry_fallback: bool = False
+    push_retry: int = 3
+    image_download_retry: int = 3
     # layers and outputs
     compression: str = "gzip"  # "gzip" or "zstd" (OCI media types either way)
     compression_level: int | None = None

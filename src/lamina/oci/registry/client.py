@@ -24,6 +24,7 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -38,7 +39,7 @@ import requests
 from lamina.errors import AuthError, DigestMismatch, NotFound, RegistryError, RegistryUnreachable
 from lamina.oci.digest import DigestingWriter, compute_digest
 from lamina.oci.model import ACCEPT_MANIFESTS, INDEX_TYPES, MANIFEST_TYPES, Descriptor, Manifest, Platform
-from lamina.oci.reference import DOCKER_HUB, Reference
+from lamina.oci.reference import DOCKER_HUB, DOCKER_HUB_ALIASES, Reference
 from lamina.oci.registry.auth import Challenge as AuthChallenge
 from lamina.oci.registry.auth import (
     ChallengeError,
@@ -50,7 +51,12 @@ from lamina.oci.registry.auth import (
     push_scope,
     token_request,
 )
-from lamina.oci.registry.credentials import Credentials, config_path, lookup_credentials
+from lamina.oci.registry.credentials import (
+    Credentials,
+    config_path,
+    credentials_from_environment,
+    lookup_credentials,
+)
 from lamina.progress import NullProgress, Progress
 
 log = logging.getLogger(__name__)
@@ -81,7 +87,16 @@ class RegistryConfig:
     docker_config_dir: str | None = None  # else $DOCKER_CONFIG or ~/.docker
     chunk_size: int = 8 * 1024 * 1024  # blobs larger than this are pushed in PATCH chunks
     timeout: float = 60.0
-    retries: int = 3
+    retries: int = 3  # reads (GET, HEAD): --image-download-retry
+    push_retries: int = 3  # writes (POST, PUT, PATCH, DELETE): --push-retry
+    # per registry host: a CA bundle to trust, a client certificate and key (mTLS), no verification at all
+    ca_certificates: tuple[tuple[str, str], ...] = ()
+    client_certificates: tuple[tuple[str, str, str], ...] = ()
+    skip_tls_verify_registries: tuple[str, ...] = ()
+    # --registry-map ORIG=NEW[;NEW2]: pull images of ORIG from NEW first (any registry, Kaniko's semantics)
+    registry_maps: tuple[tuple[str, str], ...] = ()
+    skip_default_registry_fallback: bool = False  # mirrors and maps only: never fall back to the origin
+    environ: Mapping[str, str] | None = field(default=None, repr=False, compare=False)  # CI credentials; None: os
 
 
 @dataclass(frozen=True)
@@ -373,17 +388,35 @@ class RegistryClient:
 
     # -- internals: images ----------------------------------------------------------------------------------------
 
+    def _pull_sources(self, ref: Reference) -> list[str]:
+        """Where to try pulling ``ref`` from before its own registry: --registry-map entries for its registry,
+        then --registry-mirror entries for docker.io."""
+        sources: list[str] = []
+        for original, mapped in self._config.registry_maps:
+            if _api_host(original) == _api_host(ref.registry) or (original in DOCKER_HUB_ALIASES and ref.is_docker_hub):
+                sources += [m for m in (_parse_mirror(x)[0] for x in mapped.split(";")) if m]
+        if ref.registry == DOCKER_HUB:
+            sources += [mirror for mirror, _ in self._mirrors]
+        return sources
+
     def _through_mirrors(self, ref: Reference, action: Callable[[Reference], _T]) -> _T:
-        if ref.registry != DOCKER_HUB or not self._mirrors:
+        sources = self._pull_sources(ref)
+        if not sources:
             return action(ref)
-        for mirror, _ in self._mirrors:
+        last: RegistryError | None = None
+        for mirror in sources:
             source = _on_mirror(ref, mirror)
             try:
                 return action(source)
             except DigestMismatch:
                 raise
             except RegistryError as e:
+                last = e
                 log.warning("mirror %s could not serve %s (%s); trying the next source", mirror, ref, e)
+        if self._config.skip_default_registry_fallback and last is not None:
+            raise RegistryError(f"no mirror could serve {ref} and falling back to {ref.registry} is disabled: {last}",
+                                registry=ref.registry, repository=ref.repository, status=last.status,
+                                hint="check the mirrors, or drop --skip-default-registry-fallback")
         return action(ref)
 
     def _resolve_image(self, ref: Reference, platform: Platform) -> ResolvedImage:
@@ -675,6 +708,8 @@ class RegistryClient:
 
     def _fetch_token(self, host: str, ref: Reference, challenge: AuthChallenge, scope: tuple[str, ...]) -> _Token:
         credentials = self._lookup_credentials(ref.registry)
+        if credentials is not None and credentials.registry_token:  # a ready token from config.json
+            return _Token("Bearer " + credentials.registry_token, time.monotonic() + 300.0)
         try:
             request = token_request(challenge, list(scope), credentials)
         except ChallengeError as e:
@@ -712,7 +747,10 @@ class RegistryClient:
     def _lookup_credentials(self, registry: str) -> Credentials | None:
         with self._lock:
             if registry not in self._credentials:
-                self._credentials[registry] = lookup_credentials(registry, self._config.docker_config_dir)
+                found = lookup_credentials(registry, self._config.docker_config_dir)
+                if found is None:
+                    found = credentials_from_environment(registry, self._config.environ or os.environ)
+                self._credentials[registry] = found
             return self._credentials[registry]
 
     def _config_path(self) -> Path:
@@ -746,14 +784,16 @@ class RegistryClient:
               params: Mapping[str, str] | tuple[tuple[str, str], ...] | None, stream: bool,
               retry: bool) -> requests.Response:
         """One request with retries on connection errors, 429 and 5xx, and plain-HTTP fallback for loopback hosts."""
-        retries = self._config.retries if retry else 0
+        limit = self._config.retries if method in ("GET", "HEAD") else self._config.push_retries
+        retries = limit if retry else 0
         attempt = 0
         while True:
             absolute = path.startswith(("http://", "https://"))
             url = path if absolute else f"{self._scheme(host)}://{host}{path}"
             try:
                 resp = self._session.request(method, url, headers=dict(headers), data=data,
-                                             params=params, stream=stream, timeout=self._config.timeout)
+                                             params=params, stream=stream, timeout=self._config.timeout,
+                                             verify=self._verify(host), cert=self._cert(host))
             except requests.exceptions.SSLError as e:
                 if not absolute and self._fall_back_to_http(host):
                     continue
@@ -777,6 +817,23 @@ class RegistryClient:
                 attempt += 1
                 continue
             return resp
+
+    def _verify(self, host: str) -> bool | str:
+        """TLS verification for ``host``: its --registry-certificate CA bundle, off, or the system's."""
+        bare = _api_host(host)
+        if self._config.skip_tls_verify or bare in {_api_host(h) for h in self._config.skip_tls_verify_registries}:
+            return False
+        for registry, path in self._config.ca_certificates:
+            if _api_host(registry) == bare:
+                return path
+        return True
+
+    def _cert(self, host: str) -> tuple[str, str] | None:
+        """The client certificate and key for ``host`` (--registry-client-cert), for mutual TLS."""
+        for registry, cert, key in self._config.client_certificates:
+            if _api_host(registry) == _api_host(host):
+                return (cert, key)
+        return None
 
     def _scheme(self, host: str) -> str:
         return "http" if host in self._plain_http else "https"

@@ -1,8 +1,11 @@
-"""Registry credentials from Docker's ``config.json`` (``$DOCKER_CONFIG/config.json`` or ``~/.docker/config.json``).
+"""Registry credentials: Docker's ``config.json`` (``$DOCKER_CONFIG/config.json`` or ``~/.docker/config.json``),
+then the CI environment.
 
-Supported: ``auths`` entries with ``auth`` (base64 ``user:password``), ``username`` + ``password``, and
-``identitytoken``. ``credHelpers`` and ``credsStore`` are not supported yet: when one would apply, a warning is logged
-and the lookup continues with ``auths`` alone.
+Order, as Docker resolves them: a ``credHelpers`` entry for the registry (``docker-credential-<name> get``), else
+the ``auths`` entry (``auth`` base64 ``user:password``, ``username`` + ``password``, ``identitytoken``,
+``registrytoken``), else the ``credsStore`` helper; then the CI environment: ``GITHUB_TOKEN`` for ghcr.io,
+GitLab's ``CI_REGISTRY_USER``/``CI_REGISTRY_PASSWORD`` (or ``CI_JOB_TOKEN``) for ``$CI_REGISTRY`` and the
+Dependency Proxy's credentials for ``$CI_DEPENDENCY_PROXY_SERVER``.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ import binascii
 import json
 import logging
 import os
+import shutil
+import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,11 +37,14 @@ class Credentials:
     username: str
     password: str
     identity_token: str | None = None
+    registry_token: str | None = None  # config.json "registrytoken": sent as the Bearer token as it is
 
     def __repr__(self) -> str:
         password = "'***'" if self.password else "''"
         token = "'***'" if self.identity_token else "None"
-        return f"Credentials(username={self.username!r}, password={password}, identity_token={token})"
+        registry = "'***'" if self.registry_token else "None"
+        return (f"Credentials(username={self.username!r}, password={password}, identity_token={token}, "
+                f"registry_token={registry})")
 
 
 def config_path(config_dir: str | None) -> Path:
@@ -65,18 +74,75 @@ def lookup_credentials(host: str, config_dir: str | None) -> Credentials | None:
 
     hosts = _aliases(host)
     helpers = config.get("credHelpers")
-    if isinstance(helpers, dict) and any(_key_host(key) in hosts for key in helpers):
-        log.warning("%s: credHelpers for %s are not supported yet; looking in auths only", path, host)
-    elif config.get("credsStore"):
-        log.warning("%s: credsStore %r is not supported yet; looking in auths only", path, config["credsStore"])
-
+    if isinstance(helpers, dict):
+        for key, helper in helpers.items():
+            if _key_host(key) in hosts and isinstance(helper, str) and helper:
+                return run_credential_helper(helper, host)
     auths = config.get("auths")
-    if not isinstance(auths, dict):
+    if isinstance(auths, dict):
+        entry = _find_entry(auths, host, hosts)
+        if entry is not None:
+            found = _decode_entry(entry, host, path)
+            if found is not None:
+                return found
+    store = config.get("credsStore")
+    if isinstance(store, str) and store:
+        return run_credential_helper(store, host)
+    return None
+
+
+def helper_server_url(host: str) -> str:
+    """The server URL credential helpers file Docker Hub under (``https://index.docker.io/v1/``), else the host."""
+    return DOCKER_HUB_LEGACY_KEY if host.lower() in DOCKER_HUB_HOSTS else host
+
+
+def run_credential_helper(helper: str, host: str) -> Credentials | None:
+    """``docker-credential-<helper> get`` with the server URL on stdin; None when it has nothing for ``host``."""
+    program = f"docker-credential-{helper}"
+    if shutil.which(program) is None:
+        raise AuthError(f"the credential helper {program} (for {host}) is not installed", registry=host,
+                        hint=f"install {program} or remove it from config.json (credHelpers/credsStore)")
+    try:
+        result = subprocess.run([program, "get"], input=helper_server_url(host), capture_output=True, text=True,
+                                timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise AuthError(f"the credential helper {program} failed for {host}: {exc}", registry=host,
+                        hint=f"run `echo {helper_server_url(host)} | {program} get` to see what it says") from None
+    if result.returncode != 0:
+        message = result.stdout.strip() or result.stderr.strip()
+        if "credentials not found" in message.lower():
+            return None
+        raise AuthError(f"the credential helper {program} failed for {host} (exit {result.returncode})",
+                        registry=host,
+                        hint=f"run `echo {helper_server_url(host)} | {program} get` to see what it says")
+    try:
+        data = json.loads(result.stdout)
+        username, secret = str(data.get("Username") or ""), str(data.get("Secret") or "")
+    except (ValueError, AttributeError):
+        raise AuthError(f"the credential helper {program} answered something that is not JSON for {host}",
+                        registry=host, hint="check the helper's version") from None
+    if not secret:
         return None
-    entry = _find_entry(auths, host, hosts)
-    if entry is None:
-        return None
-    return _decode_entry(entry, host, path)
+    if username == "<token>":  # an identity token (docker login with an OAuth2 flow)
+        return Credentials("", "", secret)
+    return Credentials(username, secret)
+
+
+def credentials_from_environment(host: str, environ: Mapping[str, str]) -> Credentials | None:
+    """CI credentials: GitHub's token for ghcr.io, GitLab's job credentials for its registry and Dependency Proxy."""
+    lowered = host.lower()
+    if lowered == "ghcr.io" and environ.get("GITHUB_TOKEN"):
+        return Credentials(environ.get("GITHUB_ACTOR") or "x-access-token", environ["GITHUB_TOKEN"])
+    if environ.get("CI_REGISTRY", "").lower() == lowered:
+        if environ.get("CI_REGISTRY_USER") and environ.get("CI_REGISTRY_PASSWORD"):
+            return Credentials(environ["CI_REGISTRY_USER"], environ["CI_REGISTRY_PASSWORD"])
+        if environ.get("CI_JOB_TOKEN"):
+            return Credentials("gitlab-ci-token", environ["CI_JOB_TOKEN"])
+    proxy = environ.get("CI_DEPENDENCY_PROXY_SERVER", "").lower()
+    if proxy and proxy == lowered and environ.get("CI_DEPENDENCY_PROXY_USER") \
+            and environ.get("CI_DEPENDENCY_PROXY_PASSWORD"):
+        return Credentials(environ["CI_DEPENDENCY_PROXY_USER"], environ["CI_DEPENDENCY_PROXY_PASSWORD"])
+    return None
 
 
 def _aliases(host: str) -> frozenset[str]:
@@ -111,6 +177,9 @@ def _decode_entry(entry: dict[str, Any], host: str, path: Path) -> Credentials |
     username = str(entry.get("username") or "")
     password = str(entry.get("password") or "")
     identity_token = str(entry.get("identitytoken") or "") or None
+    registry_token = str(entry.get("registrytoken") or "") or None
+    if registry_token and not entry.get("auth") and not password:
+        return Credentials(username, "", identity_token, registry_token)
     auth = entry.get("auth")
     if auth:
         try:
