@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -29,7 +30,14 @@ from lamina.build.handlers.heredoc import prepare_copy_heredocs
 from lamina.build.handlers.run import created_by as run_created_by
 from lamina.build.handlers.run import execute_run
 from lamina.build.handlers.run_mounts import parse_run_mounts, prepare_mounts, run_network
-from lamina.build.stage import PulledImage, ensure_local, materialize, resolve_image, state_from_image
+from lamina.build.stage import (
+    PARALLEL_TRANSFERS,
+    PulledImage,
+    ensure_local,
+    materialize,
+    resolve_image,
+    state_from_image,
+)
 from lamina.build.state import LayerRef, StageState
 from lamina.build.workspace import Workspace
 from lamina.cache.key import compute_base_key, compute_executed_key, compute_step_key
@@ -491,7 +499,10 @@ class _Build:
                 inputs["sources"] = hash_copy_sources(state, inst, ContextSource(self.context), self.escape)
             if inst.checksum:
                 inputs["checksum"] = inst.checksum
-        inputs["compression"] = self.options.compression  # the same key must always mean the same layer bytes
+        # the same key must always mean the same layer bytes: compression and clamped timestamps shape them
+        inputs["compression"] = self.options.compression
+        epoch = self.options.source_date_epoch
+        inputs["source-date-epoch"] = "" if epoch is None else str(epoch)
         return compute_step_key(state.key, instruction=inst.original, config=state.config, args=state.args,
                                 platform=str(state.platform), inputs=inputs)
 
@@ -841,21 +852,27 @@ def parse_destination(text: str) -> Reference:
 
 def push_image(client: RegistryClient, dest: Reference, image: ImageBlobs, sources: Mapping[str, LayerRef],
                blob_cache: Path | None = None) -> None:
-    """Layers, then the config, then the manifest (a registry must have every blob a manifest names).
+    """Layers (a few at a time), then the config, then the manifest: a registry must have every blob a manifest
+    names, so the manifest goes only after every layer is confirmed.
 
     A layer the destination lacks is mounted from the repository it came from when that is on the same registry
     (the cache repository, the base image's): nothing is downloaded or uploaded. Otherwise it is uploaded, and
     downloaded first if this build never needed it locally."""
-    for descriptor, path in image.layers:
+    def push_layer(descriptor: Descriptor, path: Path) -> None:
         layer = sources.get(descriptor.digest)
         if client.blob_exists(dest, descriptor.digest):
-            continue
+            return
         if layer is not None and layer.source is not None and layer.source.registry == dest.registry \
                 and client.mount_blob(dest, descriptor.digest, layer.source):
-            continue
+            return
         if layer is not None:
             ensure_local(client, layer, blob_cache)
         client.push_blob(dest, descriptor, path)
+
+    unique = list({d.digest: (d, p) for d, p in image.layers}.values())
+    with ThreadPoolExecutor(max_workers=PARALLEL_TRANSFERS, thread_name_prefix="push") as pool:
+        for future in [pool.submit(push_layer, d, p) for d, p in unique]:
+            future.result()
     client.push_blob_bytes(dest, image.config, OCI_CONFIG)
     target = dest if dest.tag or dest.digest else dest.with_tag("latest")
     client.push_manifest(target, image.manifest, Manifest.from_bytes(image.manifest).media_type)

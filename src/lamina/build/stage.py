@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from lamina.oci.reference import Reference
 from lamina.oci.registry.client import RegistryClient
 from lamina.rootfs.unpack import unpack_layer
 from lamina.snapshot.scan import scan_tree
+
+PARALLEL_TRANSFERS = 3
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,18 @@ def ensure_local(client: RegistryClient, layer: LayerRef, blob_cache: Path | Non
         shutil.copyfile(layer.path, cached)
 
 
+def fetch_all(client: RegistryClient, layers: list[LayerRef], blob_cache: Path | None = None) -> None:
+    """Download the missing blobs of ``layers``, a few at a time (unpacking stays in order, after this)."""
+    missing = list({layer.descriptor.digest: layer for layer in layers if not layer.path.exists()}.values())
+    if len(missing) <= 1:
+        for layer in missing:
+            ensure_local(client, layer, blob_cache)
+        return
+    with ThreadPoolExecutor(max_workers=PARALLEL_TRANSFERS, thread_name_prefix="pull") as pool:
+        for future in [pool.submit(ensure_local, client, layer, blob_cache) for layer in missing]:
+            future.result()
+
+
 def materialize(client: RegistryClient, state: StageState, blob_cache: Path | None = None) -> None:
     """Give ``state.rootfs`` the content of ``state.layers`` (downloading what is missing), then scan it."""
     if state.materialized:
@@ -70,8 +85,8 @@ def materialize(client: RegistryClient, state: StageState, blob_cache: Path | No
     if parent is not None and parent.materialized and state.layers[:len(parent.layers)] == parent.layers:
         copy_rootfs(parent.rootfs, state.rootfs)
         start = len(parent.layers)
+    fetch_all(client, state.layers[start:], blob_cache)
     for number, layer in enumerate(state.layers[start:], start + 1):
-        ensure_local(client, layer, blob_cache)
         unpack_layer(state.rootfs, layer.path, description=f"layer {number} of stage {state.stage.label} "
                                                           f"({layer.descriptor.digest})")
     state.scan = scan_tree(state.rootfs)

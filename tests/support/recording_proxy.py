@@ -1,0 +1,167 @@
+"""A recording reverse proxy for the tests: a threaded HTTP server on 127.0.0.1 in front of a real registry.
+
+Every request is forwarded as it came (method, path and query, headers including ``Authorization`` and ``Host``,
+body streamed through) and every exchange is recorded as ``(method, path, status, request bytes, response
+bytes)``. ``Host`` is passed on unchanged so the registry writes upload ``Location`` URLs for the proxy, and any
+absolute ``Location`` naming the upstream is rewritten to the proxy: the client never leaves it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
+from urllib.parse import urlsplit
+
+CHUNK = 64 * 1024
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
+                        "transfer-encoding", "upgrade"})
+
+
+@dataclass(frozen=True)
+class Exchange:
+    method: str
+    path: str  # with the query string
+    status: int
+    sent: int  # request body bytes forwarded upstream
+    received: int  # response body bytes passed back
+
+    @property
+    def route(self) -> str:
+        """The path without the query string."""
+        return self.path.split("?", 1)[0]
+
+
+class RecordingProxy:
+    """``with RecordingProxy("127.0.0.1:5000") as proxy:`` then talk to ``proxy.host``; read ``proxy.exchanges``."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self._lock = threading.Lock()
+        self._exchanges: list[Exchange] = []
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server.daemon_threads = True
+        self.host = f"127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="recording-proxy", daemon=True)
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def exchanges(self) -> list[Exchange]:
+        with self._lock:
+            return list(self._exchanges)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._exchanges.clear()
+
+    def record(self, exchange: Exchange) -> None:
+        with self._lock:
+            self._exchanges.append(exchange)
+
+
+def _handler_for(proxy: RecordingProxy) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # quiet: the exchanges are recorded instead
+
+        def _forward(self) -> None:
+            upstream = http.client.HTTPConnection(proxy.upstream, timeout=60)
+            try:
+                self._exchange(upstream)
+            finally:
+                upstream.close()
+
+        def _exchange(self, upstream: http.client.HTTPConnection) -> None:
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+            length = self.headers.get("Content-Length")
+            chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+            upstream.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+            for name, value in headers.items():
+                upstream.putheader(name, value)
+            if chunked:
+                upstream.putheader("Transfer-Encoding", "chunked")
+            upstream.endheaders()
+            sent = 0
+            if chunked:
+                for piece in self._read_chunked():
+                    upstream.send(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+                    sent += len(piece)
+                upstream.send(b"0\r\n\r\n")
+            elif length:
+                remaining = int(length)
+                while remaining > 0:
+                    piece = self.rfile.read(min(CHUNK, remaining))
+                    if not piece:
+                        break
+                    upstream.send(piece)
+                    sent += len(piece)
+                    remaining -= len(piece)
+            resp = upstream.getresponse()
+            self.send_response_only(resp.status, resp.reason)
+            known_length = resp.getheader("Content-Length")
+            for name, value in resp.getheaders():
+                if name.lower() in HOP_BY_HOP:
+                    continue
+                if name.lower() == "location":
+                    value = _to_proxy(value, proxy.upstream, proxy.host)
+                self.send_header(name, value)
+            stream_chunked = known_length is None and self.command != "HEAD" and resp.status not in (204, 304)
+            if stream_chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            received = 0
+            if self.command != "HEAD":
+                while True:
+                    piece = resp.read(CHUNK)
+                    if not piece:
+                        break
+                    received += len(piece)
+                    if stream_chunked:
+                        self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+                    else:
+                        self.wfile.write(piece)
+                if stream_chunked:
+                    self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+            proxy.record(Exchange(self.command, self.path, resp.status, sent, received))
+
+        def _read_chunked(self) -> Iterator[bytes]:
+            while True:
+                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return
+                data = self.rfile.read(size)
+                self.rfile.readline()
+                yield data
+
+        do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
+
+    return Handler
+
+
+def _to_proxy(location: str, upstream: str, proxy_host: str) -> str:
+    parts = urlsplit(location)
+    if parts.netloc.lower() == upstream.lower():
+        return parts._replace(netloc=proxy_host).geturl()
+    return location
