@@ -140,6 +140,9 @@ def parser() -> argparse.ArgumentParser:
     ci_parser = commands.add_parser("ci", help="build inside a CI job, configured from its environment")
     ci_parser.add_argument("system", choices=("github", "gitlab"),
                            help="github: the GitHub Action (INPUT_* variables); gitlab: GitLab CI variables")
+    ci_parser.add_argument("--mr-note", action="store_true", default=None,
+                           help="gitlab: post the build report on the merge request (needs LAMINA_GITLAB_TOKEN, "
+                           "a token with the api scope; CI_JOB_TOKEN cannot post notes)")
     manifest_parser = commands.add_parser("manifest", help="multi-platform images: combine per-platform images")
     manifest_commands = manifest_parser.add_subparsers(dest="manifest_command", metavar="COMMAND")
     create = manifest_commands.add_parser(
@@ -154,13 +157,17 @@ def parser() -> argparse.ArgumentParser:
     cache_parser = commands.add_parser("cache", help="maintain the registry layer cache")
     cache_commands = cache_parser.add_subparsers(dest="cache_command", metavar="COMMAND")
     prune = cache_commands.add_parser("prune", help="delete stale cache entries through the registry API")
-    prune.add_argument("--cache-repo", required=True, metavar="REPO", help="the cache repository")
+    prune.add_argument("--cache-repo", metavar="REPO",
+                       help="the cache repository (required, except with --gitlab: default $CI_REGISTRY_IMAGE/cache)")
     prune.add_argument("--older-than", required=True, metavar="DURATION",
                        help="delete entries older than this (e.g. 336h, 14d, 2w)")
     prune.add_argument("--keep", type=int, default=0, metavar="N", help="always keep the N newest entries")
     prune.add_argument("--insecure-registry", action="append", default=[], metavar="HOST",
                        help="talk plain HTTP to this registry (repeatable)")
     prune.add_argument("--skip-tls-verify", action="store_true", help="do not verify registry TLS certificates")
+    prune.add_argument("--gitlab", action="store_true",
+                       help="delete through the GitLab API (the project's container registry, CI_PROJECT_ID, "
+                       "CI_SERVER_URL, LAMINA_GITLAB_TOKEN or CI_JOB_TOKEN); GitLab deletes in the background")
     return top
 
 
@@ -186,6 +193,16 @@ def run_manifest_create(args: argparse.Namespace, environ: Mapping[str, str], ou
 
 
 def run_prune(args: argparse.Namespace, environ: Mapping[str, str], out: Console) -> int:
+    if args.gitlab:
+        from lamina.ci.gitlab_api import prune_command
+
+        if args.keep < 0:
+            raise OptionsError("--keep must be 0 or more")
+        out.print(prune_command(args.cache_repo, args.older_than, args.keep, environ), markup=False,
+                  highlight=False)
+        return 0
+    if not args.cache_repo:
+        raise OptionsError("--cache-repo is required (or --gitlab, to default to $CI_REGISTRY_IMAGE/cache)")
     try:
         older_than = parse_duration_text(args.older_than)
     except ValueError as exc:
@@ -452,7 +469,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             from lamina.ci import github
             return github.main(env)
         from lamina.ci import gitlab
-        return gitlab.main(env)
+        return gitlab.main(env, mr_note=args.mr_note)
     values: dict[str, object] = {}
     try:
         if args.command == "cache":

@@ -15,6 +15,7 @@ import os
 import shutil
 import stat
 import tarfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
@@ -99,6 +100,11 @@ def _inside(root: Path, path: Path) -> bool:
     return os.path.commonpath([root, path]) == str(root)
 
 
+WRITE_WORKERS = 4
+INLINE_LIMIT = 1 << 20  # regular files up to this size are read whole and written by the pool
+MAX_BUFFERED = 32 << 20  # bytes waiting to be written, at most
+
+
 class _Unpacker:
     """The state of one layer's extraction: what this layer wrote, directory metadata to apply at the end."""
 
@@ -114,6 +120,46 @@ class _Unpacker:
         self.whiteouts = 0
         self.skipped = 0
         self.warned: set[str] = set()
+        # small regular files are written by a few threads (creating files is mostly kernel time); anything that
+        # depends on what is already on disk (whiteouts, hardlinks, replacing a path) waits for them first
+        self.pool: ThreadPoolExecutor | None = None
+        self.pending: dict[str, Future[None]] = {}
+        self.buffered = 0
+
+    def flush(self) -> None:
+        """Wait for the files being written; their errors surface here."""
+        pending, self.pending, self.buffered = self.pending, {}, 0
+        for future in pending.values():
+            future.result()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+
+    def _pending_at_or_above(self, target: Path) -> bool:
+        if not self.pending:
+            return False
+        current = target
+        while current != self.root and _inside(self.root, current):
+            if str(current) in self.pending:
+                return True
+            current = current.parent
+        return False
+
+    def _write_file(self, target: Path, data: bytes, member: tarfile.TarInfo) -> None:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        self.metadata(target, member)
+
+    def write_later(self, target: Path, data: bytes, member: tarfile.TarInfo) -> None:
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(max_workers=WRITE_WORKERS, thread_name_prefix="unpack")
+        if self.buffered + len(data) > MAX_BUFFERED:
+            self.flush()
+        self.pending[str(target)] = self.pool.submit(self._write_file, target, data, member)
+        self.buffered += len(data)
 
     def fail(self, name: str, reason: str) -> RootfsError:
         return RootfsError(f"{self.description}: entry {name!r}: {reason}")
@@ -200,6 +246,7 @@ class _Unpacker:
             raise self.fail(member.name, "'..' is not allowed in a layer entry name") from None
         parent_name, _, base = name.rpartition("/")
         if base.startswith(WHITEOUT_PREFIX):
+            self.flush()
             if base.startswith(".wh..wh.") and base != OPAQUE_MARKER:
                 self.skipped += 1  # aufs metadata (.wh..wh.plnk, .wh..wh.aufs): never part of the image
                 return
@@ -214,11 +261,14 @@ class _Unpacker:
                 log.warning("%s: skipping non-directory entry %r for the root directory", self.description,
                             member.name)
             return
+        if self.pending and self._pending_at_or_above(self.root / name):
+            self.flush()
         parent = self.ensure_parent(name, parent_name)
         target = parent / base
         if not _inside(self.root, target) or target == self.root:
             raise self.fail(member.name, "it would land outside the root filesystem")
         if member.islnk():
+            self.flush()
             self.hardlink(member, target)
             return
         if not (member.isreg() or member.isdir() or member.issym() or member.isdev()):
@@ -231,6 +281,14 @@ class _Unpacker:
             existing = None
         if existing is not None and not (member.isdir() and stat.S_ISDIR(existing)):
             _remove(target)
+        if member.isreg() and member.size <= INLINE_LIMIT:
+            source = tf.extractfile(member)
+            if source is None:
+                raise self.fail(member.name, "no data for a regular file")
+            self.note_written(target)
+            self.write_later(target, source.read(), member)
+            self.entries += 1
+            return
         if member.isreg():
             source = tf.extractfile(member)
             if source is None:
@@ -309,6 +367,7 @@ class _Unpacker:
 
     def finish(self) -> None:
         """Directory modes and mtimes, once their children are in place (deepest first)."""
+        self.flush()
         for path, mode in self.restore_modes.items():
             self.dir_metadata.setdefault(path, (mode, -1))
         for path in sorted(self.dir_metadata, reverse=True):
@@ -351,13 +410,16 @@ def unpack_layer(root: Path, source: Path | BinaryIO, *, description: str = "lay
             if stream is None:  # a zero-byte blob: an empty layer
                 return UnpackStats(entries=0, whiteouts=0, skipped=0)
             with tarfile.open(fileobj=stream, mode="r|", encoding="utf-8", errors="surrogateescape") as tf:
-                while (member := tf.next()) is not None:
-                    name = member.name
-                    unpacker.apply(tf, member)
-                    # TarFile remembers every member (untyped attribute); a layer may have millions
-                    cast(Any, tf).members.clear()
-                name = ""
-                unpacker.finish()
+                try:
+                    while (member := tf.next()) is not None:
+                        name = member.name
+                        unpacker.apply(tf, member)
+                        # TarFile remembers every member (untyped attribute); a layer may have millions
+                        cast(Any, tf).members.clear()
+                    name = ""
+                    unpacker.finish()
+                finally:
+                    unpacker.close()
     except RootfsError:
         raise
     except (OSError, EOFError, tarfile.TarError, zstandard.ZstdError) as e:
