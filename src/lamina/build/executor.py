@@ -7,15 +7,13 @@ then push to every destination and write the requested files. The workspace is r
 
 from __future__ import annotations
 
-import json
 import os
 import posixpath
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -25,13 +23,20 @@ from typing import Any
 from lamina.build.context import BuildContext
 from lamina.build.handlers import metadata
 from lamina.build.handlers.add import add_files
-from lamina.build.handlers.copy import ContextSource, RootfsSource, SourceTree, copy_files, hash_copy_sources
+from lamina.build.handlers.copy import (
+    ContextSource,
+    RootfsSource,
+    SourceTree,
+    copy_created_by,
+    copy_files,
+    hash_copy_sources,
+)
 from lamina.build.handlers.heredoc import prepare_copy_heredocs
 from lamina.build.handlers.run import created_by as run_created_by
 from lamina.build.handlers.run import execute_run
 from lamina.build.handlers.run_mounts import parse_run_mounts, prepare_mounts, run_network
+from lamina.build.outputs import parse_destination, push_image, write_outputs
 from lamina.build.stage import (
-    PARALLEL_TRANSFERS,
     PulledImage,
     ensure_local,
     materialize,
@@ -59,23 +64,21 @@ from lamina.dockerfile.instructions import (
     instruction_from_node,
     load_dockerfile,
 )
-from lamina.dockerfile.lex import ExpansionError, expand_word
 from lamina.dockerfile.mounts import mount_from
 from lamina.dockerfile.parse import parse_dockerfile
+from lamina.dockerfile.stages import expand_meta, find_stage, needed_stages, platform_args, select_target
 from lamina.errors import (
     ContextError,
     DockerfileError,
     InvalidReference,
     OptionsError,
-    OutputError,
     RegistryError,
     UnsupportedInstruction,
 )
 from lamina.oci.digest import compute_digest
-from lamina.oci.layout import ImageBlobs, write_docker_archive, write_oci_layout
+from lamina.oci.layout import ImageBlobs
 from lamina.oci.model import (
     OCI_CONFIG,
-    OCI_MANIFEST,
     Descriptor,
     Manifest,
     Platform,
@@ -138,58 +141,6 @@ def read_dockerfile(options: BuildOptions) -> tuple[Dockerfile, BuildContext]:
     return dockerfile, BuildContext.load(options.context, options.dockerfile)
 
 
-def needed_stages(dockerfile: Dockerfile, target: Stage, meta: Mapping[str, str]) -> list[Stage]:
-    """The stages ``target`` depends on (FROM <stage>, COPY --from), each after the stages it needs.
-
-    A stage is only looked up by FROM among the stages before it (a later name is an image, as BuildKit);
-    COPY --from may name any stage, so a cycle is possible and is an error."""
-    order: list[Stage] = []
-    state: dict[int, str] = {}  # "visiting" or "done"
-
-    def visit(stage: Stage, via: Instruction | None) -> None:
-        if state.get(stage.index) == "done":
-            return
-        if state.get(stage.index) == "visiting":
-            assert via is not None
-            raise via.error(f"circular dependency detected on stage {stage.label}")
-        state[stage.index] = "visiting"
-        parent = find_stage(dockerfile, _expand_meta(stage.base, stage.base.image, meta), before=stage.index)
-        if parent is not None:
-            visit(parent, stage.base)
-        for inst in stage.instructions:
-            if isinstance(inst, Copy) and inst.from_stage:
-                try:
-                    name = expand_word(inst.from_stage, meta, dockerfile.escape)
-                except ExpansionError:
-                    continue
-                source = find_stage(dockerfile, name)
-                if source is not None:
-                    visit(source, inst)
-            if isinstance(inst, Run):
-                for raw in filter(None, (mount_from(m) for m in inst.mounts)):
-                    try:
-                        name = expand_word(raw, meta, dockerfile.escape)
-                    except ExpansionError:
-                        continue
-                    source = find_stage(dockerfile, name)
-                    if source is not None:
-                        visit(source, inst)
-        state[stage.index] = "done"
-        order.append(stage)
-
-    visit(target, None)
-    return order
-
-
-def find_stage(dockerfile: Dockerfile, name: str, *, before: int | None = None) -> Stage | None:
-    """The stage called ``name`` (or numbered, for COPY --from=0), among the stages before index ``before``."""
-    lowered = name.lower()
-    for stage in dockerfile.stages[:before]:
-        if stage.name == lowered or (lowered.isdigit() and int(lowered) == stage.index):
-            return stage
-    return None
-
-
 @dataclass(frozen=True)
 class PlannedStep:
     stage: str
@@ -216,56 +167,6 @@ def located(inst: Instruction) -> Iterator[None]:
     except RegistryError as exc:
         exc.message = f"{inst.file}:{inst.line}:1: {inst.keyword}: {exc.message}"
         raise
-
-
-def copy_created_by(state: StageState, inst: Copy, escape: str) -> str:
-    """BuildKit's history text for COPY: ``COPY [--parents] [--chown=X] [--chmod=Y] <sources> <dest> # buildkit``
-    with expanded values; --from, --link and --exclude are not shown; heredoc sources as ``<<NAME``."""
-    env = state.expansion_env()
-    parts = [inst.keyword]
-    if inst.parents:
-        parts.append("--parents")
-    if inst.chown:
-        parts.append("--chown=" + metadata.expand(inst, inst.chown, env, escape))
-    if inst.chmod:
-        parts.append("--chmod=" + metadata.expand(inst, inst.chmod, env, escape))
-    heredoc_words = {f"<<{h.name}" for h in inst.heredocs}
-    sources = [metadata.expand(inst, s, env, escape) for s in inst.sources if not _is_heredoc_word(s, heredoc_words)]
-    parts += sources + [f"<<{h.name}" for h in inst.heredocs]
-    parts.append(metadata.expand(inst, inst.dest, env, escape))
-    return " ".join(parts) + " # buildkit"
-
-
-def _is_heredoc_word(word: str, markers: set[str]) -> bool:
-    return word.lstrip("0123456789").startswith("<<") and bool(markers)
-
-
-def platform_args(target: Platform, build: Platform) -> dict[str, str]:
-    """BuildKit's automatic platform args, in the global scope (FROM lines; a stage declares ``ARG X`` to use one)."""
-    return {
-        "TARGETPLATFORM": str(target), "TARGETOS": target.os, "TARGETARCH": target.architecture,
-        "TARGETVARIANT": target.variant,
-        "BUILDPLATFORM": str(build), "BUILDOS": build.os, "BUILDARCH": build.architecture,
-        "BUILDVARIANT": build.variant,
-    }
-
-
-def _expand_meta(inst: Instruction, text: str, meta: Mapping[str, str]) -> str:
-    try:
-        return expand_word(text, meta, "\\")
-    except ExpansionError as exc:
-        raise inst.error(f"{exc} in {text!r}") from None
-
-
-def select_target(dockerfile: Dockerfile, target: str | None) -> Stage:
-    if target is None:
-        return dockerfile.stages[-1]
-    lowered = target.lower()
-    for stage in dockerfile.stages:
-        if stage.name == lowered:
-            return stage
-    names = ", ".join(s.name for s in dockerfile.stages if s.name) or "none"
-    raise OptionsError(f"--target {target}: no stage with that name in {dockerfile.file} (named stages: {names})")
 
 
 @dataclass
@@ -312,20 +213,20 @@ class _Build:
                     self.meta[name] = build_args[name]
                     self.used_args.add(name)
                 elif default is not None:
-                    self.meta[name] = _expand_meta(inst, default, self.meta)
+                    self.meta[name] = expand_meta(inst, default, self.meta)
 
     # -- stages -------------------------------------------------------------------------------------------------
 
     def run_stage(self, stage: Stage) -> StageState:
         started = time.monotonic()
         base = stage.base
-        image = _expand_meta(base, base.image, self.meta)
+        image = expand_meta(base, base.image, self.meta)
         if not image:
             raise base.error(f"the base image name {base.image!r} expands to nothing")
         self.step_started(stage, base.original)
         platform = self.platform
         if base.platform:
-            text = _expand_meta(base, base.platform, self.meta)
+            text = expand_meta(base, base.platform, self.meta)
             try:
                 platform = Platform.parse(text)
             except ValueError as exc:
@@ -842,74 +743,4 @@ def cache_repository(options: BuildOptions, destinations: list[Reference]) -> Re
     first = destinations[0]
     return Reference(first.registry, first.repository + "/cache", None, None)
 
-
-def parse_destination(text: str) -> Reference:
-    try:
-        return Reference.parse(text)
-    except InvalidReference as exc:
-        raise OptionsError(f"--destination {text}: {exc}") from None
-
-
-def push_image(client: RegistryClient, dest: Reference, image: ImageBlobs, sources: Mapping[str, LayerRef],
-               blob_cache: Path | None = None) -> None:
-    """Layers (a few at a time), then the config, then the manifest: a registry must have every blob a manifest
-    names, so the manifest goes only after every layer is confirmed.
-
-    A layer the destination lacks is mounted from the repository it came from when that is on the same registry
-    (the cache repository, the base image's): nothing is downloaded or uploaded. Otherwise it is uploaded, and
-    downloaded first if this build never needed it locally."""
-    def push_layer(descriptor: Descriptor, path: Path) -> None:
-        layer = sources.get(descriptor.digest)
-        if client.blob_exists(dest, descriptor.digest):
-            return
-        if layer is not None and layer.source is not None and layer.source.registry == dest.registry \
-                and client.mount_blob(dest, descriptor.digest, layer.source):
-            return
-        if layer is not None:
-            ensure_local(client, layer, blob_cache)
-        client.push_blob(dest, descriptor, path)
-
-    unique = list({d.digest: (d, p) for d, p in image.layers}.values())
-    with ThreadPoolExecutor(max_workers=PARALLEL_TRANSFERS, thread_name_prefix="push") as pool:
-        for future in [pool.submit(push_layer, d, p) for d, p in unique]:
-            future.result()
-    client.push_blob_bytes(dest, image.config, OCI_CONFIG)
-    target = dest if dest.tag or dest.digest else dest.with_tag("latest")
-    client.push_manifest(target, image.manifest, Manifest.from_bytes(image.manifest).media_type)
-
-
-def build_metadata(image: ImageBlobs, destinations: list[Reference]) -> dict[str, Any]:
-    """The metadata file, with the keys ``docker buildx build --metadata-file`` writes."""
-    metadata: dict[str, Any] = {
-        "containerimage.config.digest": image.config_digest,
-        "containerimage.digest": image.manifest_digest,
-        "containerimage.descriptor": {"mediaType": OCI_MANIFEST, "digest": image.manifest_digest,
-                                      "size": len(image.manifest)},
-    }
-    if destinations:
-        metadata["image.name"] = ",".join(f"{d.name}:{d.tag or 'latest'}" for d in destinations)
-    return metadata
-
-
-def write_outputs(options: BuildOptions, image: ImageBlobs, destinations: list[Reference]) -> None:
-    try:
-        if options.tar_path is not None:
-            tags = [str(d) for d in destinations if d.tag] or []
-            write_docker_archive(options.tar_path, image, tags)
-        if options.oci_layout_path is not None:
-            tag = next((d.tag for d in destinations if d.tag), None)
-            write_oci_layout(options.oci_layout_path, image, tag or "latest")
-        if options.digest_file is not None:
-            options.digest_file.write_text(image.manifest_digest)
-        named = [d for d in destinations if not options.no_push]
-        if options.image_name_with_digest_file is not None:
-            options.image_name_with_digest_file.write_text(
-                "".join(f"{d.name}@{image.manifest_digest}\n" for d in named))
-        if options.image_name_tag_with_digest_file is not None:
-            options.image_name_tag_with_digest_file.write_text(
-                "".join(f"{d.name}:{d.tag or 'latest'}@{image.manifest_digest}\n" for d in named))
-        if options.metadata_file is not None:
-            options.metadata_file.write_text(json.dumps(build_metadata(image, named), indent=2) + "\n")
-    except OSError as exc:
-        raise OutputError(f"cannot write {exc.filename or 'an output file'}: {exc.strerror or exc}") from None
 

@@ -333,3 +333,25 @@ def hash_copy_sources(state: StageState, inst: Copy, source: SourceTree, escape:
                         continue
                     add(posixpath.join(rel, below), child)
     return "sha256:" + digest.hexdigest()
+
+
+def copy_created_by(state: StageState, inst: Copy, escape: str) -> str:
+    """BuildKit's history text for COPY: ``COPY [--parents] [--chown=X] [--chmod=Y] <sources> <dest> # buildkit``
+    with expanded values; --from, --link and --exclude are not shown; heredoc sources as ``<<NAME``."""
+    env = state.expansion_env()
+    parts = [inst.keyword]
+    if inst.parents:
+        parts.append("--parents")
+    if inst.chown:
+        parts.append("--chown=" + expand(inst, inst.chown, env, escape))
+    if inst.chmod:
+        parts.append("--chmod=" + expand(inst, inst.chmod, env, escape))
+    heredoc_words = {f"<<{h.name}" for h in inst.heredocs}
+    sources = [expand(inst, s, env, escape) for s in inst.sources if not _is_heredoc_word(s, heredoc_words)]
+    parts += sources + [f"<<{h.name}" for h in inst.heredocs]
+    parts.append(expand(inst, inst.dest, env, escape))
+    return " ".join(parts) + " # buildkit"
+
+
+def _is_heredoc_word(word: str, markers: set[str]) -> bool:
+    return word.lstrip("0123456789").startswith("<<") and bool(markers)

@@ -1,0 +1,91 @@
+"""What happens to a built image: pushed to each destination (layers mounted across repositories where they can
+be), written as a docker-archive tarball or OCI layout, and described in the digest and metadata files."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from lamina.build.stage import PARALLEL_TRANSFERS, ensure_local
+from lamina.build.state import LayerRef
+from lamina.errors import InvalidReference, OptionsError, OutputError
+from lamina.oci.layout import ImageBlobs, write_docker_archive, write_oci_layout
+from lamina.oci.model import OCI_CONFIG, OCI_MANIFEST, Descriptor, Manifest
+from lamina.oci.reference import Reference
+from lamina.oci.registry.client import RegistryClient
+from lamina.options import BuildOptions
+
+
+def parse_destination(text: str) -> Reference:
+    try:
+        return Reference.parse(text)
+    except InvalidReference as exc:
+        raise OptionsError(f"--destination {text}: {exc}") from None
+
+
+def push_image(client: RegistryClient, dest: Reference, image: ImageBlobs, sources: Mapping[str, LayerRef],
+               blob_cache: Path | None = None) -> None:
+    """Layers (a few at a time), then the config, then the manifest: a registry must have every blob a manifest
+    names, so the manifest goes only after every layer is confirmed.
+
+    A layer the destination lacks is mounted from the repository it came from when that is on the same registry
+    (the cache repository, the base image's): nothing is downloaded or uploaded. Otherwise it is uploaded, and
+    downloaded first if this build never needed it locally."""
+    def push_layer(descriptor: Descriptor, path: Path) -> None:
+        layer = sources.get(descriptor.digest)
+        if client.blob_exists(dest, descriptor.digest):
+            return
+        if layer is not None and layer.source is not None and layer.source.registry == dest.registry \
+                and client.mount_blob(dest, descriptor.digest, layer.source):
+            return
+        if layer is not None:
+            ensure_local(client, layer, blob_cache)
+        client.push_blob(dest, descriptor, path)
+
+    unique = list({d.digest: (d, p) for d, p in image.layers}.values())
+    with ThreadPoolExecutor(max_workers=PARALLEL_TRANSFERS, thread_name_prefix="push") as pool:
+        for future in [pool.submit(push_layer, d, p) for d, p in unique]:
+            future.result()
+    client.push_blob_bytes(dest, image.config, OCI_CONFIG)
+    target = dest if dest.tag or dest.digest else dest.with_tag("latest")
+    client.push_manifest(target, image.manifest, Manifest.from_bytes(image.manifest).media_type)
+
+
+def build_metadata(image: ImageBlobs, destinations: list[Reference]) -> dict[str, Any]:
+    """The metadata file, with the keys ``docker buildx build --metadata-file`` writes."""
+    metadata: dict[str, Any] = {
+        "containerimage.config.digest": image.config_digest,
+        "containerimage.digest": image.manifest_digest,
+        "containerimage.descriptor": {"mediaType": OCI_MANIFEST, "digest": image.manifest_digest,
+                                      "size": len(image.manifest)},
+    }
+    if destinations:
+        metadata["image.name"] = ",".join(f"{d.name}:{d.tag or 'latest'}" for d in destinations)
+    return metadata
+
+
+def write_outputs(options: BuildOptions, image: ImageBlobs, destinations: list[Reference]) -> None:
+    try:
+        if options.tar_path is not None:
+            tags = [str(d) for d in destinations if d.tag] or []
+            write_docker_archive(options.tar_path, image, tags)
+        if options.oci_layout_path is not None:
+            tag = next((d.tag for d in destinations if d.tag), None)
+            write_oci_layout(options.oci_layout_path, image, tag or "latest")
+        if options.digest_file is not None:
+            options.digest_file.write_text(image.manifest_digest)
+        named = [d for d in destinations if not options.no_push]
+        if options.image_name_with_digest_file is not None:
+            options.image_name_with_digest_file.write_text(
+                "".join(f"{d.name}@{image.manifest_digest}\n" for d in named))
+        if options.image_name_tag_with_digest_file is not None:
+            options.image_name_tag_with_digest_file.write_text(
+                "".join(f"{d.name}:{d.tag or 'latest'}@{image.manifest_digest}\n" for d in named))
+        if options.metadata_file is not None:
+            options.metadata_file.write_text(json.dumps(build_metadata(image, named), indent=2) + "\n")
+    except OSError as exc:
+        raise OutputError(f"cannot write {exc.filename or 'an output file'}: {exc.strerror or exc}") from None
+

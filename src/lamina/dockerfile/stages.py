@@ -1,0 +1,94 @@
+"""Stages of a Dockerfile: which ones a target needs and in what order, stage lookup by name or index, the
+global ARG scope of FROM lines. Pure: no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from lamina.dockerfile.instructions import Copy, Dockerfile, Instruction, Run, Stage
+from lamina.dockerfile.lex import ExpansionError, expand_word
+from lamina.dockerfile.mounts import mount_from
+from lamina.errors import OptionsError
+from lamina.oci.model import Platform
+
+
+def needed_stages(dockerfile: Dockerfile, target: Stage, meta: Mapping[str, str]) -> list[Stage]:
+    """The stages ``target`` depends on (FROM <stage>, COPY --from), each after the stages it needs.
+
+    A stage is only looked up by FROM among the stages before it (a later name is an image, as BuildKit);
+    COPY --from may name any stage, so a cycle is possible and is an error."""
+    order: list[Stage] = []
+    state: dict[int, str] = {}  # "visiting" or "done"
+
+    def visit(stage: Stage, via: Instruction | None) -> None:
+        if state.get(stage.index) == "done":
+            return
+        if state.get(stage.index) == "visiting":
+            assert via is not None
+            raise via.error(f"circular dependency detected on stage {stage.label}")
+        state[stage.index] = "visiting"
+        parent = find_stage(dockerfile, expand_meta(stage.base, stage.base.image, meta), before=stage.index)
+        if parent is not None:
+            visit(parent, stage.base)
+        for inst in stage.instructions:
+            if isinstance(inst, Copy) and inst.from_stage:
+                try:
+                    name = expand_word(inst.from_stage, meta, dockerfile.escape)
+                except ExpansionError:
+                    continue
+                source = find_stage(dockerfile, name)
+                if source is not None:
+                    visit(source, inst)
+            if isinstance(inst, Run):
+                for raw in filter(None, (mount_from(m) for m in inst.mounts)):
+                    try:
+                        name = expand_word(raw, meta, dockerfile.escape)
+                    except ExpansionError:
+                        continue
+                    source = find_stage(dockerfile, name)
+                    if source is not None:
+                        visit(source, inst)
+        state[stage.index] = "done"
+        order.append(stage)
+
+    visit(target, None)
+    return order
+
+
+def find_stage(dockerfile: Dockerfile, name: str, *, before: int | None = None) -> Stage | None:
+    """The stage called ``name`` (or numbered, for COPY --from=0), among the stages before index ``before``."""
+    lowered = name.lower()
+    for stage in dockerfile.stages[:before]:
+        if stage.name == lowered or (lowered.isdigit() and int(lowered) == stage.index):
+            return stage
+    return None
+
+
+def platform_args(target: Platform, build: Platform) -> dict[str, str]:
+    """BuildKit's automatic platform args, in the global scope (FROM lines; a stage declares ``ARG X`` to use one)."""
+    return {
+        "TARGETPLATFORM": str(target), "TARGETOS": target.os, "TARGETARCH": target.architecture,
+        "TARGETVARIANT": target.variant,
+        "BUILDPLATFORM": str(build), "BUILDOS": build.os, "BUILDARCH": build.architecture,
+        "BUILDVARIANT": build.variant,
+    }
+
+
+def expand_meta(inst: Instruction, text: str, meta: Mapping[str, str]) -> str:
+    try:
+        return expand_word(text, meta, "\\")
+    except ExpansionError as exc:
+        raise inst.error(f"{exc} in {text!r}") from None
+
+
+def select_target(dockerfile: Dockerfile, target: str | None) -> Stage:
+    if target is None:
+        return dockerfile.stages[-1]
+    lowered = target.lower()
+    for stage in dockerfile.stages:
+        if stage.name == lowered:
+            return stage
+    names = ", ".join(s.name for s in dockerfile.stages if s.name) or "none"
+    raise OptionsError(f"--target {target}: no stage with that name in {dockerfile.file} (named stages: {names})")
+
+
