@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -25,7 +25,9 @@ from lamina.oci.reference import Reference
 from lamina.oci.registry.assemble import create_index
 from lamina.oci.registry.client import RegistryClient, RegistryConfig
 from lamina.options import BuildOptions, default_mount_cache_dir, parse_secrets
-from lamina.sandbox.namespace import NamespaceRunner
+from lamina.sandbox import rootless
+from lamina.sandbox.detect import SANDBOXES, choose, probe
+from lamina.sandbox.runners import cleanup_created, make_runner, terminating
 
 TRUE = frozenset({"1", "true", "yes", "on"})
 FALSE = frozenset({"0", "false", "no", "off", ""})
@@ -103,6 +105,11 @@ BUILD_FLAGS = (
          metavar="PATH"),
     Flag("--metadata-file", "write build metadata as JSON (the keys docker buildx writes)", metavar="PATH"),
     Flag("--verbosity", "log level: " + ", ".join(LEVELS) + " (default: info)", metavar="LEVEL"),
+    Flag("--sandbox", "where RUN steps run: " + ", ".join(SANDBOXES) + " (default: auto, the best one available; "
+         "see README, Sandboxes)", metavar="NAME"),
+    Flag("--force", "run the inplace sandbox (which builds in /) outside lamina's runtime image", "bool"),
+    Flag("--cleanup", "also remove the directories the build created outside its work directory (--work-dir, "
+         "mount cache, --cache-dir) when it ends", "bool"),
 )
 
 
@@ -220,7 +227,8 @@ def run_prune(args: argparse.Namespace, environ: Mapping[str, str], out: Console
     out.print(f"{repo.name}: deleted {len(report.deleted)} stale cache entr{'y' if len(report.deleted) == 1 else 'ies'}"
               f", kept {report.kept}", highlight=False)
     if report.refused:
-        out.print(f"error: {report.refused}", markup=False, highlight=False)
+        Console(stderr=True, highlight=False, soft_wrap=True).print(f"error: {report.refused}", markup=False,
+                                                                     highlight=False)
         return 1
     return 0
 
@@ -438,10 +446,21 @@ def report(console: Console, result: BuildResult) -> None:
 def run_build(values: Mapping[str, object], environ: Mapping[str, str], out: Console, err: Console) -> int:
     verbosity = str(values.get("verbosity") or "info")
     options = options_from(values, environ)
+    options = replace(options, sandbox=str(values.get("sandbox") or "auto").strip().lower(),
+                      force=bool(values.get("force")), cleanup=bool(values.get("cleanup")))
     progress = ConsoleProgress(out, verbosity)
+    facts = probe(environ)
+    choice = choose(options.sandbox, facts, force=options.force)
+    if not facts.rootless_inner:
+        progress.message(f"sandbox: {choice.name} ({choice.reason})")
+    if choice.name == "rootless":  # the whole build runs again inside a user namespace
+        return rootless.enter(values, environ, facts)
+    runner = make_runner(choice.name, warn=progress.message, force=options.force)
     client = RegistryClient(registry_config(options), progress)
     try:
-        result = build(options, client=client, runner=NamespaceRunner(), progress=progress)
+        with terminating(), cleanup_created((options.work_dir, options.mount_cache_dir, options.cache_dir),
+                                            options.cleanup):
+            result = build(options, client=client, runner=runner, progress=progress)
     except StepFailed as exc:
         progress.close()
         if not progress.show_steps and exc.output_tail:

@@ -11,7 +11,7 @@ from typing import Any
 
 from lamina.build.stage import PARALLEL_TRANSFERS, ensure_local
 from lamina.build.state import LayerRef
-from lamina.errors import InvalidReference, OptionsError, OutputError
+from lamina.errors import InvalidReference, OptionsError, OutputError, RegistryError
 from lamina.oci.layout import ImageBlobs, write_docker_archive, write_oci_layout
 from lamina.oci.model import OCI_CONFIG, OCI_MANIFEST, Descriptor, Manifest
 from lamina.oci.reference import Reference
@@ -36,14 +36,18 @@ def push_image(client: RegistryClient, dest: Reference, image: ImageBlobs, sourc
     downloaded first if this build never needed it locally."""
     def push_layer(descriptor: Descriptor, path: Path) -> None:
         layer = sources.get(descriptor.digest)
-        if client.blob_exists(dest, descriptor.digest):
+        origins = [layer.source] if layer is not None and layer.source is not None else []
+        if path.exists():
+            client.ensure_blob(dest, descriptor, sources=origins, path=path)
             return
-        if layer is not None and layer.source is not None and layer.source.registry == dest.registry \
-                and client.mount_blob(dest, descriptor.digest, layer.source):
+        try:  # no local copy: maybe the destination has it, or can mount it
+            client.ensure_blob(dest, descriptor, sources=origins, path=None)
             return
-        if layer is not None:
-            ensure_local(client, layer, blob_cache)
-        client.push_blob(dest, descriptor, path)
+        except RegistryError:
+            if layer is None:
+                raise
+        ensure_local(client, layer, blob_cache)  # download it, then upload
+        client.ensure_blob(dest, descriptor, sources=(), path=path)
 
     unique = list({d.digest: (d, p) for d, p in image.layers}.values())
     with ThreadPoolExecutor(max_workers=PARALLEL_TRANSFERS, thread_name_prefix="push") as pool:
