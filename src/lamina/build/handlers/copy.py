@@ -245,7 +245,10 @@ class _Writer:
         mode = self.plan.mode if self.plan.mode is not None else stat.S_IMODE(st.st_mode)
         try:
             if stat.S_ISDIR(st.st_mode):
-                if os.path.lexists(host) and not (host.is_dir() and not host.is_symlink()):
+                resolved = resolve_in_root(self.rootfs, path)
+                if resolved.is_dir():  # a directory, or a link to one (merged /usr: /lib -> usr/lib): copy into it
+                    host = resolved
+                elif os.path.lexists(host):
                     os.unlink(host)
                 if not os.path.lexists(host):
                     os.mkdir(host)

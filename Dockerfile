@@ -1,0 +1,31 @@
+# The lamina image: the runtime of the GitHub Action (action.yml) and of the GitLab CI template.
+# Everything of lamina's own lives under /lamina: a virtual environment (/lamina/bin/lamina) and the entrypoint.
+#
+#   lamina build --context . --destination ghcr.io/OWNER/lamina:TAG
+#
+# Build arguments, for offline builds against a base that already holds the dependencies (the tests):
+#   BASE          the Python base image (Debian bookworm with python3)
+#   VENV_OPTIONS  extra options of `python3 -m venv` (e.g. "--without-pip --system-site-packages")
+#   PIP_OPTIONS   extra options of `pip install` (e.g. "--no-index")
+#   PACKAGE       what pip installs (default: the source copied into /src)
+ARG BASE=python:3.11-slim-bookworm
+
+FROM ${BASE} AS install
+ARG VENV_OPTIONS=""
+ARG PIP_OPTIONS=""
+ARG PACKAGE=/src
+COPY pyproject.toml README.md /src/
+COPY src/ /src/src/
+RUN python3 -m venv ${VENV_OPTIONS} /lamina \
+ && /lamina/bin/python -m pip install --no-cache-dir --disable-pip-version-check ${PIP_OPTIONS} ${PACKAGE}
+
+FROM ${BASE}
+LABEL org.opencontainers.image.title="lamina" \
+      org.opencontainers.image.description="Daemonless Dockerfile image builder for CI (a Kaniko successor)" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY --from=install /lamina /lamina
+COPY entrypoint.sh /lamina/entrypoint.sh
+ENV PATH=/lamina/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+ENTRYPOINT ["/lamina/entrypoint.sh"]

@@ -1,0 +1,67 @@
+"""The job summary (``$GITHUB_STEP_SUMMARY``, GitHub-flavoured Markdown) and the ``metadata`` output of a build."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from lamina.console import human_size
+from lamina.progress import StepResult
+
+
+def _cell(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("`", "'")
+
+
+def cache_hits(steps: Sequence[StepResult]) -> int:
+    return sum(1 for step in steps if step.cached)
+
+
+def metadata(*, image: str, digest: str, config_digest: str, tags: Sequence[str], size: int,
+             steps: Sequence[StepResult], pushed: bool) -> dict[str, Any]:
+    """The ``metadata`` output: buildx's metadata-file keys plus tags, size, cache hits and step timings."""
+    return {
+        "image.name": ",".join(tags) or image,
+        "containerimage.digest": digest,
+        "containerimage.config.digest": config_digest,
+        "tags": list(tags),
+        "pushed": pushed,
+        "size": size,
+        "cache": {"hits": cache_hits(steps), "steps": len(steps)},
+        "steps": [{"stage": s.stage, "index": s.index, "instruction": s.text, "seconds": round(s.seconds, 3),
+                   "cached": s.cached, "layer_size": s.layer_size} for s in steps],
+    }
+
+
+def build_summary(*, title: str, digest: str, size: int, tags: Sequence[str], steps: Sequence[StepResult],
+                  pushed: bool, note: str = "") -> str:
+    """Markdown: what was built, where it went, and a table of steps (cached or built, seconds, layer size)."""
+    lines = [f"### {_cell(title)}", ""]
+    if note:
+        lines += [f"> {_cell(note)}", ""]
+    lines += ["| | |", "|---|---|", f"| Digest | `{digest}` |", f"| Size | {human_size(size)} |",
+              f"| Cache hits | {cache_hits(steps)} of {len(steps)} steps |",
+              f"| Pushed | {'yes' if pushed else 'no'} |"]
+    if tags:
+        lines.append("| Tags | " + "<br>".join(f"`{_cell(t)}`" for t in tags) + " |")
+    lines += ["", "| # | Stage | Step | Result | Seconds | Layer |", "|---:|---|---|---|---:|---:|"]
+    for step in steps:
+        layer = human_size(step.layer_size) if step.layer_size is not None else ""
+        result = "cached" if step.cached else "built"
+        lines.append(f"| {step.index} | {_cell(step.stage)} | `{_cell(step.text[:120])}` | {result} | "
+                     f"{step.seconds:.2f} | {layer} |")
+    return "\n".join(lines) + "\n"
+
+
+def plan_summary(*, title: str, plan: Sequence[tuple[str, str, str]]) -> str:
+    """Markdown for a dry run: each filesystem step with its cache verdict."""
+    hits = sum(1 for *_, verdict in plan if verdict == "hit")
+    lines = [f"### {_cell(title)} (dry run)", "",
+             f"{hits} of {len(plan)} filesystem steps would come from the cache; nothing was run or pushed.", "",
+             "| Stage | Step | Cache |", "|---|---|---|"]
+    lines += [f"| {_cell(stage)} | `{_cell(text[:120])}` | {verdict} |" for stage, text, verdict in plan]
+    return "\n".join(lines) + "\n"
+
+
+def failure_summary(*, title: str, message: str) -> str:
+    return f"### {_cell(title)}\n\n**Build failed:** {_cell(message)}\n"
