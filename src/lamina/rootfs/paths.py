@@ -76,3 +76,30 @@ def resolve_in_root(root: Path, path: str, *, follow_final: bool = True) -> Path
         target_parts.reverse()
         pending.extend(target_parts)
     return Path(root, *resolved)
+
+
+def set_directory_metadata(root: Path, path: Path, inode: int, *, mode: int | None = None,
+                           mtime_ns: int | None = None) -> bool:
+    """chmod/utime the directory ``path`` under ``root``, but only if ``path`` still reaches, with no symlink on
+    the way, the directory with ``inode`` that was recorded when it was written. Directory metadata is applied after
+    a layer's or a copy's last entry; by then a later entry may have replaced a parent with a link pointing out of
+    the rootfs, and following it would change the host. Returns whether the metadata was applied."""
+    rel = os.path.relpath(path, root)
+    if rel == ".." or rel.startswith("../"):
+        return False
+    if rel != "." and resolve_in_root(root, rel, follow_final=False) != Path(root, rel):
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        if os.fstat(fd).st_ino != inode:
+            return False
+        if mode is not None:
+            os.fchmod(fd, mode)
+        if mtime_ns is not None:
+            os.utime(fd, ns=(mtime_ns, mtime_ns))
+    finally:
+        os.close(fd)
+    return True

@@ -24,7 +24,7 @@ import zstandard
 from isal import igzip
 
 from lamina.errors import RootfsError
-from lamina.rootfs.paths import resolve_in_root
+from lamina.rootfs.paths import resolve_in_root, set_directory_metadata
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -114,8 +114,9 @@ class _Unpacker:
         self.is_root = os.geteuid() == 0
         self.written: set[str] = set()  # host paths of the entries this layer created or updated
         self.written_parents: set[str] = set()  # host paths of directories holding such entries
-        self.dir_metadata: dict[str, tuple[int, int]] = {}  # dir host path → (permission bits, mtime_ns)
-        self.restore_modes: dict[str, int] = {}  # dirs made writable for an unprivileged user → original mode
+        # dir host path → (inode, permission bits, mtime_ns or -1), applied at the end (set_directory_metadata)
+        self.dir_metadata: dict[str, tuple[int, int, int]] = {}
+        self.restore_modes: dict[str, tuple[int, int]] = {}  # dirs opened up for an unprivileged user → (inode, mode)
         self.entries = 0
         self.whiteouts = 0
         self.skipped = 0
@@ -184,8 +185,9 @@ class _Unpacker:
         """Unprivileged users cannot create entries in read-only directories: open them up until the layer ends."""
         if self.is_root or os.access(directory, os.W_OK | os.X_OK):
             return
-        mode = stat.S_IMODE(os.lstat(directory).st_mode)
-        self.restore_modes.setdefault(str(directory), mode)
+        st = os.lstat(directory)
+        mode = stat.S_IMODE(st.st_mode)
+        self.restore_modes.setdefault(str(directory), (st.st_ino, mode))
         os.chmod(directory, mode | stat.S_IRWXU)
 
     def ensure_parent(self, name: str, parent_name: str) -> Path:
@@ -280,6 +282,7 @@ class _Unpacker:
         except FileNotFoundError:
             existing = None
         if existing is not None and not (member.isdir() and stat.S_ISDIR(existing)):
+            self.flush()  # queued writes may be inside what is replaced
             _remove(target)
         if member.isreg() and member.size <= INLINE_LIMIT:
             source = tf.extractfile(member)
@@ -359,7 +362,7 @@ class _Unpacker:
                                    f"cannot set extended attribute {attribute} ({e.strerror or e}), skipped")
         mtime_ns = int(member.mtime * 1_000_000_000)
         if member.isdir():
-            self.dir_metadata[str(target)] = (member.mode & 0o7777, mtime_ns)
+            self.dir_metadata[str(target)] = (os.lstat(target).st_ino, member.mode & 0o7777, mtime_ns)
             return
         if not member.issym():
             os.chmod(target, member.mode & 0o7777)
@@ -368,18 +371,12 @@ class _Unpacker:
     def finish(self) -> None:
         """Directory modes and mtimes, once their children are in place (deepest first)."""
         self.flush()
-        for path, mode in self.restore_modes.items():
-            self.dir_metadata.setdefault(path, (mode, -1))
+        for path, (inode, mode) in self.restore_modes.items():
+            self.dir_metadata.setdefault(path, (inode, mode, -1))
         for path in sorted(self.dir_metadata, reverse=True):
-            mode, mtime_ns = self.dir_metadata[path]
-            try:
-                if not stat.S_ISDIR(os.lstat(path).st_mode):
-                    continue
-            except FileNotFoundError:
-                continue
-            os.chmod(path, mode)
-            if mtime_ns >= 0:
-                os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+            inode, mode, mtime_ns = self.dir_metadata[path]
+            set_directory_metadata(self.root, Path(path), inode, mode=mode,
+                                   mtime_ns=mtime_ns if mtime_ns >= 0 else None)
 
 
 def _remove(path: Path) -> None:
@@ -413,7 +410,12 @@ def unpack_layer(root: Path, source: Path | BinaryIO, *, description: str = "lay
                 try:
                     while (member := tf.next()) is not None:
                         name = member.name
-                        unpacker.apply(tf, member)
+                        try:
+                            unpacker.apply(tf, member)
+                        except RootfsError as e:
+                            if str(e).startswith(f"{description}:"):
+                                raise
+                            raise unpacker.fail(name, str(e)) from e
                         # TarFile remembers every member (untyped attribute); a layer may have millions
                         cast(Any, tf).members.clear()
                     name = ""

@@ -47,6 +47,9 @@ def temporary_mountpoints(rootfs: Path, extra: Sequence[tuple[str, bool]] = ()) 
         parts = [p for p in rel.split("/") if p]
         for i, part in enumerate(parts):
             parent, path = path, path / part
+            if os.path.islink(path):
+                return  # never create through a link the image holds: it may point out of the rootfs (nsexec
+                # skips such mountpoints too)
             if os.path.lexists(path):
                 continue
             last = i == len(parts) - 1

@@ -52,7 +52,7 @@ from lamina.build.state import StageState
 from lamina.dockerfile.ignore import is_ignored, parse_ignore
 from lamina.dockerfile.instructions import Copy
 from lamina.errors import RootfsError
-from lamina.rootfs.paths import resolve_in_root
+from lamina.rootfs.paths import resolve_in_root, set_directory_metadata
 from lamina.sandbox.users import UnknownUser, read_user_db, resolve_owner
 
 CHUNK = 1 << 20
@@ -139,7 +139,7 @@ class _Extractor:
     owner: tuple[int, int] | None  # --chown; None keeps the archive's numeric owners
 
     def __post_init__(self) -> None:
-        self.dir_times: dict[str, int] = {}
+        self.dir_times: dict[str, tuple[int, int]] = {}  # directory → (inode, mtime_ns), applied at the end
         self.is_root = os.geteuid() == 0
 
     def fail(self, name: str, reason: str) -> ArchiveError:
@@ -202,7 +202,7 @@ class _Extractor:
                 os.mkdir(target, 0o700)
             self.chown(target, uid, gid)
             os.chmod(target, mode)
-            self.dir_times[str(target)] = mtime
+            self.dir_times[str(target)] = (os.lstat(target).st_ino, mtime)
         elif member.issym():
             os.symlink(member.linkname, target)
             self.chown(target, uid, gid)
@@ -245,11 +245,10 @@ class _Extractor:
             os.lchown(path, uid, gid)
 
     def finish(self) -> None:
+        """Directory mtimes, deepest first, on the directories extracted (never through a link made since)."""
         for path in sorted(self.dir_times, key=lambda p: -p.count("/")):
-            with contextlib.suppress(FileNotFoundError):
-                if stat.S_ISDIR(os.lstat(path).st_mode):
-                    mtime = self.dir_times[path]
-                    os.utime(path, ns=(mtime, mtime), follow_symlinks=False)
+            inode, mtime = self.dir_times[path]
+            set_directory_metadata(self.root, Path(path), inode, mtime_ns=mtime)
 
 
 def extract_archive(archive: Path, root: Path, *, owner: tuple[int, int] | None = None) -> None:

@@ -28,7 +28,7 @@ from lamina.build.state import StageState
 from lamina.dockerfile.ignore import is_ignored, parse_ignore
 from lamina.dockerfile.instructions import Copy
 from lamina.errors import DockerfileError
-from lamina.rootfs.paths import resolve_in_root
+from lamina.rootfs.paths import resolve_in_root, set_directory_metadata
 from lamina.sandbox.users import UnknownUser, read_user_db, resolve_owner
 
 
@@ -196,7 +196,7 @@ class _Writer:
         self.rootfs = rootfs
         self.plan = plan
         self.inst = inst
-        self.dir_times: list[tuple[Path, int]] = []
+        self.dir_times: list[tuple[Path, int, int]] = []  # (host directory, inode, mtime_ns), applied at the end
         self.links: dict[tuple[int, int], Path] = {}  # (st_dev, st_ino) of a source with nlink > 1 -> its copy
         self.dirs: dict[str, Path] = {}  # in-image directory -> host directory, resolved during this copy
 
@@ -231,7 +231,7 @@ class _Writer:
         mode = stat.S_IMODE(source.st_mode) if source is not None else 0o755
         self._meta(host, self.plan.mode if self.plan.mode is not None else mode, directory=True)
         if source is not None:
-            self.dir_times.append((host, source.st_mtime_ns))
+            self.dir_times.append((host, host.lstat().st_ino, source.st_mtime_ns))
         return host
 
     def _meta(self, host: Path, mode: int, *, directory: bool = False) -> None:
@@ -253,7 +253,7 @@ class _Writer:
                 if not os.path.lexists(host):
                     os.mkdir(host)
                 self._meta(host, mode, directory=True)
-                self.dir_times.append((host, st.st_mtime_ns))
+                self.dir_times.append((host, host.lstat().st_ino, st.st_mtime_ns))
                 return
             self._remove(host)
             self.forget(path)
@@ -292,8 +292,9 @@ class _Writer:
             os.unlink(host)
 
     def finish(self) -> None:
-        for host, mtime in sorted(self.dir_times, key=lambda item: -len(item[0].parts)):
-            os.utime(host, ns=(mtime, mtime), follow_symlinks=False)
+        """Directory mtimes, deepest first, on the directories written (never through a link made since)."""
+        for host, inode, mtime in sorted(self.dir_times, key=lambda item: -len(item[0].parts)):
+            set_directory_metadata(self.rootfs, host, inode, mtime_ns=mtime)
 
 
 def hash_copy_sources(state: StageState, inst: Copy, source: SourceTree, escape: str) -> str:

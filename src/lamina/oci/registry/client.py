@@ -11,6 +11,14 @@ registry already has, mount blobs from other repositories of the same registry w
 monolithically or in ``PATCH`` chunks. :meth:`RegistryClient.list_tags` and :meth:`RegistryClient.delete_manifest`
 serve cache maintenance.
 
+Failures are retried with exponential backoff and jitter (base ``RegistryConfig.backoff_seconds``): connection errors,
+timeouts, 429 (honouring ``Retry-After``) and 5xx, for every request that may be repeated safely. An upload that
+fails resumes where the registry says it stands (``GET`` of the session: ``Range: 0-N``), finishes if the registry
+turns out to have stored the blob already (its answer was lost), or starts over when the session is gone. A download
+that breaks off resumes with ``Range: bytes=N-`` (or starts over if the registry ignores ranges); content that does
+not match its digest is fetched again, then refused with :class:`~lamina.errors.DigestMismatch`, and never reaches
+its destination.
+
 Bearer tokens are requested per set of scopes: ``repository:<name>:pull`` to read, ``repository:<name>:pull,push`` to
 write, ``repository:<name>:delete`` to delete (what distribution's access controller asks for a ``DELETE``), and for a
 cross-repository mount one token carrying ``repository:<dest>:pull,push`` and ``repository:<source>:pull``.
@@ -25,16 +33,19 @@ import email.utils
 import json
 import logging
 import os
+import random
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, BinaryIO, Self, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
 
 from lamina.errors import AuthError, DigestMismatch, NotFound, RegistryError, RegistryUnreachable
 from lamina.oci.digest import DigestingWriter, compute_digest
@@ -54,6 +65,7 @@ from lamina.oci.registry.auth import (
 from lamina.oci.registry.credentials import (
     Credentials,
     config_path,
+    configured_helper,
     credentials_from_environment,
     lookup_credentials,
 )
@@ -64,10 +76,11 @@ _T = TypeVar("_T")
 
 DOCKER_HUB_API_HOST = "registry-1.docker.io"
 USER_AGENT = "lamina/0.1 (+https://github.com/lamina)"
-DOWNLOAD_CHUNK = 1 << 20
+DOWNLOAD_CHUNK = 64 << 10  # small reads: what arrived before a connection broke is kept, and resumed after
 MAX_MANIFEST_BYTES = 4 << 20
 MAX_CONFIG_BYTES = 64 << 20
-BACKOFF_SECONDS = 0.5
+BACKOFF_SECONDS = 0.5  # first retry delay; doubled per attempt, with jitter
+MAX_BACKOFF_SECONDS = 30.0
 MAX_RETRY_AFTER_SECONDS = 30.0
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _LOOPBACK_HOSTS = frozenset({"localhost", "[::1]", "::1"})
@@ -89,6 +102,7 @@ class RegistryConfig:
     timeout: float = 60.0
     retries: int = 3  # reads (GET, HEAD): --image-download-retry
     push_retries: int = 3  # writes (POST, PUT, PATCH, DELETE): --push-retry
+    backoff_seconds: float = BACKOFF_SECONDS  # base of the exponential backoff between retries (jittered)
     # per registry host: a CA bundle to trust, a client certificate and key (mTLS), no verification at all
     ca_certificates: tuple[tuple[str, str], ...] = ()
     client_certificates: tuple[tuple[str, str, str], ...] = ()
@@ -124,7 +138,38 @@ class _Token:
 
 
 class _ContentError(Exception):
-    """A download broke off in the middle (retried by :meth:`RegistryClient.fetch_blob`)."""
+    """A download broke off in the middle (resumed by :meth:`RegistryClient.fetch_blob`)."""
+
+
+class _PartialDownload:
+    """A download in progress: the file it goes to and the running digest of what it holds."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._file = f
+        self.writer = DigestingWriter(f)
+
+    @property
+    def size(self) -> int:
+        return self.writer.size
+
+    def restart(self) -> None:
+        """Throw away what arrived: the next request fetches the whole blob."""
+        self._file.seek(0)
+        self._file.truncate()
+        self.writer = DigestingWriter(self._file)
+
+
+@dataclass
+class _UploadState:
+    """Where one blob upload stands, as far as the client knows; updated step by step so that a failure can be
+    recovered from where it happened."""
+
+    location: str | None = None  # the upload session (None: start a new one)
+    offset: int = 0  # bytes the registry has confirmed
+    finishing: bool = False  # the closing PUT was sent: the blob may exist although its answer was lost
+    retry_after: float | None = None  # the registry's Retry-After for the last failure
+    recoverable: bool = False  # the last failure is an answer worth retrying (5xx, 429, a lost session)
+    lost_session: bool = False  # the session is gone (404/416/400 upload codes, digest invalid): start anew
 
 
 class RegistryClient:
@@ -136,6 +181,9 @@ class RegistryClient:
         self._session = requests.Session()
         self._session.headers["User-Agent"] = USER_AGENT
         self._session.verify = not config.skip_tls_verify
+        if config.skip_tls_verify or config.skip_tls_verify_registries:
+            # asked for: no warning per request (urllib3's filter is process-wide, as the flag's intent)
+            warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
         self._plain_http: set[str] = {_api_host(host) for host in config.insecure_registries}
         self._challenges: dict[str, AuthChallenge] = {}
         self._tokens: dict[tuple[str, tuple[str, ...]], _Token] = {}  # (host, scopes) -> token
@@ -301,7 +349,7 @@ class RegistryClient:
         try:
             resp = self._request("POST", dest, f"/v2/{dest.repository}/blobs/uploads/", action=_PUSH,
                                  scopes=scopes, params={"mount": digest, "from": source.repository},
-                                 headers={"Content-Length": "0"}, retry=False)
+                                 headers={"Content-Length": "0"})  # a repeated mount is harmless
         except AuthError as e:
             log.info("mounting %s into %s from %s was refused (%s); it has to be uploaded", digest, dest.name,
                      source.repository, e)
@@ -461,17 +509,22 @@ class RegistryClient:
                       missing_ok: bool) -> tuple[bytes, str, str] | None:
         """Like :meth:`_fetch_manifest`; with ``missing_ok``, ``None`` for a 404 instead of :class:`NotFound`."""
         resp = self._request("GET", ref, f"/v2/{ref.repository}/manifests/{target}", action=_PULL,
-                             headers={"Accept": accept})
+                             headers={"Accept": accept}, stream=True)
         with resp:
             if resp.status_code == 404 and missing_ok:
                 return None
             if resp.status_code != 200:
                 raise self._status_error(resp, ref, f"fetching the manifest {target} of {ref.name} failed", _PULL,
                                          manifest=target)
-            body = resp.content
-        if len(body) > MAX_MANIFEST_BYTES:
-            raise RegistryError(f"the manifest of {ref} is larger than {MAX_MANIFEST_BYTES} bytes",
-                                registry=ref.registry, repository=ref.repository)
+            declared = resp.headers.get("Content-Length", "")
+            too_large = declared.isdigit() and int(declared) > MAX_MANIFEST_BYTES
+            body = b"" if too_large else resp.raw.read(MAX_MANIFEST_BYTES + 1, decode_content=True)
+        if too_large or len(body) > MAX_MANIFEST_BYTES:
+            raise RegistryError(f"the manifest of {ref} is larger than {MAX_MANIFEST_BYTES} bytes (4 MiB), the most "
+                                "registries accept", registry=ref.registry, repository=ref.repository,
+                                status=resp.status_code,
+                                hint="this is not a normal image manifest: check the reference, or ask the "
+                                     "image's publisher to split it")
         digest = compute_digest(body)
         served = resp.headers.get("Docker-Content-Digest", "")
         for expected in (target, served):
@@ -486,46 +539,72 @@ class RegistryClient:
         if descriptor.size > limit:
             raise RegistryError(f"blob {descriptor.digest} of {ref} is {descriptor.size} bytes, more than the"
                                 f" {limit} allowed here", registry=ref.registry, repository=ref.repository)
-        resp = self._request("GET", ref, f"/v2/{ref.repository}/blobs/{descriptor.digest}", action=_PULL)
-        with resp:
-            if resp.status_code != 200:
-                raise self._status_error(resp, ref, f"fetching blob {descriptor.digest} failed", _PULL,
-                                         blob=descriptor.digest)
-            data = resp.content
-        digest = compute_digest(data)
-        if digest != descriptor.digest or len(data) != descriptor.size:
-            raise DigestMismatch(f"blob {descriptor.digest} of {ref.name} arrived as {len(data)} bytes with digest"
-                                 f" {digest} (expected {descriptor.size} bytes)", registry=ref.registry,
-                                 repository=ref.repository, hint="try again, or use another mirror")
-        return data
+        attempt = 0
+        while True:
+            resp = self._request("GET", ref, f"/v2/{ref.repository}/blobs/{descriptor.digest}", action=_PULL)
+            with resp:
+                if resp.status_code != 200:
+                    raise self._status_error(resp, ref, f"fetching blob {descriptor.digest} failed", _PULL,
+                                             blob=descriptor.digest)
+                data = resp.content
+            digest = compute_digest(data)
+            if digest == descriptor.digest and len(data) == descriptor.size:
+                return data
+            error = DigestMismatch(f"blob {descriptor.digest} of {ref.name} arrived as {len(data)} bytes with"
+                                   f" digest {digest} (expected {descriptor.size} bytes)", registry=ref.registry,
+                                   repository=ref.repository, hint="try again, or use another mirror")
+            if attempt >= self._config.retries:
+                raise error
+            delay = _backoff(attempt, self._config.backoff_seconds)
+            log.info("%s; fetching it again in %.1fs", error, delay)
+            time.sleep(delay)
+            attempt += 1
 
     # -- internals: blobs -----------------------------------------------------------------------------------------
 
     def _fetch_blob(self, ref: Reference, descriptor: Descriptor, dest: Path) -> None:
+        """Download into ``dest.tmp``; a download that breaks off is resumed (``Range: bytes=N-``) where it stopped,
+        or started over if the registry ignores the range; content that does not match the digest is fetched once
+        more from scratch, then refused. Only verified content is renamed to ``dest``."""
         tmp = dest.with_name(dest.name + ".tmp")
         dest.parent.mkdir(parents=True, exist_ok=True)
         key = f"pull {descriptor.digest}"
-        attempt = 0
+        description = f"pull {_short(descriptor.digest)}"
+        failures = 0
+        self._progress.transfer_started(key, description, descriptor.size)
         try:
-            while True:
-                self._progress.transfer_started(key, f"pull {_short(descriptor.digest)}", descriptor.size)
-                try:
-                    writer_digest, size = self._download(ref, descriptor, tmp, key)
-                    break
-                except _ContentError as e:
-                    if attempt >= self._config.retries:
-                        raise RegistryUnreachable(f"the download of blob {descriptor.digest} broke off ({e})",
-                                                  registry=ref.registry, repository=ref.repository,
-                                                  hint="check the network and try again") from None
-                    log.info("download of %s broke off (%s); retrying", descriptor.digest, e)
-                    time.sleep(_backoff(attempt))
-                    attempt += 1
-            if size != descriptor.size or writer_digest != descriptor.digest:
-                raise DigestMismatch(f"blob {descriptor.digest} of {ref.name} arrived as {size} bytes with digest"
-                                     f" {writer_digest} (expected {descriptor.size} bytes)", registry=ref.registry,
-                                     repository=ref.repository,
-                                     hint="the registry or a proxy served other content; try again or use another"
-                                          " mirror")
+            with open(tmp, "wb") as f:
+                part = _PartialDownload(f)
+                while True:
+                    try:
+                        self._download(ref, descriptor, part, key)
+                    except _ContentError as e:
+                        if failures >= self._config.retries:
+                            raise RegistryUnreachable(f"the download of blob {descriptor.digest} of {ref.name} broke"
+                                                      f" off ({e})", registry=ref.registry,
+                                                      repository=ref.repository,
+                                                      hint="check the network and try again") from None
+                        delay = _backoff(failures, self._config.backoff_seconds)
+                        log.info("download of %s broke off after %d bytes (%s); resuming in %.1fs",
+                                 descriptor.digest, part.size, e, delay)
+                        time.sleep(delay)
+                        failures += 1
+                        continue
+                    if part.size == descriptor.size and part.writer.digest == descriptor.digest:
+                        break
+                    error = DigestMismatch(f"blob {descriptor.digest} of {ref.name} arrived as {part.size} bytes"
+                                           f" with digest {part.writer.digest} (expected {descriptor.size} bytes)",
+                                           registry=ref.registry, repository=ref.repository,
+                                           hint="the registry or a proxy served other content; try again or use"
+                                                " another mirror")
+                    if failures >= self._config.retries:
+                        raise error
+                    delay = _backoff(failures, self._config.backoff_seconds)
+                    log.info("%s; downloading it again in %.1fs", error, delay)
+                    time.sleep(delay)
+                    failures += 1
+                    part.restart()
+                    self._progress.transfer_started(key, description, descriptor.size)
             tmp.replace(dest)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -533,25 +612,46 @@ class RegistryClient:
         finally:
             self._progress.transfer_finished(key)
 
-    def _download(self, ref: Reference, descriptor: Descriptor, tmp: Path, key: str) -> tuple[str, int]:
+    def _download(self, ref: Reference, descriptor: Descriptor, part: _PartialDownload, key: str) -> None:
+        """Append the blob to ``part`` from byte ``part.size`` on (a ranged request unless it is 0), or all of it
+        again if the registry answers a ranged request with the whole blob."""
+        if part.size >= descriptor.size:
+            return  # all there: the digest decides
+        resumed = part.size
+        headers = {"Range": f"bytes={resumed}-"} if resumed else None
         resp = self._request("GET", ref, f"/v2/{ref.repository}/blobs/{descriptor.digest}", action=_PULL,
-                             stream=True)
+                             headers=headers, stream=True)
         with resp:
-            if resp.status_code != 200:
+            if resumed and resp.status_code == 206:
+                served = resp.headers.get("Content-Range")
+                if _content_range_start(served) != resumed:
+                    log.info("%s answered a request for bytes %d- with %r; starting over", ref.registry, resumed,
+                             served)
+                    part.restart()
+                    self._progress.transfer_started(key, f"pull {_short(descriptor.digest)}", descriptor.size)
+                    raise _ContentError("the registry sent another range")
+            elif resp.status_code == 200:
+                if resumed:  # the registry ignores Range: everything comes again
+                    log.info("%s ignores Range requests; downloading %s from the start", ref.registry,
+                             descriptor.digest)
+                    part.restart()
+                    self._progress.transfer_started(key, f"pull {_short(descriptor.digest)}", descriptor.size)
+            elif resumed and resp.status_code == 416:
+                return  # nothing after what we have: the digest decides
+            else:
                 raise self._status_error(resp, ref, f"fetching blob {descriptor.digest} failed", _PULL,
                                          blob=descriptor.digest)
-            with open(tmp, "wb") as f:
-                writer = DigestingWriter(f)
-                try:
-                    for chunk in resp.iter_content(DOWNLOAD_CHUNK):
-                        writer.write(chunk)
-                        self._progress.transfer_advanced(key, len(chunk))
-                        if writer.size > descriptor.size:
-                            break  # more than announced: the digest check below fails, no need to read on
-                except (requests.ConnectionError, requests.Timeout,
-                        requests.exceptions.ChunkedEncodingError) as e:
-                    raise _ContentError(type(e).__name__) from None
-        return writer.digest, writer.size
+            try:
+                for chunk in resp.iter_content(DOWNLOAD_CHUNK):
+                    part.writer.write(chunk)
+                    self._progress.transfer_advanced(key, len(chunk))
+                    if part.size > descriptor.size:
+                        break  # more than announced: the digest check fails, no need to read on
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                    requests.exceptions.ContentDecodingError) as e:
+                raise _ContentError(type(e).__name__) from None
+        if part.size < descriptor.size:
+            raise _ContentError(f"{part.size} of {descriptor.size} bytes")  # a short body, yet no error
 
     def _cancel_upload(self, ref: Reference, location: str) -> None:
         """Cancel an upload session (``DELETE`` its Location), best effort: the registry purges stale uploads
@@ -575,68 +675,153 @@ class RegistryClient:
             raise self._status_error(resp, ref, f"checking for blob {digest} failed", action)
 
     def _upload(self, ref: Reference, digest: str, size: int, read_at: Callable[[int, int], bytes]) -> None:
+        """Upload a blob: ``POST`` a session, then one ``PUT`` (up to ``chunk_size``) or ``PATCH`` chunks and a
+        closing ``PUT``. After a failure (broken connection, timeout, 429, 5xx), up to ``push_retries`` times and
+        after a backoff (or the registry's ``Retry-After``):
+
+        * if the closing ``PUT`` was sent, the registry may have stored the blob and only its answer was lost: a
+          ``HEAD`` tells, and if it is there the upload is done;
+        * else the session's ``Location`` is asked (``GET``) how much it holds (``Range: 0-N``) and the upload goes
+          on from byte N+1 with the ``Location`` that answer gave;
+        * a session the registry no longer knows (404, an invalid state, a refused range) or cannot report on, and
+          a blob the registry found corrupt, start a new upload from scratch.
+        """
         key = f"push {digest}"
-        self._progress.transfer_started(key, f"push {_short(digest)}", size)
+        description = f"push {_short(digest)}"
+        self._progress.transfer_started(key, description, size)
+        state = _UploadState()
+        failures = 0
         try:
-            attempt = 0
             while True:
+                state.finishing = state.recoverable = state.lost_session = False
+                state.retry_after = None
                 try:
-                    self._upload_once(ref, digest, size, read_at, key)
+                    self._upload_steps(ref, digest, size, read_at, key, state)
                     return
                 except RegistryError as e:
-                    retryable = isinstance(e, RegistryUnreachable) or (e.status is not None and e.status >= 500)
-                    if not retryable or attempt >= self._config.retries:
+                    retryable = isinstance(e, RegistryUnreachable) or state.recoverable
+                    if not retryable or failures >= self._config.push_retries:
                         raise
-                    log.info("upload of %s to %s failed (%s); starting it again", digest, ref.name, e)
-                    time.sleep(_backoff(attempt))
-                    attempt += 1
-                    self._progress.transfer_started(key, f"push {_short(digest)}", size)
+                    delay = state.retry_after if state.retry_after is not None \
+                        else _backoff(failures, self._config.backoff_seconds)
+                    failures += 1
+                    log.info("upload of %s to %s failed at byte %d (%s); recovering in %.1fs", digest, ref.name,
+                             state.offset, e, delay)
+                    time.sleep(delay)
+                if state.finishing and self._blob_stored(ref, digest):
+                    log.debug("%s stored %s although the answer was lost", ref.name, digest)
+                    return
+                resumed = None
+                if state.location is not None and not state.lost_session:
+                    resumed = self._upload_status(ref, digest, state.location)
+                if resumed is None or resumed[1] > size:
+                    state.location, state.offset = None, 0
+                else:
+                    state.location, state.offset = resumed
+                    log.info("resuming the upload of %s at byte %d of %d", digest, state.offset, size)
+                self._progress.transfer_started(key, description, size)
+                if state.offset:
+                    self._progress.transfer_advanced(key, state.offset)
         finally:
             self._progress.transfer_finished(key)
 
-    def _upload_once(self, ref: Reference, digest: str, size: int, read_at: Callable[[int, int], bytes],
-                     key: str) -> None:
-        resp = self._request("POST", ref, f"/v2/{ref.repository}/blobs/uploads/", action=_PUSH,
-                             headers={"Content-Length": "0"}, retry=False)
-        location = self._upload_location(resp, ref, digest, (202,))
+    def _upload_steps(self, ref: Reference, digest: str, size: int, read_at: Callable[[int, int], bytes], key: str,
+                      state: _UploadState) -> None:
+        """Upload from ``state`` on (a new session if it has none), recording in ``state`` what the registry
+        confirmed, so that a failure can be resumed."""
+        if state.location is None:
+            resp = self._request("POST", ref, f"/v2/{ref.repository}/blobs/uploads/", action=_PUSH,
+                                 headers={"Content-Length": "0"})  # a repeated POST only leaves a stale session
+            state.offset = 0
+            state.location = self._upload_location(resp, ref, digest, state, session=False)
         chunk_size = max(1, self._config.chunk_size)
-        if size <= chunk_size:
+        if size <= chunk_size and state.offset == 0:
             data = read_at(0, size)
             _check_read(data, size, digest, ref)
-            resp = self._request("PUT", ref, location, action=_PUSH, params={"digest": digest}, data=data,
+            state.finishing = True
+            resp = self._request("PUT", ref, state.location, action=_PUSH, params={"digest": digest}, data=data,
                                  headers={"Content-Type": _OCTET_STREAM}, retry=False)
             self._progress.transfer_advanced(key, len(data))
         else:
-            offset = 0
-            while offset < size:
-                data = read_at(offset, min(chunk_size, size - offset))
-                _check_read(data, min(chunk_size, size - offset), digest, ref)
-                resp = self._request("PATCH", ref, location, action=_PUSH, data=data, retry=False,
+            while state.offset < size:
+                length = min(chunk_size, size - state.offset)
+                data = read_at(state.offset, length)
+                _check_read(data, length, digest, ref)
+                resp = self._request("PATCH", ref, state.location, action=_PUSH, data=data, retry=False,
                                      headers={"Content-Type": _OCTET_STREAM,
-                                              "Content-Range": f"{offset}-{offset + len(data) - 1}"})
-                location = self._upload_location(resp, ref, digest, (202,))
-                offset += len(data)
-                self._progress.transfer_advanced(key, len(data))
-            resp = self._request("PUT", ref, location, action=_PUSH, params={"digest": digest},
+                                              "Content-Range": f"{state.offset}-{state.offset + length - 1}"})
+                state.location = self._upload_location(resp, ref, digest, state, session=True)
+                state.offset += length
+                self._progress.transfer_advanced(key, length)
+            state.finishing = True
+            resp = self._request("PUT", ref, state.location, action=_PUSH, params={"digest": digest},
                                  headers={"Content-Length": "0"}, retry=False)
         with resp:
             if resp.status_code not in (201, 204):
+                self._note_upload_failure(resp, state, session=True)
                 raise self._status_error(resp, ref, f"uploading blob {digest} failed", _PUSH, blob=digest)
             served = resp.headers.get("Docker-Content-Digest")
         if served and served != digest:
             raise DigestMismatch(f"the registry stored blob {digest} as {served}", registry=ref.registry,
                                  repository=ref.repository, status=resp.status_code)
 
-    def _upload_location(self, resp: requests.Response, ref: Reference, digest: str,
-                         expected: tuple[int, ...]) -> str:
+    def _upload_location(self, resp: requests.Response, ref: Reference, digest: str, state: _UploadState, *,
+                         session: bool) -> str:
+        """The session ``Location`` of an accepted (202) upload step."""
         with resp:
-            if resp.status_code not in expected:
+            if resp.status_code != 202:
+                self._note_upload_failure(resp, state, session=session)
                 raise self._status_error(resp, ref, f"uploading blob {digest} failed", _PUSH, blob=digest)
             location = resp.headers.get("Location")
             if not location:
                 raise RegistryError(f"uploading blob {digest} failed: the registry sent no upload Location",
                                     registry=ref.registry, repository=ref.repository, status=resp.status_code)
             return urljoin(resp.url, location)
+
+    @staticmethod
+    def _note_upload_failure(resp: requests.Response, state: _UploadState, *, session: bool) -> None:
+        """Classify a failed upload answer for :meth:`_upload`: worth retrying, and whether the session is lost."""
+        status = resp.status_code
+        if status in RETRY_STATUSES or status >= 500:
+            state.recoverable = True
+            state.retry_after = _retry_after(resp.headers.get("Retry-After"))
+            return
+        if not session:
+            return
+        codes = _error_codes(resp)
+        if status in (404, 416) or "BLOB_UPLOAD_UNKNOWN" in codes or "BLOB_UPLOAD_INVALID" in codes \
+                or "DIGEST_INVALID" in codes:
+            # the session expired, was cancelled (distribution cancels one resumed with a stale state), or the
+            # registry received other bytes than sent: start again
+            state.recoverable = state.lost_session = True
+
+    def _blob_stored(self, ref: Reference, digest: str) -> bool:
+        """Does the registry hold ``digest`` now? ``False`` when it cannot tell (the upload goes on then)."""
+        try:
+            return self._blob_exists(ref, digest, _PUSH)
+        except RegistryError as e:
+            log.debug("checking for %s after a failed upload failed: %s", digest, e)
+            return False
+
+    def _upload_status(self, ref: Reference, digest: str, location: str) -> tuple[str, int] | None:
+        """``(Location, bytes received)`` of an upload session (``GET`` it: ``204`` with ``Range: 0-N``); ``None``
+        if the session is gone or its state cannot be learned (the upload then starts over)."""
+        try:
+            resp = self._request("GET", ref, location, action=_PUSH, retry=False)
+        except RegistryError as e:
+            log.debug("asking for the state of the upload of %s failed: %s", digest, e)
+            return None
+        with resp:
+            if resp.status_code not in (202, 204):
+                log.debug("the upload session of %s is gone (HTTP %d)", digest, resp.status_code)
+                return None
+            received = _range_end(resp.headers.get("Range"))
+            if received is None:
+                log.debug("the upload session of %s reports no usable Range (%r)", digest,
+                          resp.headers.get("Range"))
+                return None
+            next_location = resp.headers.get("Location")
+            return (urljoin(resp.url, next_location) if next_location else location), received
 
     # -- internals: HTTP, auth, retries ---------------------------------------------------------------------------
 
@@ -757,6 +942,10 @@ class RegistryClient:
         return config_path(self._config.docker_config_dir)
 
     def _login_hint(self, registry: str) -> str:
+        helper = configured_helper(registry, self._config.docker_config_dir)
+        if helper is not None:
+            return (f"the credential helper {helper} (named in {self._config_path()}) has no credentials for "
+                    f"{registry}; run `docker login {registry}` to store them there")
         return (f"no credentials for {registry} in {self._config_path()}; run `docker login {registry}` or add an"
                 " auths entry")
 
@@ -783,7 +972,13 @@ class RegistryClient:
               headers: Mapping[str, str], data: bytes | tuple[tuple[str, str], ...] | None,
               params: Mapping[str, str] | tuple[tuple[str, str], ...] | None, stream: bool,
               retry: bool) -> requests.Response:
-        """One request with retries on connection errors, 429 and 5xx, and plain-HTTP fallback for loopback hosts."""
+        """One request with retries on connection errors, timeouts, 429 and 5xx (exponential backoff with jitter;
+        a ``Retry-After`` is honoured), and plain-HTTP fallback for loopback hosts.
+
+        Only requests that may be repeated safely ask for retries (``retry``): reads, ``PUT``s of manifests,
+        ``DELETE``s, and ``POST``s that start an upload or mount a blob (a repeat at worst leaves an upload
+        session the registry purges). Upload chunks are recovered by :meth:`_upload`, which first asks the registry
+        what it received."""
         limit = self._config.retries if method in ("GET", "HEAD") else self._config.push_retries
         retries = limit if retry else 0
         attempt = 0
@@ -795,22 +990,27 @@ class RegistryClient:
                                              params=params, stream=stream, timeout=self._config.timeout,
                                              verify=self._verify(host), cert=self._cert(host))
             except requests.exceptions.SSLError as e:
-                if not absolute and self._fall_back_to_http(host):
+                # a loopback registry that answers TLS with plain HTTP gets plain HTTP (as Docker); a real TLS
+                # problem (an untrusted certificate, a client certificate missing) is reported as one
+                if not absolute and _speaks_plain_http(e) and self._fall_back_to_http(host):
                     continue
                 raise _tls_error(registry, repository, host, e) from None
-            except (requests.ConnectionError, requests.Timeout) as e:
-                if not absolute and self._fall_back_to_http(host):
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                    requests.exceptions.ContentDecodingError) as e:
+                # ChunkedEncodingError / ContentDecodingError: the body (read here unless ``stream``) broke off
+                if not absolute and isinstance(e, (requests.ConnectionError, requests.Timeout)) \
+                        and self._fall_back_to_http(host):
                     continue
                 if attempt < retries:
-                    log.info("%s %s: %s; retrying", method, host, type(e).__name__)
-                    time.sleep(_backoff(attempt))
+                    delay = _backoff(attempt, self._config.backoff_seconds)
+                    log.info("%s %s: %s; retrying in %.1fs", method, host, type(e).__name__, delay)
+                    time.sleep(delay)
                     attempt += 1
                     continue
                 raise _unreachable(registry, repository, host, e) from None
             if resp.status_code in RETRY_STATUSES and attempt < retries:
-                delay = _retry_after(resp.headers.get("Retry-After"))
-                if delay is None:
-                    delay = _backoff(attempt)
+                asked = _retry_after(resp.headers.get("Retry-After"))
+                delay = asked if asked is not None else _backoff(attempt, self._config.backoff_seconds)
                 log.info("%s %s: HTTP %d; retrying in %.1fs", method, host, resp.status_code, delay)
                 resp.close()
                 time.sleep(delay)
@@ -976,8 +1176,36 @@ def _on_mirror(ref: Reference, mirror: str) -> Reference:
     return replace(ref, registry=host.lower(), repository=repository)
 
 
-def _backoff(attempt: int) -> float:
-    return float(BACKOFF_SECONDS * (2 ** attempt))
+def _backoff(attempt: int, base: float = BACKOFF_SECONDS) -> float:
+    """The delay before retry number ``attempt + 1``: ``base * 2**attempt`` ("equal jitter": a random point in its
+    upper half, so clients that failed together do not retry together), at most :data:`MAX_BACKOFF_SECONDS`."""
+    delay: float = min(max(base, 0.0) * (2.0 ** attempt), MAX_BACKOFF_SECONDS)
+    return delay / 2 + random.uniform(0.0, delay / 2)
+
+
+def _range_end(value: str | None) -> int | None:
+    """The offset after the last byte an upload ``Range`` header (``0-N``, perhaps ``bytes=0-N``) confirms; ``None``
+    if it is not one. distribution answers ``0-0`` for an empty upload: read as nothing received (if a byte was,
+    the next ``PATCH`` is refused and the upload starts over)."""
+    if not value:
+        return None
+    text = value.strip().removeprefix("bytes=").strip()
+    start, sep, end = text.partition("-")
+    if not sep or not start.strip().isdigit() or not end.strip().isdigit() or int(start) != 0:
+        return None
+    last = int(end)
+    return 0 if last == 0 else last + 1
+
+
+def _content_range_start(value: str | None) -> int | None:
+    """The first byte of a ``Content-Range: bytes START-END/TOTAL`` answer."""
+    if not value:
+        return None
+    text = value.strip()
+    if not text.startswith("bytes "):
+        return None
+    start = text[6:].split("-", 1)[0].strip()
+    return int(start) if start.isdigit() else None
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -1084,6 +1312,9 @@ def _unreachable(registry: str, repository: str, host: str, error: Exception) ->
     if isinstance(error, requests.Timeout):
         what = f"{host} did not answer in time"
         hint = "check the network, or raise the timeout"
+    elif isinstance(error, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)):
+        what = f"the answer of {host} broke off ({type(error).__name__})"
+        hint = "check the network and try again"
     elif "Name or service not known" in text or "nodename nor servname" in text or "getaddrinfo" in text \
             or "Temporary failure in name resolution" in text:
         what = f"cannot resolve the registry host {host}"
@@ -1097,15 +1328,24 @@ def _unreachable(registry: str, repository: str, host: str, error: Exception) ->
     return RegistryUnreachable(what, registry=registry, repository=repository, hint=hint)
 
 
+def _speaks_plain_http(error: Exception) -> bool:
+    """Did the TLS handshake fail because the server answered in plain HTTP?"""
+    text = str(error).upper()
+    return "WRONG_VERSION_NUMBER" in text or "WRONG VERSION NUMBER" in text or "RECORD_LAYER_FAILURE" in text
+
+
 def _tls_error(registry: str, repository: str, host: str, error: Exception) -> RegistryUnreachable:
-    text = str(error)
-    if "WRONG_VERSION_NUMBER" in text.upper() or "wrong version number" in text:
+    text = str(error).upper()
+    if _speaks_plain_http(error):
         hint = f"{host} seems to speak plain HTTP; pass --insecure-registry {host} if that is intended"
-    elif "CERTIFICATE_VERIFY_FAILED" in text.upper():
-        hint = (f"the certificate of {host} is not trusted; install its CA, or pass --skip-tls-verify"
-                f" (or --insecure-registry {host} for plain HTTP)")
+    elif "CERTIFICATE_VERIFY_FAILED" in text:
+        hint = (f"the certificate of {host} is not trusted: pass --registry-certificate {host}=CA.pem with its CA, "
+                f"or --skip-tls-verify-registry {host} to not check it")
+    elif "CERTIFICATE_REQUIRED" in text or "HANDSHAKE_FAILURE" in text or "ALERT" in text:
+        hint = (f"{host} may want a client certificate: pass --registry-client-cert {host}=CERT,KEY; for an "
+                f"untrusted server certificate, --registry-certificate {host}=CA.pem")
     else:
-        hint = f"if {host} serves plain HTTP, pass --insecure-registry {host}; for a self-signed certificate," \
-               " --skip-tls-verify"
+        hint = (f"for a certificate signed by your own CA pass --registry-certificate {host}=CA.pem; for mutual "
+                f"TLS --registry-client-cert {host}=CERT,KEY; if {host} serves plain HTTP, --insecure-registry {host}")
     return RegistryUnreachable(f"the TLS handshake with {host} failed", registry=registry, repository=repository,
                                hint=hint)

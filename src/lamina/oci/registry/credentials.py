@@ -91,6 +91,23 @@ def lookup_credentials(host: str, config_dir: str | None) -> Credentials | None:
     return None
 
 
+def configured_helper(host: str, config_dir: str | None) -> str | None:
+    """The credential helper config.json sends ``host`` to (its credHelpers entry, else credsStore), if any."""
+    try:
+        config = json.loads(config_path(config_dir).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    helpers = config.get("credHelpers")
+    if isinstance(helpers, dict):
+        for key, helper in helpers.items():
+            if _key_host(key) in _aliases(host) and isinstance(helper, str) and helper:
+                return f"docker-credential-{helper}"
+    store = config.get("credsStore")
+    return f"docker-credential-{store}" if isinstance(store, str) and store else None
+
+
 def helper_server_url(host: str) -> str:
     """The server URL credential helpers file Docker Hub under (``https://index.docker.io/v1/``), else the host."""
     return DOCKER_HUB_LEGACY_KEY if host.lower() in DOCKER_HUB_HOSTS else host
