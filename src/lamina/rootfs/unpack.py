@@ -126,6 +126,7 @@ class _Unpacker:
         self.pool: ThreadPoolExecutor | None = None
         self.pending: dict[str, Future[None]] = {}
         self.buffered = 0
+        self.parents: dict[str, Path] = {}  # in-layer parent name → its resolved host directory
 
     def flush(self) -> None:
         """Wait for the files being written; their errors surface here."""
@@ -138,14 +139,16 @@ class _Unpacker:
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.pool = None
 
-    def _pending_at_or_above(self, target: Path) -> bool:
+    def _pending_at_or_above(self, name: str) -> bool:
+        """Is a file of this layer still being written at ``name`` or at one of its parents?"""
         if not self.pending:
             return False
-        current = target
-        while current != self.root and _inside(self.root, current):
-            if str(current) in self.pending:
+        prefix = str(self.root) + "/"
+        position = len(name)
+        while position > 0:
+            if prefix + name[:position] in self.pending:
                 return True
-            current = current.parent
+            position = name.rfind("/", 0, position)
         return False
 
     def _write_file(self, target: Path, data: bytes, member: tarfile.TarInfo) -> None:
@@ -191,6 +194,9 @@ class _Unpacker:
         os.chmod(directory, mode | stat.S_IRWXU)
 
     def ensure_parent(self, name: str, parent_name: str) -> Path:
+        known = self.parents.get(parent_name)
+        if known is not None:  # resolved before in this layer, and nothing replaced it since (see forget)
+            return known
         parent = resolve_in_root(self.root, parent_name)
         if not _inside(self.root, parent):
             raise self.fail(name, "its parent resolves outside the root filesystem")
@@ -206,7 +212,14 @@ class _Unpacker:
             os.mkdir(directory, 0o755)
             os.chmod(directory, 0o755)
         self.make_writable(parent)
+        self.parents[parent_name] = parent
         return parent
+
+    def forget(self, name: str) -> None:
+        """``name`` is being replaced: directories resolved at or below it may not lead where they did."""
+        prefix = name + "/"
+        for known in [p for p in self.parents if p == name or p.startswith(prefix)]:
+            del self.parents[known]
 
     # -- whiteouts --------------------------------------------------------------------------------------------------
 
@@ -249,6 +262,7 @@ class _Unpacker:
         parent_name, _, base = name.rpartition("/")
         if base.startswith(WHITEOUT_PREFIX):
             self.flush()
+            self.parents.clear()  # whiteouts remove paths: resolve parents afresh
             if base.startswith(".wh..wh.") and base != OPAQUE_MARKER:
                 self.skipped += 1  # aufs metadata (.wh..wh.plnk, .wh..wh.aufs): never part of the image
                 return
@@ -263,7 +277,7 @@ class _Unpacker:
                 log.warning("%s: skipping non-directory entry %r for the root directory", self.description,
                             member.name)
             return
-        if self.pending and self._pending_at_or_above(self.root / name):
+        if self.pending and self._pending_at_or_above(name):
             self.flush()
         parent = self.ensure_parent(name, parent_name)
         target = parent / base
@@ -271,6 +285,7 @@ class _Unpacker:
             raise self.fail(member.name, "it would land outside the root filesystem")
         if member.islnk():
             self.flush()
+            self.parents.clear()
             self.hardlink(member, target)
             return
         if not (member.isreg() or member.isdir() or member.issym() or member.isdev()):
@@ -283,6 +298,7 @@ class _Unpacker:
             existing = None
         if existing is not None and not (member.isdir() and stat.S_ISDIR(existing)):
             self.flush()  # queued writes may be inside what is replaced
+            self.forget(name)
             _remove(target)
         if member.isreg() and member.size <= INLINE_LIMIT:
             source = tf.extractfile(member)
