@@ -25,6 +25,8 @@ LABEL org.opencontainers.image.title="lamina" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=install /lamina /lamina
 COPY entrypoint.sh /lamina/entrypoint.sh
+# the marker the inplace sandbox looks for: this image's / may be built in, /lamina is never touched
+RUN touch /lamina/.lamina-runtime
 ENV PATH=/lamina/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1

@@ -58,6 +58,10 @@ class BuildOptions:
     image_name_with_digest_file: Path | None = None  # one line per destination: name@digest
     image_name_tag_with_digest_file: Path | None = None  # one line per destination: name:tag@digest
     metadata_file: Path | None = None  # buildx-style JSON
+    # the RUN sandbox (lamina.sandbox.detect): auto, namespace, rootless, chroot or inplace
+    sandbox: str = "auto"
+    force: bool = False  # --force: the inplace sandbox outside lamina's runtime image
+    cleanup: bool = False  # --cleanup: remove the directories the build created outside its work directory
 
     @property
     def build_arg_map(self) -> dict[str, str]:

@@ -36,7 +36,7 @@ from lamina.errors import DockerfileError, LaminaError, OptionsError, StepFailed
 from lamina.oci.registry.client import RegistryClient
 from lamina.options import BuildOptions, default_mount_cache_dir
 from lamina.progress import StepResult
-from lamina.sandbox.namespace import NamespaceRunner
+from lamina.sandbox.runners import select_runner, terminating
 
 GHCR = "ghcr.io"
 TRUE = frozenset({"true", "True", "TRUE"})  # YAML 1.2 core schema, as core.getBooleanInput
@@ -492,7 +492,11 @@ def run(options: BuildOptions, log: Log) -> BuildResult:
     progress = GitHubProgress(log)
     client = RegistryClient(registry_config(options), progress)
     try:
-        return build(options, client=client, runner=NamespaceRunner(), progress=progress)
+        # a GitHub container action is an unprivileged container: auto picks chroot there
+        choice, runner = select_runner(options.sandbox, force=options.force, warn=progress.message)
+        progress.message(f"sandbox: {choice.name} ({choice.reason})")
+        with terminating():
+            return build(options, client=client, runner=runner, progress=progress)
     finally:
         progress.close()
         client.close()

@@ -51,7 +51,7 @@ from lamina.errors import InvalidReference, LaminaError, OptionsError, StepFaile
 from lamina.oci.reference import Reference
 from lamina.oci.registry.client import RegistryClient
 from lamina.progress import StepResult
-from lamina.sandbox.namespace import NamespaceRunner
+from lamina.sandbox.runners import select_runner, terminating
 
 JOB_TOKEN_USER = "gitlab-ci-token"
 DOTENV_NAME = "lamina.env"
@@ -485,7 +485,10 @@ def run(environ: Mapping[str, str], write: Callable[[str], None], *, mr_note: bo
         progress.end_section()
         client = RegistryClient(registry_config(options), progress)
         try:
-            result = build(options, client=client, runner=NamespaceRunner(), progress=progress)
+            choice, runner = select_runner(options.sandbox, force=options.force, warn=progress.message)
+            progress.message(f"sandbox: {choice.name} ({choice.reason})")
+            with terminating():
+                result = build(options, client=client, runner=runner, progress=progress)
         except StepFailed as exc:
             progress.end_section()
             if not progress.show_steps and exc.output_tail:

@@ -5,7 +5,10 @@ every mount private, mounts /dev (tmpfs with the usual nodes bound in), /sys (re
 files into the rootfs, then the ``RUN --mount`` binds and tmpfs mounts, then forks the command as PID 1 of
 the new PID namespace, which mounts /proc, chroots, drops to the user and execs. When PID 1 ends, the kernel kills
 everything else in the namespace; when this process ends, the mounts go with the mount namespace. Its exit status is
-the command's (128 + signal when killed). Linux only, as root.
+the command's (128 + signal when killed). Linux only, as root (or root of a user namespace: the rootless sandbox).
+
+``python -m lamina.sandbox.nsexec --chroot SPEC.json`` is the chroot sandbox's half: no namespaces and no mounts,
+only chroot, user and exec, in this process.
 """
 
 from __future__ import annotations
@@ -37,6 +40,11 @@ MS_REMOUNT = 32
 MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+LOCKED_FLAGS = MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME | MS_NODIRATIME | MS_RELATIME  # statvfs's ST_* values
 PR_SET_PDEATHSIG = 1
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
@@ -73,6 +81,12 @@ class _Libc:
 
     def pdeathsig(self, sig: int) -> None:
         self.lib.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+    def remount_readonly(self, target: str, extra: int = 0) -> None:
+        """Make a bind mount read-only, keeping the flags it already has: inside a user namespace (rootless) the
+        kernel refuses a remount that would drop a locked nosuid/nodev/noexec/atime flag of the source mount."""
+        kept = os.statvfs(target).f_flag & LOCKED_FLAGS
+        self.mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | kept | extra)
 
 
 def _safe_target(rootfs: Path, rel: str, *, directory: bool) -> str | None:
@@ -112,13 +126,13 @@ def _setup_mounts(libc: _Libc, spec: dict[str, object], rootfs: Path) -> None:
         libc.mount("sysfs", sys_dir, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
     elif sys_dir:
         libc.mount("/sys", sys_dir, None, MS_BIND | MS_REC)
-        libc.mount(None, sys_dir, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC)
+        libc.remount_readonly(sys_dir)
     for key, rel in (("resolv_conf", "etc/resolv.conf"), ("hosts", "etc/hosts")):
         source = spec.get(key)
         file_target = _safe_target(rootfs, rel, directory=False)
         if isinstance(source, str) and file_target:
             libc.mount(source, file_target, None, MS_BIND)
-            libc.mount(None, file_target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+            libc.remount_readonly(file_target)
 
 
 def _mount_target(rootfs: Path, target: str, *, directory: bool) -> str:
@@ -158,7 +172,7 @@ def _extra_mounts(libc: _Libc, spec: dict[str, object], rootfs: Path) -> None:
         else:
             libc.mount(str(mount["source"]), target, None, MS_BIND | MS_REC)
             if mount.get("readonly"):
-                libc.mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC)
+                libc.remount_readonly(target)
 
 
 def _loopback_up() -> None:
@@ -180,11 +194,13 @@ def _secret_environment(spec: dict[str, object]) -> dict[str, str]:
     return out
 
 
-def _exec_command(libc: _Libc, spec: dict[str, object], rootfs: Path) -> None:
-    """In the child (PID 1 of the new namespace): /proc, chroot, user, exec. Never returns."""
+def _exec_command(libc: _Libc, spec: dict[str, object], rootfs: Path, *, mount_proc: bool = True) -> None:
+    """In the child (PID 1 of the new namespace): /proc, chroot, user, exec. Never returns.
+
+    ``mount_proc=False`` (the chroot sandbox: no namespaces, no mounts) only chroots, switches user and execs."""
     try:
         libc.pdeathsig(signal.SIGKILL)
-        proc = _safe_target(rootfs, "proc", directory=True)
+        proc = _safe_target(rootfs, "proc", directory=True) if mount_proc else None
         if proc:
             libc.mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         secret_env = _secret_environment(spec)
@@ -224,12 +240,15 @@ def _exec_command(libc: _Libc, spec: dict[str, object], rootfs: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    spec = json.loads(Path(argv[1]).read_text())
+    chroot_only = len(argv) > 2 and argv[1] == "--chroot"
+    spec = json.loads(Path(argv[-1]).read_text())
     rootfs = Path(str(spec["rootfs"]))
     if rootfs.resolve() == Path("/"):
         sys.stderr.write("lamina: refusing to use / as the rootfs\n")
         return 125
     libc = _Libc()
+    if chroot_only:  # the chroot sandbox: this process becomes the command (the leader of its process group)
+        _exec_command(libc, spec, rootfs, mount_proc=False)
     libc.pdeathsig(signal.SIGKILL)
     try:
         network_none = spec.get("network") == "none"
