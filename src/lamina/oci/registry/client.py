@@ -509,17 +509,15 @@ class RegistryClient:
                       missing_ok: bool) -> tuple[bytes, str, str] | None:
         """Like :meth:`_fetch_manifest`; with ``missing_ok``, ``None`` for a 404 instead of :class:`NotFound`."""
         resp = self._request("GET", ref, f"/v2/{ref.repository}/manifests/{target}", action=_PULL,
-                             headers={"Accept": accept}, stream=True)
+                             headers={"Accept": accept})
         with resp:
             if resp.status_code == 404 and missing_ok:
                 return None
             if resp.status_code != 200:
                 raise self._status_error(resp, ref, f"fetching the manifest {target} of {ref.name} failed", _PULL,
                                          manifest=target)
-            declared = resp.headers.get("Content-Length", "")
-            too_large = declared.isdigit() and int(declared) > MAX_MANIFEST_BYTES
-            body = b"" if too_large else resp.raw.read(MAX_MANIFEST_BYTES + 1, decode_content=True)
-        if too_large or len(body) > MAX_MANIFEST_BYTES:
+            body = resp.content  # read (and retried when it breaks off) by _send
+        if len(body) > MAX_MANIFEST_BYTES:
             raise RegistryError(f"the manifest of {ref} is larger than {MAX_MANIFEST_BYTES} bytes (4 MiB), the most "
                                 "registries accept", registry=ref.registry, repository=ref.repository,
                                 status=resp.status_code,
