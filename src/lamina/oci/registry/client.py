@@ -426,7 +426,7 @@ class RegistryClient:
                              headers={"Content-Type": media_type}, data=body)
         with resp:
             if resp.status_code not in (200, 201, 202):
-                raise self._status_error(resp, ref, f"pushing the manifest of {ref} failed", _PUSH)
+                raise self._status_error(resp, ref, f"pushing the manifest of {ref} failed", _PUSH, manifest=target)
             served = resp.headers.get("Docker-Content-Digest")
         if served and served != digest:
             raise DigestMismatch(f"the registry stored the manifest of {ref} as {served}, but its digest is {digest}",
@@ -1082,6 +1082,12 @@ class RegistryClient:
         if "MANIFEST_BLOB_UNKNOWN" in codes or "BLOB_UNKNOWN" in codes:
             return error(RegistryError, f"{doing}: the registry lacks a blob the manifest refers to",
                          detail or "push the blobs before the manifest")
+        if manifest is not None and action == _PUSH and status in (400, 409) and (
+                "TAG_INVALID" in codes or "immutable" in detail.lower() or "already exists" in detail.lower()):
+            return error(RegistryError, f"{doing}: the tag {manifest} exists and the repository does not allow "
+                         "overwriting it (immutable tags)",
+                         f"push a new tag, or turn off tag immutability for {ref.repository}"
+                         + (f" ({detail})" if detail else ""))
         if status == 429:
             return error(RegistryError, f"{doing}: too many requests",
                          "the registry rate-limits you; wait, log in or use a mirror")
