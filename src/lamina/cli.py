@@ -473,6 +473,30 @@ def run_build(values: Mapping[str, object], environ: Mapping[str, str], out: Con
     return 0
 
 
+def report_error(err: Console, exc: LaminaError, *, debug: bool) -> int:
+    """One line on stderr (the traceback too at debug verbosity); the error's exit code."""
+    if debug:
+        err.print_exception()
+    err.print(f"error: {exc}", markup=False, highlight=False)
+    return exc.exit_code
+
+
+def run_build_reporting(values: Mapping[str, object], environ: Mapping[str, str], out: Console,
+                        err: Console) -> int:
+    """``lamina build`` with logging set from --verbosity and errors reported (also the rootless re-run's entry)."""
+    verbosity = str(values.get("verbosity") or "info")
+    debug = verbosity in ("debug", "trace")
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return run_build(values, environ, out, err)
+    except LaminaError as exc:
+        return report_error(err, exc, debug=debug)
+    except KeyboardInterrupt:
+        err.print("error: interrupted", highlight=False)
+        return 130
+
+
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     env = os.environ if environ is None else environ
     args = parser().parse_args(argv)
@@ -496,18 +520,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         if args.command == "manifest":
             return run_manifest_create(args, env, out)
         values = resolve_flags(args, env)
-        verbosity = str(values.get("verbosity") or "info")
-        logging.basicConfig(level=logging.DEBUG if verbosity in ("debug", "trace") else logging.WARNING,
-                            format="%(levelname)s %(name)s: %(message)s")
-        return run_build(values, env, out, err)
+        return run_build_reporting(values, env, out, err)
     except LaminaError as exc:
-        if values.get("verbosity") in ("debug", "trace"):
-            err.print_exception()
-        err.print(f"error: {exc}", markup=False, highlight=False)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        err.print("error: interrupted", highlight=False)
-        return 130
+        return report_error(err, exc, debug=values.get("verbosity") in ("debug", "trace"))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import ctypes
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -148,8 +147,7 @@ def main(argv: list[str]) -> int:
     """The inner half: root of the user namespace, run the build with the flags read from the pipe."""
     from rich.console import Console
 
-    from lamina.cli import run_build
-    from lamina.errors import LaminaError
+    from lamina.cli import run_build_reporting
 
     if len(argv) != 3 or argv[1] != "--values-fd":
         sys.stderr.write("usage: python -m lamina.sandbox.rootless --values-fd FD (started by lamina build)\n")
@@ -158,19 +156,7 @@ def main(argv: list[str]) -> int:
         values = json.loads(f.read())
     out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
-    verbosity = str(values.get("verbosity") or "info")
-    logging.basicConfig(level=logging.DEBUG if verbosity in ("debug", "trace") else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return run_build(values, dict(os.environ), out, err)
-    except LaminaError as exc:
-        if verbosity in ("debug", "trace"):
-            err.print_exception()
-        err.print(f"error: {exc}", markup=False, highlight=False)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        err.print("error: interrupted", highlight=False)
-        return 130
+    return run_build_reporting(values, dict(os.environ), out, err)
 
 
 if __name__ == "__main__":

@@ -69,13 +69,7 @@ def resolve_user(spec: str, db: UserDB) -> ResolvedUser:
             raise UnknownUser(f"unable to find user {user}: no matching entries in passwd file")
         uid, gid, home, name = int(entry[2]), int(entry[3]), entry[5] or "/", user
     if group:
-        if group.isdigit():
-            gid = int(group)
-        else:
-            gentry = next((g for g in groups if g[0] == group), None)
-            if gentry is None:
-                raise UnknownUser(f"unable to find group {group}: no matching entries in group file")
-            gid = int(gentry[2])
+        gid = _group_id(group, groups)
     supplementary = [gid]
     if name is not None and not group:
         for g in groups:
@@ -83,6 +77,16 @@ def resolve_user(spec: str, db: UserDB) -> ResolvedUser:
             if name in members and g[2].isdigit() and int(g[2]) not in supplementary:
                 supplementary.append(int(g[2]))
     return ResolvedUser(uid, gid, tuple(supplementary), home)
+
+
+def _group_id(group: str, groups: list[list[str]]) -> int:
+    """A group given by number, or by name in /etc/group."""
+    if group.isdigit():
+        return int(group)
+    entry = next((g for g in groups if g[0] == group), None)
+    if entry is None:
+        raise UnknownUser(f"unable to find group {group}: no matching entries in group file")
+    return int(entry[2])
 
 
 def resolve_owner(spec: str, db: UserDB) -> tuple[int, int]:
@@ -101,11 +105,5 @@ def resolve_owner(spec: str, db: UserDB) -> tuple[int, int]:
         uid = int(entry[2])
         gid = int(entry[3]) if entry[3].isdigit() else uid
     if sep and group:
-        if group.isdigit():
-            gid = int(group)
-        else:
-            gentry = next((g for g in groups if g[0] == group), None)
-            if gentry is None:
-                raise UnknownUser(f"unable to find group {group}: no matching entries in group file")
-            gid = int(gentry[2])
+        gid = _group_id(group, groups)
     return uid, gid

@@ -27,7 +27,7 @@ class Changes:
         return not (self.upserts or self.deletions or self.opaque)
 
 
-def _ancestors(key: str) -> list[str]:
+def ancestors(key: str) -> list[str]:
     """ "a/b/c" → ["a/b", "a"]."""
     out: list[str] = []
     while "/" in key:
@@ -48,7 +48,7 @@ def _changed(old: FileState, new: FileState) -> bool:
 
 def _covered(key: str, before: Mapping[str, FileState], after: Mapping[str, FileState], opaque: set[str]) -> bool:
     """Does an ancestor's change already remove the deleted `key` from the image (so it needs no whiteout)?"""
-    for ancestor in _ancestors(key):
+    for ancestor in ancestors(key):
         now = after.get(ancestor)
         if now is None:
             if ancestor in before:
@@ -71,6 +71,6 @@ def diff_scans(before: Mapping[str, FileState], after: Mapping[str, FileState]) 
             if old.is_dir and new.is_dir and (old.ino, old.dev) != (new.ino, new.dev):
                 opaque.add(key)
     if opaque:
-        upserts.update(key for key in after if any(a in opaque for a in _ancestors(key)))
+        upserts.update(key for key in after if any(a in opaque for a in ancestors(key)))
     deletions = [key for key in before if key not in after and not _covered(key, before, after, opaque)]
     return Changes(upserts=tuple(sorted(upserts)), deletions=tuple(sorted(deletions)), opaque=tuple(sorted(opaque)))

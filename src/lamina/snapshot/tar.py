@@ -23,7 +23,7 @@ from isal import igzip
 from lamina.errors import OptionsError, RootfsError
 from lamina.oci.digest import DigestingWriter, digest_hex
 from lamina.oci.model import OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_LAYER_ZSTD
-from lamina.snapshot.diff import Changes
+from lamina.snapshot.diff import Changes, ancestors
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -97,14 +97,6 @@ def _parent_and_name(key: str) -> tuple[str, str]:
     return parent, name
 
 
-def _ancestors(key: str) -> list[str]:
-    out: list[str] = []
-    while "/" in key:
-        key = key.rpartition("/")[0]
-        out.append(key)
-    return out
-
-
 def _plan(changes: Changes) -> list[tuple[str, bool]]:
     """(path in the tar, is a whiteout) for every entry, sorted; ancestors of every entry included once."""
     entries: dict[str, bool] = {}
@@ -116,7 +108,7 @@ def _plan(changes: Changes) -> list[tuple[str, bool]]:
             parent, name = _parent_and_name(key)
             entries[f"{parent}/{WHITEOUT_PREFIX}{name}" if parent else WHITEOUT_PREFIX + name] = True
     for key in list(entries):
-        for ancestor in _ancestors(key):
+        for ancestor in ancestors(key):
             if ancestor in entries:
                 break  # its own ancestors were added with it
             entries[ancestor] = False

@@ -46,14 +46,13 @@ from isal import igzip
 
 from lamina.build import remote
 from lamina.build.context import BuildContext
-from lamina.build.handlers.copy import ContextSource, CopyPlan, RootfsSource, _Writer, parse_chmod
+from lamina.build.handlers.copy import ContextSource, CopyPlan, RootfsSource, Writer, expand_copy_arguments
 from lamina.build.handlers.metadata import expand
 from lamina.build.state import StageState
-from lamina.dockerfile.ignore import is_ignored, parse_ignore
+from lamina.dockerfile.ignore import is_ignored
 from lamina.dockerfile.instructions import Copy
 from lamina.errors import RootfsError
 from lamina.rootfs.paths import resolve_in_root, set_directory_metadata
-from lamina.sandbox.users import UnknownUser, read_user_db, resolve_owner
 
 CHUNK = 1 << 20
 GIT_TIMEOUT = 900
@@ -444,19 +443,8 @@ def add_files(state: StageState, inst: Copy, context: BuildContext, escape: str,
         raise inst.error("a heredoc is not supported yet in ADD")
     env = state.expansion_env()
     root = into if into is not None else state.rootfs
-    sources = [expand(inst, s, env, escape) for s in inst.sources]
-    dest = expand(inst, inst.dest, env, escape)
-    if not dest:
-        raise inst.error("the destination is empty")
-    uid, gid = 0, 0
-    if inst.chown:
-        chown = expand(inst, inst.chown, env, escape)
-        try:
-            uid, gid = resolve_owner(chown, read_user_db(state.rootfs))
-        except UnknownUser as exc:
-            raise inst.error(f"--chown={chown}: {exc}", column=inst.column_of("--chown")) from None
-    mode = parse_chmod(inst, expand(inst, inst.chmod, env, escape)) if inst.chmod else None
-    excludes = parse_ignore("\n".join(expand(inst, e, env, escape) for e in inst.excludes))
+    args = expand_copy_arguments(state, inst, escape)
+    sources, dest, uid, gid, mode, excludes = args.sources, args.dest, args.uid, args.gid, args.mode, args.excludes
     checksum = expand(inst, inst.checksum, env, escape) if inst.checksum else None
 
     items: list[_Item] = []
@@ -490,7 +478,7 @@ def add_files(state: StageState, inst: Copy, context: BuildContext, escape: str,
     absolute = dest if dest.startswith("/") else posixpath.join(state.workdir, dest)
     dest_is_dir = dest.endswith(("/", "/.")) or dest in (".", "..") or len(items) > 1
     plan = CopyPlan(uid, gid, mode, posixpath.normpath(absolute), dest_is_dir)
-    writer = _Writer(root, plan, inst)
+    writer = Writer(root, plan, inst)
     owner = (uid, gid) if inst.chown else None
     for index, item in enumerate(items):
         if item.kind == "local":
@@ -543,7 +531,7 @@ def add_files(state: StageState, inst: Copy, context: BuildContext, escape: str,
     writer.finish()
 
 
-def _place_file(root: Path, writer: _Writer, plan: CopyPlan, host: Path, name: str) -> None:
+def _place_file(root: Path, writer: Writer, plan: CopyPlan, host: Path, name: str) -> None:
     """One file, where COPY would put it: ``dest`` itself, or ``dest/name`` when dest is a directory."""
     target = plan.dest
     if plan.dest_is_dir or resolve_in_root(root, plan.dest).is_dir():
@@ -552,7 +540,7 @@ def _place_file(root: Path, writer: _Writer, plan: CopyPlan, host: Path, name: s
     writer.copy_entry(target, host)
 
 
-def _extract(inst: Copy, writer: _Writer, plan: CopyPlan, archive: Path, what: str,
+def _extract(inst: Copy, writer: Writer, plan: CopyPlan, archive: Path, what: str,
              owner: tuple[int, int] | None) -> None:
     root = writer.ensure_dir(plan.dest, None)
     try:

@@ -25,7 +25,7 @@ from typing import Protocol
 from lamina.build.context import BuildContext, clean_source, has_glob
 from lamina.build.handlers.metadata import expand
 from lamina.build.state import StageState
-from lamina.dockerfile.ignore import is_ignored, parse_ignore
+from lamina.dockerfile.ignore import IgnoreRule, is_ignored, parse_ignore
 from lamina.dockerfile.instructions import Copy
 from lamina.errors import DockerfileError
 from lamina.rootfs.paths import resolve_in_root, set_directory_metadata
@@ -128,11 +128,21 @@ def parse_chmod(inst: Copy, text: str) -> int:
     return int(text, 8)
 
 
-def copy_files(state: StageState, inst: Copy, source: SourceTree, escape: str, *, into: Path | None = None) -> None:
-    """Carry out COPY ``inst`` from ``source`` into ``state.rootfs`` (or into the empty directory ``into``, for
-    ``--link``: the layer then holds only what was copied, independent of the rootfs below it)."""
+@dataclass(frozen=True)
+class CopyArguments:
+    """COPY's and ADD's arguments, expanded: sources, destination, owner (--chown, 0:0 by default), --chmod,
+    --exclude rules."""
+
+    sources: list[str]
+    dest: str
+    uid: int
+    gid: int
+    mode: int | None
+    excludes: tuple[IgnoreRule, ...]
+
+
+def expand_copy_arguments(state: StageState, inst: Copy, escape: str) -> CopyArguments:
     env = state.expansion_env()
-    root = into if into is not None else state.rootfs
     sources = [expand(inst, s, env, escape) for s in inst.sources]
     dest = expand(inst, inst.dest, env, escape)
     if not dest:
@@ -146,6 +156,15 @@ def copy_files(state: StageState, inst: Copy, source: SourceTree, escape: str, *
             raise inst.error(f"--chown={chown}: {exc}", column=inst.column_of("--chown")) from None
     mode = parse_chmod(inst, expand(inst, inst.chmod, env, escape)) if inst.chmod else None
     excludes = parse_ignore("\n".join(expand(inst, e, env, escape) for e in inst.excludes))
+    return CopyArguments(sources, dest, uid, gid, mode, excludes)
+
+
+def copy_files(state: StageState, inst: Copy, source: SourceTree, escape: str, *, into: Path | None = None) -> None:
+    """Carry out COPY ``inst`` from ``source`` into ``state.rootfs`` (or into the empty directory ``into``, for
+    ``--link``: the layer then holds only what was copied, independent of the rootfs below it)."""
+    root = into if into is not None else state.rootfs
+    args = expand_copy_arguments(state, inst, escape)
+    sources, dest, uid, gid, mode, excludes = args.sources, args.dest, args.uid, args.gid, args.mode, args.excludes
 
     matched: list[tuple[str, str]] = []  # (path in the source, the part kept under dest with --parents)
     for text in sources:
@@ -162,7 +181,7 @@ def copy_files(state: StageState, inst: Copy, source: SourceTree, escape: str, *
     absolute = dest if dest.startswith("/") else posixpath.join(state.workdir, dest)
     dest_is_dir = dest.endswith(("/", "/.")) or dest in (".", "..") or len(matched) > 1 or inst.parents
     plan = CopyPlan(uid, gid, mode, posixpath.normpath(absolute), dest_is_dir)
-    writer = _Writer(root, plan, inst)
+    writer = Writer(root, plan, inst)
     for rel, kept in matched:
         host = source.host_path(rel)
         try:
@@ -189,7 +208,7 @@ def copy_files(state: StageState, inst: Copy, source: SourceTree, escape: str, *
     writer.finish()
 
 
-class _Writer:
+class Writer:
     """Writes entries into the rootfs; directory mtimes are applied last, deepest first."""
 
     def __init__(self, rootfs: Path, plan: CopyPlan, inst: Copy) -> None:
