@@ -108,9 +108,10 @@ MAX_BUFFERED = 32 << 20  # bytes waiting to be written, at most
 class _Unpacker:
     """The state of one layer's extraction: what this layer wrote, directory metadata to apply at the end."""
 
-    def __init__(self, root: Path, description: str) -> None:
+    def __init__(self, root: Path, description: str, keep: tuple[str, ...] = ()) -> None:
         self.root = root
         self.description = description
+        self.keep = keep  # paths ("/lamina", "/etc/hosts") never written, removed or replaced (the inplace sandbox)
         self.is_root = os.geteuid() == 0
         self.written: set[str] = set()  # host paths of the entries this layer created or updated
         self.written_parents: set[str] = set()  # host paths of directories holding such entries
@@ -152,10 +153,29 @@ class _Unpacker:
         return False
 
     def _write_file(self, target: Path, data: bytes, member: tarfile.TarInfo) -> None:
+        """A regular file: written and given its owner, mode and mtime through one descriptor (fewer path lookups
+        than :meth:`metadata`, which xattrs still need)."""
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        self.metadata(target, member)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if any(key.startswith(XATTR_PREFIX) for key in member.pax_headers):
+                os.close(fd)
+                fd = -1
+                self.metadata(target, member)
+                return
+            if self.is_root:
+                try:
+                    os.fchown(fd, member.uid, member.gid)
+                except OSError as e:
+                    self.warn_once("chown", f"cannot set ownership ({e.strerror or e}); keeping the current owner")
+            os.fchmod(fd, member.mode & 0o7777)  # after chown, which clears set-id bits
+            mtime_ns = int(member.mtime * 1_000_000_000)
+            os.utime(fd, ns=(mtime_ns, mtime_ns))
+        finally:
+            if fd >= 0:
+                os.close(fd)
 
     def write_later(self, target: Path, data: bytes, member: tarfile.TarInfo) -> None:
         if self.pool is None:
@@ -164,6 +184,25 @@ class _Unpacker:
             self.flush()
         self.pending[str(target)] = self.pool.submit(self._write_file, target, data, member)
         self.buffered += len(data)
+
+    def _in_root(self, path: Path | str) -> str:
+        """``path`` as the image sees it: "/" + its path relative to the root."""
+        rel = os.path.relpath(path, self.root)
+        return "/" if rel == "." else "/" + rel
+
+    def kept(self, path: Path | str) -> bool:
+        """Is ``path`` (a host path) one of the paths to leave alone, or below one?"""
+        if not self.keep:
+            return False
+        inner = self._in_root(path)
+        return any(inner == k or inner.startswith(k + "/") for k in self.keep)
+
+    def holds_kept(self, path: Path | str) -> bool:
+        """Is a path to leave alone below ``path``? (then ``path`` is emptied around it, never removed)"""
+        if not self.keep:
+            return False
+        inner = self._in_root(path).rstrip("/") + "/"
+        return any(k.startswith(inner) for k in self.keep)
 
     def fail(self, name: str, reason: str) -> RootfsError:
         return RootfsError(f"{self.description}: entry {name!r}: {reason}")
@@ -235,9 +274,15 @@ class _Unpacker:
             if hidden in ("", ".", ".."):
                 raise self.fail(name, "whiteout of an invalid name")
             target = parent / hidden
+            if self.kept(target):
+                self.skipped += 1
+                return
             if str(target) not in self.written and os.path.lexists(target):
                 self.make_writable(parent)
-                _remove(target)
+                if self.holds_kept(target) and os.path.isdir(target) and not os.path.islink(target):
+                    self.clear_lower(target)
+                else:
+                    _remove(target)
         self.whiteouts += 1
 
     def clear_lower(self, directory: Path) -> None:
@@ -246,7 +291,10 @@ class _Unpacker:
         with os.scandir(directory) as it:
             children = sorted(entry.path for entry in it)
         for child in children:
-            if child in self.written or child in self.written_parents:
+            if self.kept(child):
+                continue
+            if child in self.written or child in self.written_parents or (
+                    self.holds_kept(child) and os.path.isdir(child) and not os.path.islink(child)):
                 if os.path.isdir(child) and not os.path.islink(child):
                     self.clear_lower(Path(child))  # kept, but what lower layers left inside it goes too
             else:
@@ -283,6 +331,9 @@ class _Unpacker:
         target = parent / base
         if not _inside(self.root, target) or target == self.root:
             raise self.fail(member.name, "it would land outside the root filesystem")
+        if self.kept(target) or self.holds_kept(target):
+            self.skipped += 1  # the inplace sandbox's own paths (/lamina, /proc, mountpoints) stay as they are
+            return
         if member.islnk():
             self.flush()
             self.parents.clear()
@@ -403,19 +454,23 @@ def _remove(path: Path) -> None:
         os.unlink(path)
 
 
-def unpack_layer(root: Path, source: Path | BinaryIO, *, description: str = "layer") -> UnpackStats:
+def unpack_layer(root: Path, source: Path | BinaryIO, *, description: str = "layer",
+                 keep: tuple[str, ...] | None = None) -> UnpackStats:
     """Apply the layer tar `source` (a file, or a stream read once) to the directory `root` with OCI semantics.
+
+    ``keep``: absolute paths inside `root` that entries and whiteouts must leave alone (skipped, as Kaniko's ignore
+    list); only the inplace sandbox gives it, and only with it may `root` be ``/``.
 
     Raises ``RootfsError`` naming `description` and the entry when an entry would land outside `root`, a hardlink
     points outside it or at nothing, or the archive is corrupt or cannot be written."""
     root = Path(os.path.abspath(root))
-    if root == Path("/") or Path(os.path.realpath(root)) == Path("/"):
+    if keep is None and (root == Path("/") or Path(os.path.realpath(root)) == Path("/")):
         raise RootfsError(f"{description}: refusing to unpack a layer over the host's / (use a rootfs directory)")
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RootfsError(f"{description}: cannot create the root directory {root}: {e.strerror or e}") from e
-    unpacker = _Unpacker(root, description)
+    unpacker = _Unpacker(root, description, tuple(k.rstrip("/") for k in keep or () if k.startswith("/")))
     name = ""
     try:
         with source.open("rb") if isinstance(source, Path) else contextlib.nullcontext(source) as raw:
