@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lamina.errors import SandboxError
+from lamina.errors import RootfsError, SandboxError
 from lamina.sandbox.base import RunSpec
 from lamina.sandbox.detect import (
     CAP_MKNOD,
@@ -196,3 +196,53 @@ def test_cleanup_removes_only_what_the_build_created(tmp_path: Path) -> None:
     with cleanup_created((tmp_path / "c",), enabled=False):
         (tmp_path / "c").mkdir()
     assert (tmp_path / "c").exists()
+
+
+def _tar_layer(path: Path, entries: list[tuple[str, bytes | None]]) -> Path:
+    import io
+    import tarfile
+    with tarfile.open(path, "w") as tf:
+        for name, data in entries:
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                info.mode = 0o755
+                tf.addfile(info)
+            else:
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_inplace_clear_and_unpack_leave_the_ignored_paths_alone(tmp_path: Path) -> None:
+    """On a directory standing for / (never the real one): clearing and unpacking skip the ignored paths."""
+    from lamina.rootfs.unpack import unpack_layer
+    from lamina.sandbox.inplace import clear_root
+    root = tmp_path / "root"
+    for rel, text in {"lamina/bin/lamina": "x", "etc/hosts": "hosts", "etc/passwd": "p", "usr/bin/python3": "py",
+                      "ctx/Dockerfile": "FROM x", "top.txt": "t"}.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    (root / "link").symlink_to("/etc")
+    ignored = ("/ctx", "/etc/hosts", "/lamina")
+    with pytest.raises(SandboxError, match="pass --force"):
+        clear_root(ignored, force=False, root=root, marker=tmp_path / "missing")
+    assert (root / "top.txt").exists()
+    (tmp_path / "marker").touch()
+    clear_root(ignored, force=False, root=root, marker=tmp_path / "marker")
+    left = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    assert left == ["ctx", "ctx/Dockerfile", "etc", "etc/hosts", "lamina", "lamina/bin", "lamina/bin/lamina"]
+
+    (root / "etc/lower.txt").write_text("from a lower layer")
+    layer = _tar_layer(tmp_path / "layer.tar", [
+        ("etc/", None), ("etc/hosts", b"image hosts"), ("etc/passwd", b"root:x:0:0::/root:/bin/sh\n"),
+        ("lamina/bin/lamina", b"overwritten"), ("ctx/.wh.Dockerfile", b""), ("etc/.wh..wh..opq", b""),
+        ("etc/group", b"root:x:0:\n"), ("new.txt", b"new"),
+    ])
+    unpack_layer(root, layer, keep=ignored)
+    assert (root / "etc/hosts").read_text() == "hosts"  # the opaque marker and the entry left it alone
+    assert not (root / "etc/lower.txt").exists() and (root / "etc/passwd").exists() and (root / "etc/group").exists()
+    assert (root / "lamina/bin/lamina").read_text() == "x" and (root / "ctx/Dockerfile").exists()
+    assert (root / "new.txt").read_text() == "new"
+    with pytest.raises(RootfsError, match="refusing to unpack a layer over the host's /"):
+        unpack_layer(Path("/"), layer)

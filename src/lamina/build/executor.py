@@ -92,9 +92,10 @@ from lamina.progress import Progress, StepResult
 from lamina.rootfs.paths import resolve_in_root
 from lamina.rootfs.unpack import unpack_layer
 from lamina.sandbox.base import DEFAULT_PATH, Runner
+from lamina.sandbox.inplace import ROOT, InplaceRoot
 from lamina.sandbox.users import UnknownUser, read_user_db, resolve_user
 from lamina.snapshot.diff import Changes, diff_scans
-from lamina.snapshot.scan import scan_tree
+from lamina.snapshot.scan import FileState, scan_tree
 from lamina.snapshot.tar import LayerBlob, write_layer
 
 HISTORY_COMMENT = "buildkit.dockerfile.v0"
@@ -191,6 +192,7 @@ class _Build:
     plan: list[PlannedStep] = field(default_factory=list)
     resolved: dict[str, PulledImage] = field(default_factory=dict)
     keys: dict[tuple[int, int, str], str | None] = field(default_factory=dict)  # (stage, line, parent) -> key
+    inplace: InplaceRoot | None = None  # the inplace sandbox: each stage is built in / in turn (see inplace.py)
 
     @property
     def escape(self) -> str:
@@ -232,6 +234,8 @@ class _Build:
             except ValueError as exc:
                 raise base.error(f"--platform={text}: {exc}", column=base.column_of("--platform")) from None
         rootfs = self.workspace.rootfs("plan" if self.planning else "stages", stage.index)
+        if self.inplace is not None and not self.planning:
+            rootfs = ROOT
         parent = find_stage(self.dockerfile, image, before=stage.index)
         if image.lower() == "scratch":  # BuildKit's empty image: PATH set, WorkingDir /
             state = StageState(stage, rootfs, platform, config={"Env": [f"PATH={DEFAULT_PATH}"], "WorkingDir": "/"},
@@ -254,6 +258,8 @@ class _Build:
             self.run_instruction(state, self.onbuild_trigger(base, image, number, trigger))
         for inst in stage.instructions:
             self.run_instruction(state, inst)
+        if state.rootfs == ROOT:  # inplace: / goes to the next stage; this one is unpacked again where needed
+            state.rootfs, state.materialized, state.scan = self.workspace.rootfs("stages", stage.index), False, None
         return state
 
     def resolve_image(self, ref: Reference, platform: Platform) -> PulledImage:
@@ -265,7 +271,7 @@ class _Build:
     def materialize(self, state: StageState) -> None:
         if not state.materialized:
             with located(state.stage.base):
-                materialize(self.client, state, self.options.cache_dir)
+                materialize(self.client, state, self.options.cache_dir, inplace=self.inplace)
 
     def onbuild_trigger(self, base: Instruction, image: str, number: int, trigger: str) -> Instruction:
         """An ONBUILD trigger of the base image as an instruction; errors name the FROM line."""
@@ -354,8 +360,9 @@ class _Build:
         state.layers.append(layer)
         if state.materialized:  # a step before this one ran: apply the hit on top
             ensure_local(self.client, layer, self.options.cache_dir)
-            unpack_layer(state.rootfs, layer.path, description=f"cached layer {entry.layer.digest}")
-            state.scan = scan_tree(state.rootfs)
+            unpack_layer(state.rootfs, layer.path, description=f"cached layer {entry.layer.digest}",
+                         keep=self.keep(state.rootfs))
+            state.scan = self.scan(state.rootfs)
         return layer
 
     def cacheable(self, inst: Instruction) -> bool:
@@ -553,8 +560,9 @@ class _Build:
             blob = self.write_layer(linked, changes)
         finally:
             shutil.rmtree(linked, ignore_errors=True)
-        unpack_layer(state.rootfs, blob.path, description=f"the --link layer of {inst.file}:{inst.line}")
-        state.scan = scan_tree(state.rootfs)
+        unpack_layer(state.rootfs, blob.path, description=f"the --link layer of {inst.file}:{inst.line}",
+                     keep=self.keep(state.rootfs))
+        state.scan = self.scan(state.rootfs)
         layer = LayerRef(Descriptor(blob.media_type, blob.digest, blob.size), blob.diff_id, blob.path)
         state.layers.append(layer)
         return layer
@@ -603,8 +611,16 @@ class _Build:
         return write_layer(root, changes, self.workspace.blobs, compression=self.options.compression,
                            level=self.options.compression_level, source_date_epoch=self.options.source_date_epoch)
 
+    def keep(self, rootfs: Path) -> tuple[str, ...] | None:
+        """What unpacking into ``rootfs`` leaves alone: the inplace sandbox's ignored paths when it is ``/``."""
+        return self.inplace.ignored if self.inplace is not None and rootfs == ROOT else None
+
+    def scan(self, rootfs: Path) -> dict[str, FileState]:
+        return scan_tree(rootfs, exclude=self.inplace.exclude if self.inplace is not None and rootfs == ROOT
+                         else frozenset())
+
     def snapshot(self, state: StageState) -> LayerRef | None:
-        after = scan_tree(state.rootfs)
+        after = self.scan(state.rootfs)
         changes = diff_scans(state.scan or {}, after)
         state.scan = after
         if changes.is_empty:
@@ -659,12 +675,17 @@ def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, prog
                               ttl=timedelta(seconds=options.cache_ttl_seconds),
                               push=options.push_cache and not options.dry_run)
     workspace = Workspace.create(options.work_dir)
+    inplace = None
+    if runner.name == "inplace":  # / is the rootfs: leave the build's own files (and /lamina, mounts...) alone
+        inplace = InplaceRoot.create([workspace.root, options.context, options.dockerfile, options.cache_dir,
+                                      options.mount_cache_dir or default_mount_cache_dir(os.environ)],
+                                     force=options.force)
     warnings = list(dockerfile.warnings)
     cleaner: threading.Thread | None = None
     try:
         def new_run(planning: bool) -> tuple[_Build, list[Stage]]:
             run = _Build(options, client, runner, progress, workspace, dockerfile, context, platform, cache=cache,
-                         planning=planning)
+                         planning=planning, inplace=inplace)
             run.created = run.timestamp()
             run.evaluate_meta_args()
             stages = needed_stages(dockerfile, target, run.meta)

@@ -7,12 +7,13 @@ downloads a layer. A previous stage is copied (``cp -a``) when it has been mater
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lamina.build.state import LayerRef, StageState
 from lamina.build.workspace import Workspace
@@ -23,6 +24,9 @@ from lamina.oci.reference import Reference
 from lamina.oci.registry.client import RegistryClient
 from lamina.rootfs.unpack import unpack_layer
 from lamina.snapshot.scan import scan_tree
+
+if TYPE_CHECKING:
+    from lamina.sandbox.inplace import InplaceRoot
 
 PARALLEL_TRANSFERS = 3
 
@@ -76,13 +80,29 @@ def fetch_all(client: RegistryClient, layers: list[LayerRef], blob_cache: Path |
             future.result()
 
 
-def materialize(client: RegistryClient, state: StageState, blob_cache: Path | None = None) -> None:
-    """Give ``state.rootfs`` the content of ``state.layers`` (downloading what is missing), then scan it."""
+def materialize(client: RegistryClient, state: StageState, blob_cache: Path | None = None, *,
+                inplace: InplaceRoot | None = None) -> None:
+    """Give ``state.rootfs`` the content of ``state.layers`` (downloading what is missing), then scan it.
+
+    A rootfs of ``/`` (the inplace sandbox, and only with its ``inplace``): ``/`` is cleared but for the ignored
+    paths, then every layer is unpacked into it."""
     if state.materialized:
+        return
+    if Path(os.path.abspath(state.rootfs)) == Path("/"):
+        if inplace is None:
+            raise RootfsError(f"stage {state.stage.label}: refusing to build in / (only the inplace sandbox does)")
+        fetch_all(client, state.layers, blob_cache)
+        inplace.clear()
+        for number, layer in enumerate(state.layers, 1):
+            unpack_layer(state.rootfs, layer.path, keep=inplace.ignored,
+                         description=f"layer {number} of stage {state.stage.label} ({layer.descriptor.digest})")
+        state.scan = scan_tree(state.rootfs, exclude=inplace.exclude)
+        state.materialized = True
         return
     start = 0
     parent = state.parent
-    if parent is not None and parent.materialized and state.layers[:len(parent.layers)] == parent.layers:
+    if (parent is not None and parent.materialized and Path(os.path.abspath(parent.rootfs)) != Path("/")
+            and state.layers[:len(parent.layers)] == parent.layers):
         copy_rootfs(parent.rootfs, state.rootfs)
         start = len(parent.layers)
     fetch_all(client, state.layers[start:], blob_cache)

@@ -387,6 +387,9 @@ class _Unpacker:
         source = resolve_in_root(self.root, link_name, follow_final=False)
         if not _inside(self.root, source):
             raise self.fail(member.name, f"hardlink target {member.linkname!r} is outside the root filesystem")
+        if self.kept(source):
+            self.skipped += 1  # never a second name for a file of the inplace sandbox's own
+            return
         if not os.path.lexists(source):
             raise self.fail(member.name, f"hardlink target {member.linkname!r} does not exist")
         if source == target:
@@ -470,7 +473,8 @@ def unpack_layer(root: Path, source: Path | BinaryIO, *, description: str = "lay
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RootfsError(f"{description}: cannot create the root directory {root}: {e.strerror or e}") from e
-    unpacker = _Unpacker(root, description, tuple(k.rstrip("/") for k in keep or () if k.startswith("/")))
+    kept = tuple(k.rstrip("/") for k in keep or () if k.startswith("/") and k.rstrip("/"))
+    unpacker = _Unpacker(root, description, kept)
     name = ""
     try:
         with source.open("rb") if isinstance(source, Path) else contextlib.nullcontext(source) as raw:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import lamina
 from lamina.errors import SandboxError
@@ -54,13 +55,14 @@ def _status(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-def run_group(argv: list[str], output: Callable[[bytes], None], *, env: dict[str, str]) -> int:
-    """Start ``argv`` as the leader of a new session and process group, stream its output, and when it ends kill
+def run_group(argv: list[str], output: Callable[[bytes], None], *, env: dict[str, str], **popen: Any) -> int:
+    """Start ``argv`` as the leader of a new session and process group (``popen``: more arguments of Popen, e.g.
+    ``user``, ``cwd``), stream its output, and when it ends kill
     whatever else is left in its group (before reaping it, so the group id cannot be reused). On any exception
     (Ctrl-C, SIGTERM turned into an exception) the whole group is killed and reaped before re-raising."""
     try:
         proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True, **popen)
     except OSError as exc:
         raise SandboxError(f"could not start the sandbox helper: {exc}") from exc
     assert proc.stdout is not None

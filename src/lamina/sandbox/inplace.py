@@ -1,34 +1,54 @@
-"""The ``inplace`` runner, Kaniko's way: the container's ``/`` is the build's root filesystem.
+"""The ``inplace`` sandbox, Kaniko's way: the container's ``/`` is the root filesystem of the stage being built.
 
 Only inside lamina's runtime image (the marker file ``/lamina/.lamina-runtime``, which the image's Dockerfile
 creates), where lamina's own files live under ``/lamina`` and survive the build; anywhere else it is refused unless
 ``--force``, because the build replaces the files of ``/``. It is the last resort of ``--sandbox auto``: a container
 without CAP_SYS_CHROOT cannot use the chroot runner.
 
-What is here: the refusal logic (``check_allowed``), the paths a build of ``/`` must leave alone (``ignored_paths``:
-/lamina, /proc, /sys, /dev and every other mountpoint, as Kaniko's ignore list does), and the runner, which runs the
-command in ``/`` without chroot (user, groups, environment and working directory as Docker sets them; the process
-group killed when it ends). Unpacking the base image into ``/`` and snapshotting ``/`` with these exclusions belong
-to the build executor, which does not do it yet: until it does, the runner refuses any rootfs but ``/``.
+How a build goes (the executor does this when its runner is this one, see ``InplaceRoot``):
+
+- What is never touched (``ignored_paths``): /lamina, /proc, /sys, /dev, /etc/hosts, /etc/resolv.conf, ... and
+  every mountpoint, as Kaniko's ignore list; plus the build's own directories (the work directory with the blobs,
+  the context, the Dockerfile, the blob and mount caches). Nothing below them is removed, unpacked over, or
+  snapshotted (so none of it is in a layer).
+- Every stage is built in ``/`` in turn. When a stage first needs its root filesystem (no cache, or the first step
+  that misses), ``/`` is cleared (everything but the ignored paths; never crossing into another filesystem) and all
+  the stage's layers are unpacked into it. RUN executes the command directly (no chroot): a child process in its own
+  process group with the user, groups, environment and working directory set, killed with its group when it ends.
+  Snapshots scan ``/`` without the ignored paths.
+- When a stage ends, it gives ``/`` up: its state points at a work-directory rootfs again, not materialized. A later
+  ``COPY --from`` or ``RUN --mount from=`` of it unpacks its layers (which hold everything it wrote) there, as for
+  any stage; a later stage ``FROM`` it clears ``/`` and unpacks the same layers. No stage is ever copied out of
+  ``/`` (no ``cp -a`` of the root), and what a stage writes into an ignored path is lost, as with Kaniko.
+- lamina keeps running while the files of its interpreter may be gone: before the first clearing every module of
+  lamina (and the lazily imported ones of the standard library it needs) is imported, and nothing re-executes
+  Python afterwards. External programs (``cp``, ``git``) are not available after the clearing: ADD from git fails.
+
+Not supported here: ``RUN --mount`` (refused: it needs mounts), ``--network=none`` (the command shares the
+container's network), and a stage whose files must not see lamina's (``/lamina`` is visible to RUN).
 """
 
 from __future__ import annotations
 
-import json
+import importlib
+import logging
 import os
-import signal
-import sys
-import tempfile
+import pkgutil
+import stat
 from collections.abc import Callable, Iterable
-from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
 
+import lamina
 from lamina.errors import SandboxError
 from lamina.sandbox.base import RunSpec
-from lamina.sandbox.chroot import helper_environment, run_group
+from lamina.sandbox.chroot import run_group
 from lamina.sandbox.detect import RUNTIME_MARKER
-from lamina.sandbox.namespace import _jsonable
 
+log = logging.getLogger(__name__)
+
+ROOT = Path("/")
+MOUNTINFO = Path("/proc/self/mountinfo")
 LAMINA_HOME = "/lamina"
 ALWAYS_IGNORED = (LAMINA_HOME, "/proc", "/sys", "/dev", "/etc/mtab", "/etc/resolv.conf", "/etc/hosts",
                   "/etc/hostname", "/var/run", "/run/secrets")
@@ -71,6 +91,100 @@ def is_ignored(path: str, ignored: Iterable[str]) -> bool:
     return any(path == p or path.startswith(p + "/") for p in ignored)
 
 
+# standard modules imported lazily by lamina or its dependencies: loaded before / is cleared (see preload)
+LAZY_MODULES = ("encodings.idna", "encodings.ascii", "encodings.latin_1", "encodings.utf_8", "encodings.punycode",
+                "stringprep", "unicodedata", "_strptime", "gzip", "zlib", "bz2", "lzma", "netrc", "mimetypes",
+                "http.client", "http.cookiejar", "email.parser", "email.feedparser", "json.decoder", "locale",
+                "concurrent.futures.thread", "multiprocessing.pool", "ssl", "hmac", "secrets", "uuid", "shlex",
+                "fnmatch", "glob", "zipfile", "tarfile", "traceback", "linecache", "tokenize", "difflib")
+
+
+def preload() -> None:
+    """Import every module of lamina and the lazily imported standard ones, so nothing has to be read from the
+    interpreter's files once ``/`` is cleared (lamina itself lives under /lamina, its interpreter may not)."""
+    names = list(LAZY_MODULES)
+    for module in pkgutil.walk_packages(lamina.__path__, "lamina."):
+        if not module.name.endswith("__main__"):
+            names.append(module.name)
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:  # an optional module missing is not fatal: say which, in case it is needed later
+            log.debug("inplace: could not preload %s: %s", name, exc)
+
+
+def _holds(path: str, ignored: Iterable[str]) -> bool:
+    """Is an ignored path strictly below ``path``?"""
+    prefix = path.rstrip("/") + "/"
+    return any(p.startswith(prefix) for p in ignored)
+
+
+def clear_root(ignored: tuple[str, ...], *, force: bool, root: Path = ROOT, marker: Path = RUNTIME_MARKER) -> None:
+    """Remove everything below ``root`` but the ignored paths (absolute, as seen from ``root``) and the directories
+    leading to them; never cross into another filesystem (a mountpoint missed by the ignore list stays too).
+    Refused outside lamina's runtime image unless ``force``, as the runner is."""
+    check_allowed(force=force, marker=marker)
+    device = os.lstat(root).st_dev
+
+    def clear(directory: Path, inner: str) -> None:
+        with os.scandir(directory) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            path = inner.rstrip("/") + "/" + entry.name
+            if is_ignored(path, ignored):
+                continue
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                if st.st_dev != device or os.path.ismount(entry.path):
+                    continue
+                clear(Path(entry.path), path)
+                if not _holds(path, ignored):
+                    try:
+                        os.rmdir(entry.path)
+                    except OSError as exc:  # something that could not go is still in it: the rest still goes
+                        log.warning("inplace: cannot remove %s: %s", path, exc.strerror or exc)
+            else:
+                try:
+                    os.unlink(entry.path)
+                except OSError as exc:
+                    log.warning("inplace: cannot remove %s: %s", path, exc.strerror or exc)
+
+    clear(root, "/")
+
+
+@dataclass(frozen=True)
+class InplaceRoot:
+    """What the executor needs to build in ``/``: the paths to leave alone, and ``--force``."""
+
+    ignored: tuple[str, ...]
+    force: bool = False
+
+    @classmethod
+    def create(cls, extra: Iterable[Path | None], *, force: bool, marker: Path = RUNTIME_MARKER) -> InplaceRoot:
+        """Refused outside the runtime image; ``extra``: the build's own paths (work dir, context, caches)."""
+        check_allowed(force=force, marker=marker)
+        try:
+            mountinfo = MOUNTINFO.read_text()
+        except OSError:
+            mountinfo = ""
+        paths = [os.path.abspath(p) for p in extra if p is not None]
+        ignored = ignored_paths(mountinfo, [p for p in paths if p != "/"])
+        preload()
+        return cls(ignored, force)
+
+    @property
+    def exclude(self) -> frozenset[str]:
+        """The ignored paths as ``scan_tree`` keys."""
+        return frozenset(p.strip("/") for p in self.ignored if p.strip("/"))
+
+    def clear(self) -> None:
+        clear_root(self.ignored, force=self.force)
+
+
+def is_root(path: Path) -> bool:
+    return Path(os.path.abspath(path)) == ROOT
+
+
 class InplaceRunner:
     name = "inplace"
 
@@ -78,52 +192,27 @@ class InplaceRunner:
         check_allowed(force=force, marker=marker)
 
     def run(self, spec: RunSpec, output: Callable[[bytes], None]) -> int:
-        if spec.rootfs.resolve() != Path("/"):
-            raise SandboxError("the inplace sandbox runs in / only, and lamina's executor still builds in a work "
-                               "directory: use --sandbox chroot (or namespace, rootless) instead")
+        """The command as a child of lamina in ``/``, without chroot and without re-executing Python (whose files
+        may be gone): user, groups, working directory and environment set by ``subprocess``."""
+        if not is_root(spec.rootfs):
+            raise SandboxError("the inplace sandbox runs in / only (the executor gives it / when it builds with it)")
         if spec.mounts:
             raise SandboxError("RUN --mount is not supported by the inplace sandbox")
-        with tempfile.NamedTemporaryFile("w", suffix=".json", dir=LAMINA_HOME if os.path.isdir(LAMINA_HOME)
-                                         else None, delete=False) as f:
-            json.dump(_jsonable(asdict(spec)), f)
-            f.close()
-            try:
-                return run_group([sys.executable, "-m", "lamina.sandbox.inplace", f.name], output,
-                                 env=helper_environment())
-            finally:
-                os.unlink(f.name)
-
-
-def main(argv: list[str]) -> int:
-    """The helper: become the command (user, groups, cwd, environment), in / without chroot."""
-    spec = json.loads(Path(argv[1]).read_text())
-    try:
-        secret_env = {}
-        for name, path in spec.get("secret_env") or []:
-            secret_env[str(name)] = Path(str(path)).read_text(encoding="utf-8", errors="surrogateescape")
-        os.chdir(str(spec["cwd"]))
-        os.setgroups([int(g) for g in spec["groups"]])
-        os.setgid(int(spec["gid"]))
-        os.setuid(int(spec["uid"]))
-        env = dict(str(item).partition("=")[::2] for item in spec["env"])
-        env.update(secret_env)
-        argv_ = [str(a) for a in spec["argv"]]
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-        os.execvpe(argv_[0], argv_, env)
-    except FileNotFoundError as exc:
-        if exc.filename is not None and exc.filename == spec.get("cwd"):
-            sys.stderr.write(f"lamina: working directory {exc.filename} does not exist\n")
+        if not os.path.isdir(spec.cwd):
+            output(f"lamina: working directory {spec.cwd} does not exist\n".encode())
             return 126
-        sys.stderr.write(f'lamina: exec: "{spec["argv"][0]}": executable file not found in $PATH\n')
-        return 127
-    except PermissionError as exc:
-        sys.stderr.write(f"lamina: exec: permission denied: {exc.filename or spec['argv']}\n")
-        return 126
-    except OSError as exc:
-        sys.stderr.write(f"lamina: could not start the command: {exc}\n")
-        return 125
-    return 125  # not reached: execvpe does not return
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+        env = dict(str(item).partition("=")[::2] for item in spec.env)
+        for name, path in spec.secret_env:
+            env[name] = Path(path).read_text(encoding="utf-8", errors="surrogateescape")
+        try:
+            return run_group(list(spec.argv), output, env=env, cwd=spec.cwd, user=spec.uid, group=spec.gid,
+                             extra_groups=list(spec.groups))
+        except SandboxError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, FileNotFoundError):
+                output(f'lamina: exec: "{spec.argv[0]}": executable file not found in $PATH\n'.encode())
+                return 127
+            if isinstance(cause, PermissionError):
+                output(f"lamina: exec: permission denied: {spec.argv[0]}\n".encode())
+                return 126
+            raise
