@@ -346,6 +346,10 @@ class _Build:
             state.key = key
             self.cache.push(key, layer.descriptor if layer else None, layer.diff_id if layer else None,
                             layer.path if layer else None, self.history_entry(text, layer), state.platform)
+            if layer is not None and self.cache.push_enabled:
+                # the destination push mounts it from the cache entry instead of uploading the blob a second time
+                layer = replace(layer, source=self.cache.entry_ref(key))
+                state.layers[-1] = layer
         else:
             state.key = compute_executed_key(state.key or "", inst.original, layer.diff_id if layer else None)
         return text, layer, False
@@ -716,6 +720,9 @@ def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, prog
         cleaner = threading.Thread(target=workspace.remove_trees, name="cleanup", daemon=True)
         cleaner.start()  # deleting thousands of files overlaps with the push
         sources = {layer.descriptor.digest: layer for layer in final.layers}
+        if cache is not None and not options.no_push:
+            warnings += cache.finish()  # entries stored first: the destination then mounts their blobs
+            cache = None
         pushed = []
         if not options.no_push:
             for dest in destinations:
