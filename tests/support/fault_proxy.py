@@ -34,9 +34,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Self
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
+
+from tests.support.loopback import LoopbackServer
 
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
                         "transfer-encoding", "upgrade"})
@@ -177,8 +178,10 @@ class RandomFaults:
             return Fault(kind)
 
 
-class FaultProxy:
+class FaultProxy(LoopbackServer):
     """``with FaultProxy("127.0.0.1:5000", schedule) as proxy:`` then talk to ``proxy.host``."""
+
+    thread_name = "fault-proxy"
 
     def __init__(self, upstream: str, schedule: Schedule = no_faults) -> None:
         self.upstream = upstream
@@ -186,25 +189,7 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._exchanges: list[Exchange] = []
         self._injected: Counter[str] = Counter()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
-        self.host = f"127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fault-proxy", daemon=True)
-
-    def start(self) -> Self:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self._serve(_handler_for(self))
 
     @property
     def exchanges(self) -> list[Exchange]:

@@ -12,9 +12,10 @@ import http.client
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Self
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
+
+from tests.support.loopback import LoopbackServer
 
 CHUNK = 64 * 1024
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
@@ -35,32 +36,16 @@ class Exchange:
         return self.path.split("?", 1)[0]
 
 
-class RecordingProxy:
+class RecordingProxy(LoopbackServer):
     """``with RecordingProxy("127.0.0.1:5000") as proxy:`` then talk to ``proxy.host``; read ``proxy.exchanges``."""
+
+    thread_name = "recording-proxy"
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self._lock = threading.Lock()
         self._exchanges: list[Exchange] = []
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
-        self.host = f"127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="recording-proxy", daemon=True)
-
-    def start(self) -> Self:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self._serve(_handler_for(self))
 
     @property
     def exchanges(self) -> list[Exchange]:

@@ -50,12 +50,12 @@ class _Words:
         return self.words
 
 
-class _Lexer:
-    def __init__(self, text: str, env: Mapping[str, str], escape: str) -> None:
+class Cursor:
+    """A position in a text, read one character at a time (the lexers here and in parse.py)."""
+
+    def __init__(self, text: str) -> None:
         self.text = text
         self.pos = 0
-        self.env = env
-        self.escape = escape
 
     def peek(self) -> str:
         return self.text[self.pos] if self.pos < len(self.text) else ""
@@ -65,6 +65,13 @@ class _Lexer:
         if ch:
             self.pos += 1
         return ch
+
+
+class _Lexer(Cursor):
+    def __init__(self, text: str, env: Mapping[str, str], escape: str) -> None:
+        super().__init__(text)
+        self.env = env
+        self.escape = escape
 
     def process(self, stop: str = "", raw_escapes: bool = False) -> tuple[str, list[str]]:
         """Read until one of ``stop`` (consumed) or the end; return (joined text, split words)."""

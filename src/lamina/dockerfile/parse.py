@@ -11,6 +11,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field, replace
 
+from lamina.dockerfile.lex import Cursor
 from lamina.errors import DockerfileError
 
 _WHITESPACE = re.compile(r"[\t\v\f\r ]+")
@@ -350,23 +351,13 @@ _LEADING_TABS = re.compile(r"^\t+", re.MULTILINE)
 _HEREDOC_KEYWORDS = ("run", "copy", "add")
 
 
-class _HeredocLexer:
+class _HeredocLexer(Cursor):
     """BuildKit's shell word splitter with an empty environment and unset variables left as written."""
 
     def __init__(self, text: str, *, raw_quotes: bool, raw_escapes: bool) -> None:
-        self.text = text
-        self.pos = 0
+        super().__init__(text)
         self.raw_quotes = raw_quotes
         self.raw_escapes = raw_escapes
-
-    def peek(self) -> str:
-        return self.text[self.pos] if self.pos < len(self.text) else ""
-
-    def next(self) -> str:
-        ch = self.peek()
-        if ch:
-            self.pos += 1
-        return ch
 
     def words(self) -> list[str]:
         return self.process("", self.raw_escapes)[1]
