@@ -97,7 +97,9 @@ def _member_name(name: str) -> str:
 
 
 def _inside(root: Path, path: Path) -> bool:
-    return os.path.commonpath([root, path]) == str(root)
+    """Is ``path`` (absolute, normalised: Path objects made by resolve_in_root) ``root`` or below it?"""
+    base, text = str(root), str(path)
+    return text == base or text.startswith(base.rstrip("/") + "/")
 
 
 WRITE_WORKERS = 4
