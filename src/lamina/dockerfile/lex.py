@@ -66,6 +66,21 @@ class Cursor:
             self.pos += 1
         return ch
 
+    def name(self) -> str:
+        """A parameter name: digits, one special character, or letters, digits and '_'."""
+        ch = self.peek()
+        if ch.isdigit():
+            start = self.pos
+            while self.peek().isdigit():
+                self.next()
+            return self.text[start:self.pos]
+        if ch and ch in _SPECIAL_PARAMS:
+            return self.next()
+        start = self.pos
+        while self.peek() and (self.peek().isalnum() or self.peek() == "_"):
+            self.next()
+        return self.text[start:self.pos]
+
 
 class _Lexer(Cursor):
     def __init__(self, text: str, env: Mapping[str, str], escape: str) -> None:
@@ -143,20 +158,6 @@ class _Lexer(Cursor):
                 if following in ('"', "$", self.escape):
                     ch = self.next()
             out.append(ch)
-
-    def name(self) -> str:
-        ch = self.peek()
-        if ch.isdigit():
-            start = self.pos
-            while self.peek().isdigit():
-                self.next()
-            return self.text[start:self.pos]
-        if ch and ch in _SPECIAL_PARAMS:
-            return self.next()
-        start = self.pos
-        while self.peek() and (self.peek().isalnum() or self.peek() == "_"):
-            self.next()
-        return self.text[start:self.pos]
 
     def lookup(self, name: str) -> tuple[str, bool]:
         if name in self.env:

@@ -463,20 +463,6 @@ class _HeredocLexer(Cursor):
                     ch = self.next()
             out.append(ch)
 
-    def name(self) -> str:
-        ch = self.peek()
-        if ch.isdigit():
-            start = self.pos
-            while self.peek().isdigit():
-                self.next()
-            return self.text[start:self.pos]
-        if ch and ch in "@*#?-$!0":
-            return self.next()
-        start = self.pos
-        while self.peek() and (self.peek().isalnum() or self.peek() == "_"):
-            self.next()
-        return self.text[start:self.pos]
-
     def dollar(self) -> str:
         """Every variable is unset and kept as written (only the forms BuildKit rejects are errors)."""
         self.next()
