@@ -24,7 +24,8 @@ from lamina.errors import InvalidReference, LaminaError, OptionsError, StepFaile
 from lamina.oci.reference import Reference
 from lamina.oci.registry.assemble import create_index
 from lamina.oci.registry.client import RegistryClient, RegistryConfig
-from lamina.options import BuildOptions, default_mount_cache_dir, parse_secrets
+from lamina.options import ROOTFS_MODES, BuildOptions, default_mount_cache_dir, parse_secrets
+from lamina.rootfs.overlay import private_mount_namespace
 from lamina.sandbox import rootless
 from lamina.sandbox.detect import SANDBOXES, choose, probe
 from lamina.sandbox.runners import cleanup_created, make_runner, terminating
@@ -107,6 +108,9 @@ BUILD_FLAGS = (
     Flag("--verbosity", "log level: " + ", ".join(LEVELS) + " (default: info)", metavar="LEVEL"),
     Flag("--sandbox", "where RUN steps run: " + ", ".join(SANDBOXES) + " (default: auto, the best one available; "
          "see README, Sandboxes)", metavar="NAME"),
+    Flag("--rootfs-mode", "how a stage's layers become its root filesystem: overlay (an EROFS image of the layers "
+         "under an overlay: no file is created per entry; root with loop devices), unpack (extracted into a "
+         "directory) or auto (default: overlay where possible)", metavar="MODE"),
     Flag("--force", "run the inplace sandbox (which builds in /) outside lamina's runtime image", "bool"),
     Flag("--cleanup", "also remove the directories the build created outside its work directory (--work-dir, "
          "mount cache, --cache-dir) when it ends", "bool"),
@@ -323,6 +327,9 @@ def options_from(values: Mapping[str, object], environ: Mapping[str, str]) -> Bu
         if not level_text.isdigit() or not 0 <= int(level_text) <= limit:
             raise OptionsError(f"--compression-level {level_text}: expected 0-{limit} for {compression}")
         level = int(level_text)
+    rootfs_mode = (text("rootfs_mode") or "auto").lower()
+    if rootfs_mode not in ROOTFS_MODES:
+        raise OptionsError(f"--rootfs-mode {rootfs_mode}: expected one of {', '.join(ROOTFS_MODES)}")
 
     def pairs(name: str, flag: str) -> list[tuple[str, str]]:
         out = []
@@ -397,6 +404,7 @@ def options_from(values: Mapping[str, object], environ: Mapping[str, str]) -> Bu
         image_download_retry=count("image_download_retry", "--image-download-retry"),
         compression=compression,
         compression_level=level,
+        rootfs_mode=rootfs_mode,
         image_name_with_digest_file=path_or_none("image_name_with_digest_file"),
         image_name_tag_with_digest_file=path_or_none("image_name_tag_with_digest_file"),
         metadata_file=path_or_none("metadata_file"),
@@ -455,6 +463,8 @@ def run_build(values: Mapping[str, object], environ: Mapping[str, str], out: Con
         progress.message(f"sandbox: {choice.name} ({choice.reason})")
     if choice.name == "rootless":  # the whole build runs again inside a user namespace
         return rootless.enter(values, environ, facts)
+    if choice.name == "namespace" and options.rootfs_mode != "unpack":
+        private_mount_namespace()  # overlay root filesystems then vanish with the process, whatever happens
     runner = make_runner(choice.name, warn=progress.message, force=options.force)
     client = RegistryClient(registry_config(options), progress)
     try:

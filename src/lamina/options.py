@@ -10,6 +10,7 @@ from pathlib import Path
 from lamina.errors import OptionsError
 
 SECRET_KINDS = ("file", "env")
+ROOTFS_MODES = ("auto", "overlay", "unpack")  # see BuildOptions.rootfs_mode
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,8 @@ class BuildOptions:
     image_name_with_digest_file: Path | None = None  # one line per destination: name@digest
     image_name_tag_with_digest_file: Path | None = None  # one line per destination: name:tag@digest
     metadata_file: Path | None = None  # buildx-style JSON
+    # how a stage's layers become its rootfs (lamina.rootfs.overlay): auto, overlay or unpack
+    rootfs_mode: str = "auto"
     # the RUN sandbox (lamina.sandbox.detect): auto, namespace, rootless, chroot or inplace
     sandbox: str = "auto"
     force: bool = False  # --force: the inplace sandbox outside lamina's runtime image

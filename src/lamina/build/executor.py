@@ -39,6 +39,7 @@ from lamina.build.outputs import parse_destination, push_image, write_outputs
 from lamina.build.stage import (
     PulledImage,
     ensure_local,
+    fetch_all,
     materialize,
     resolve_image,
     state_from_image,
@@ -89,6 +90,7 @@ from lamina.oci.reference import Reference
 from lamina.oci.registry.client import RegistryClient
 from lamina.options import BuildOptions, default_mount_cache_dir
 from lamina.progress import Progress, StepResult
+from lamina.rootfs.overlay import unavailable_reason as overlay_unavailable
 from lamina.rootfs.paths import resolve_in_root
 from lamina.rootfs.unpack import unpack_layer
 from lamina.sandbox.base import DEFAULT_PATH, Runner
@@ -271,7 +273,8 @@ class _Build:
     def materialize(self, state: StageState) -> None:
         if not state.materialized:
             with located(state.stage.base):
-                materialize(self.client, state, self.options.cache_dir, inplace=self.inplace)
+                materialize(self.client, state, self.options.cache_dir, inplace=self.inplace,
+                            mounts=self.workspace.mounts)
 
     def onbuild_trigger(self, base: Instruction, image: str, number: int, trigger: str) -> Instruction:
         """An ONBUILD trigger of the base image as an instruction; errors name the FROM line."""
@@ -605,9 +608,11 @@ class _Build:
             rootfs = self.workspace.rootfs("sources", len(self.images))
             with located(inst):
                 pulled = self.resolve_image(ref, self.platform)
-                for number, layer in enumerate(pulled.layers, 1):
-                    ensure_local(self.client, layer, self.options.cache_dir)
-                    unpack_layer(rootfs, layer.path, description=f"layer {number} of {ref}")
+                fetch_all(self.client, list(pulled.layers), self.options.cache_dir)
+                described = [(layer.path, f"layer {number} of {ref}") for number, layer in enumerate(pulled.layers, 1)]
+                if not self.workspace.mounts.mount(rootfs, described, f"image {ref}"):
+                    for number, layer in enumerate(pulled.layers, 1):
+                        unpack_layer(rootfs, layer.path, description=f"layer {number} of {ref}")
             self.images[key] = rootfs
         return self.images[key]
 
@@ -679,6 +684,13 @@ def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, prog
                               ttl=timedelta(seconds=options.cache_ttl_seconds),
                               push=options.push_cache and not options.dry_run)
     workspace = Workspace.create(options.work_dir)
+    workspace.mounts.mode = options.rootfs_mode
+    if runner.name != "namespace":
+        workspace.mounts.reason = f"the {runner.name} sandbox"
+    elif options.rootfs_mode != "unpack":
+        workspace.mounts.reason = overlay_unavailable(workspace.root)
+        if workspace.mounts.reason is not None and options.rootfs_mode == "overlay":
+            raise OptionsError(f"--rootfs-mode overlay: not possible here: {workspace.mounts.reason}")
     inplace = None
     if runner.name == "inplace":  # / is the rootfs: leave the build's own files (and /lamina, mounts...) alone
         inplace = InplaceRoot.create([workspace.root, options.context, options.dockerfile, options.cache_dir,

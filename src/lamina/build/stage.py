@@ -22,6 +22,7 @@ from lamina.errors import RootfsError
 from lamina.oci.model import Platform
 from lamina.oci.reference import Reference
 from lamina.oci.registry.client import RegistryClient
+from lamina.rootfs.overlay import LayerMounts
 from lamina.rootfs.unpack import unpack_layer
 from lamina.snapshot.scan import scan_tree
 
@@ -81,8 +82,11 @@ def fetch_all(client: RegistryClient, layers: list[LayerRef], blob_cache: Path |
 
 
 def materialize(client: RegistryClient, state: StageState, blob_cache: Path | None = None, *,
-                inplace: InplaceRoot | None = None) -> None:
+                inplace: InplaceRoot | None = None, mounts: LayerMounts | None = None) -> None:
     """Give ``state.rootfs`` the content of ``state.layers`` (downloading what is missing), then scan it.
+
+    With ``mounts`` enabled, the rootfs becomes an overlay over an image of the layers (no parent stage is copied:
+    its layers are read again, which is cheaper than creating its files); else the layers are unpacked into it.
 
     A rootfs of ``/`` (the inplace sandbox, and only with its ``inplace``): ``/`` is cleared but for the ignored
     paths, then every layer is unpacked into it."""
@@ -99,6 +103,14 @@ def materialize(client: RegistryClient, state: StageState, blob_cache: Path | No
         state.scan = scan_tree(state.rootfs, exclude=inplace.exclude)
         state.materialized = True
         return
+    if mounts is not None and mounts.enabled:
+        fetch_all(client, state.layers, blob_cache)
+        described = [(layer.path, f"layer {number} of stage {state.stage.label} ({layer.descriptor.digest})")
+                     for number, layer in enumerate(state.layers, 1)]
+        if mounts.mount(state.rootfs, described, f"stage {state.stage.label}"):
+            state.scan = scan_tree(state.rootfs)
+            state.materialized = True
+            return
     start = 0
     parent = state.parent
     if (parent is not None and parent.materialized and Path(os.path.abspath(parent.rootfs)) != Path("/")

@@ -4,6 +4,9 @@ Layout::
 
     <work>/blobs/sha256/<hex>     pulled and built blobs (layers, configs), named by digest
     <work>/stages/<n>/rootfs      the root filesystem of stage n (never the host's /)
+    <work>/stages/<n>/{layers.erofs,lower,upper,work}
+                                  when the rootfs is an overlay (rootfs/overlay.py): the image of its layers, where
+                                  that is mounted, the overlay's upper and work directories
     <work>/sources/<n>/rootfs     images named by COPY --from that are not stages
 """
 
@@ -11,15 +14,17 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lamina.oci.digest import digest_hex
+from lamina.rootfs.overlay import LayerMounts
 
 
 @dataclass(frozen=True)
 class Workspace:
     root: Path
+    mounts: LayerMounts = field(default_factory=LayerMounts)  # overlays over stage rootfs dirs, unmounted first
 
     @classmethod
     def create(cls, given: Path | None) -> Workspace:
@@ -45,8 +50,10 @@ class Workspace:
 
     def remove_trees(self) -> None:
         """Remove the root filesystems (the bulk of the files), keeping the blobs an output still needs."""
+        self.mounts.unmount_all()
         for kind in ("stages", "sources", "plan"):
             shutil.rmtree(self.root / kind, ignore_errors=True)
 
     def remove(self) -> None:
+        self.mounts.unmount_all()
         shutil.rmtree(self.root, ignore_errors=True)

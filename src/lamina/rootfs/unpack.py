@@ -25,15 +25,14 @@ from isal import igzip
 
 from lamina.errors import RootfsError
 from lamina.rootfs.paths import resolve_in_root, set_directory_metadata
+from lamina.rootfs.tarstream import XATTR_PREFIX
+from lamina.rootfs.tree import OPAQUE_MARKER, WHITEOUT_PREFIX, member_name
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
 log = logging.getLogger(__name__)
 
-WHITEOUT_PREFIX = ".wh."
-OPAQUE_MARKER = ".wh..wh..opq"
-XATTR_PREFIX = "SCHILY.xattr."
 COPY_CHUNK = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -69,7 +68,7 @@ class _Prefixed(io.RawIOBase):
         return len(data)
 
 
-def _decompressed(raw: BinaryIO) -> BinaryIO | None:
+def open_layer_stream(raw: BinaryIO) -> BinaryIO | None:
     """`raw` as an uncompressed tar stream, by its magic bytes: gzip, zstd or plain; None when `raw` is empty."""
     magic = b""
     while len(magic) < 4:
@@ -86,14 +85,6 @@ def _decompressed(raw: BinaryIO) -> BinaryIO | None:
     elif magic == ZSTD_MAGIC:
         reader = zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True)
     return reader
-
-
-def _member_name(name: str) -> str:
-    """A tar entry name relative to the rootfs ("" for the root itself); ``..`` components are refused."""
-    parts = [part for part in name.split("/") if part not in ("", ".")]
-    if ".." in parts:
-        raise ValueError("'..' in an entry name")
-    return "/".join(parts)
 
 
 def _inside(root: Path, path: Path) -> bool:
@@ -306,7 +297,7 @@ class _Unpacker:
 
     def apply(self, tf: tarfile.TarFile, member: tarfile.TarInfo) -> None:
         try:
-            name = _member_name(member.name)
+            name = member_name(member.name)
         except ValueError:
             raise self.fail(member.name, "'..' is not allowed in a layer entry name") from None
         parent_name, _, base = name.rpartition("/")
@@ -381,7 +372,7 @@ class _Unpacker:
 
     def hardlink(self, member: tarfile.TarInfo, target: Path) -> None:
         try:
-            link_name = _member_name(member.linkname)
+            link_name = member_name(member.linkname)
         except ValueError:
             raise self.fail(member.name, f"hardlink target {member.linkname!r} climbs out of the root") from None
         if not link_name:
@@ -480,7 +471,7 @@ def unpack_layer(root: Path, source: Path | BinaryIO, *, description: str = "lay
     name = ""
     try:
         with source.open("rb") if isinstance(source, Path) else contextlib.nullcontext(source) as raw:
-            stream = _decompressed(raw)
+            stream = open_layer_stream(raw)
             if stream is None:  # a zero-byte blob: an empty layer
                 return UnpackStats(entries=0, whiteouts=0, skipped=0)
             with tarfile.open(fileobj=stream, mode="r|", encoding="utf-8", errors="surrogateescape") as tf:
