@@ -24,7 +24,7 @@ from lamina.errors import InvalidReference, LaminaError, OptionsError, StepFaile
 from lamina.oci.reference import Reference
 from lamina.oci.registry.assemble import create_index
 from lamina.oci.registry.client import RegistryClient, RegistryConfig
-from lamina.options import ROOTFS_MODES, BuildOptions, default_mount_cache_dir, parse_secrets
+from lamina.options import ROOTFS_MODES, BuildOptions, default_mount_cache_dir, parse_secrets, parse_size
 from lamina.rootfs.overlay import private_mount_namespace
 from lamina.sandbox import rootless
 from lamina.sandbox.detect import SANDBOXES, choose, probe
@@ -111,6 +111,9 @@ BUILD_FLAGS = (
     Flag("--rootfs-mode", "how a stage's layers become its root filesystem: overlay (an EROFS image of the layers "
          "under an overlay: no file is created per entry; root with loop devices), unpack (extracted into a "
          "directory) or auto (default: overlay where possible)", metavar="MODE"),
+    Flag("--rootfs-memory", "on an overlay rootfs, how much of what steps write may be kept in memory (tmpfs), e.g. "
+         "512M; beyond it, on disk (default: a quarter of the available memory, at most 1G; 0: always on disk)",
+         metavar="SIZE"),
     Flag("--force", "run the inplace sandbox (which builds in /) outside lamina's runtime image", "bool"),
     Flag("--cleanup", "also remove the directories the build created outside its work directory (--work-dir, "
          "mount cache, --cache-dir) when it ends", "bool"),
@@ -330,6 +333,11 @@ def options_from(values: Mapping[str, object], environ: Mapping[str, str]) -> Bu
     rootfs_mode = (text("rootfs_mode") or "auto").lower()
     if rootfs_mode not in ROOTFS_MODES:
         raise OptionsError(f"--rootfs-mode {rootfs_mode}: expected one of {', '.join(ROOTFS_MODES)}")
+    memory_text = text("rootfs_memory")
+    try:
+        rootfs_memory = parse_size(memory_text) if memory_text is not None else None
+    except ValueError as exc:
+        raise OptionsError(f"--rootfs-memory: {exc}") from None
 
     def pairs(name: str, flag: str) -> list[tuple[str, str]]:
         out = []
@@ -405,6 +413,7 @@ def options_from(values: Mapping[str, object], environ: Mapping[str, str]) -> Bu
         compression=compression,
         compression_level=level,
         rootfs_mode=rootfs_mode,
+        rootfs_memory=rootfs_memory,
         image_name_with_digest_file=path_or_none("image_name_with_digest_file"),
         image_name_tag_with_digest_file=path_or_none("image_name_tag_with_digest_file"),
         metadata_file=path_or_none("metadata_file"),

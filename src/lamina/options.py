@@ -61,6 +61,7 @@ class BuildOptions:
     metadata_file: Path | None = None  # buildx-style JSON
     # how a stage's layers become its rootfs (lamina.rootfs.overlay): auto, overlay or unpack
     rootfs_mode: str = "auto"
+    rootfs_memory: int | None = None  # bytes of step changes an overlay rootfs may keep in memory; None: default
     # the RUN sandbox (lamina.sandbox.detect): auto, namespace, rootless, chroot or inplace
     sandbox: str = "auto"
     force: bool = False  # --force: the inplace sandbox outside lamina's runtime image
@@ -69,6 +70,18 @@ class BuildOptions:
     @property
     def build_arg_map(self) -> dict[str, str]:
         return dict(self.build_args)
+
+
+SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """``"512M"``, ``"1g"``, ``"1GiB"``, ``"4096"`` in bytes; ValueError for anything else."""
+    value = text.strip().lower().removesuffix("ib").removesuffix("b")
+    number, unit = (value[:-1], value[-1]) if value and value[-1] in SIZE_UNITS else (value, "")
+    if not number.isdigit():
+        raise ValueError(f"{text!r} is not a size (a number of bytes, or with K, M, G, T)")
+    return int(number) * SIZE_UNITS[unit]
 
 
 def default_mount_cache_dir(environ: Mapping[str, str]) -> Path:

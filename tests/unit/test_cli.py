@@ -81,3 +81,25 @@ def test_readme_documents_every_flag(flag: object) -> None:
     text = README.read_text()
     assert f"`{flag.name}" in text  # type: ignore[attr-defined]
     assert f"`{flag.env}`" in text  # type: ignore[attr-defined]
+
+
+def test_sizes_parse_with_binary_units() -> None:
+    from lamina.options import parse_size
+
+    assert parse_size("0") == 0
+    assert parse_size("4096") == 4096
+    assert parse_size("512M") == 512 << 20
+    assert parse_size("1g") == 1 << 30
+    assert parse_size("2GiB") == 2 << 30
+    assert parse_size("64k") == 64 << 10
+    for bad in ("", "M", "1.5G", "-1", "ten"):
+        with pytest.raises(ValueError):
+            parse_size(bad)
+
+
+def test_memory_budget_is_a_quarter_of_what_is_available_at_most_one_gib() -> None:
+    from lamina.rootfs.overlay import memory_budget
+
+    assert memory_budget(400 << 20) == 100 << 20
+    assert memory_budget(64 << 30) == 1 << 30
+    assert memory_budget(0) == 0

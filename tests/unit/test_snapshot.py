@@ -195,3 +195,35 @@ def test_dir_replaced_by_file(root: Path) -> None:
     assert changes.upserts == ("usr", "usr/lib")
     assert changes.deletions == ()
     assert changes.opaque == ()
+
+
+def test_removing_another_name_of_a_file_is_not_a_change_of_it(root: Path) -> None:
+    """rm of one hard link: the other name loses a link and gets a new ctime, nothing else: it is not in the layer
+    (as an overlay's upper would not have it), only the removal is."""
+    os.link(root / "usr" / "lib" / "y.so", root / "usr" / "lib" / "y2.so")
+    before = scan_tree(root)
+    settle()
+    os.unlink(root / "usr" / "lib" / "y2.so")
+    changes = rescan(root, before)
+    assert changes.deletions == ("usr/lib/y2.so",)
+    assert "usr/lib/y.so" not in changes.upserts
+
+
+def test_adding_a_name_to_a_file_is_a_change_of_it(root: Path) -> None:
+    before = scan_tree(root)
+    settle()
+    os.link(root / "usr" / "lib" / "y.so", root / "usr" / "lib" / "y2.so")
+    changes = rescan(root, before)
+    assert {"usr/lib/y.so", "usr/lib/y2.so"} <= set(changes.upserts)
+
+
+def test_recreated_directories_given_by_the_caller_are_opaque() -> None:
+    """An overlay's diff cannot compare inode numbers across mounts: it names recreated directories itself."""
+    directory = FileState(0o40755, 0, 0, 0, OLD, OLD, 0, 0, 2)
+    file = FileState(0o100644, 0, 0, 1, OLD, OLD, 0, 0, 1)
+    before = {"etc": directory, "etc/old": file}
+    after = {"etc": directory, "etc/new": file}
+    changes = diff_scans(before, after, recreated=["etc"])
+    assert changes.opaque == ("etc",)
+    assert changes.upserts == ("etc", "etc/new")
+    assert changes.deletions == ()  # the opaque directory already hides etc/old

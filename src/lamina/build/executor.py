@@ -72,6 +72,7 @@ from lamina.errors import (
     ContextError,
     DockerfileError,
     InvalidReference,
+    LaminaError,
     OptionsError,
     RegistryError,
     UnsupportedInstruction,
@@ -90,6 +91,7 @@ from lamina.oci.reference import Reference
 from lamina.oci.registry.client import RegistryClient
 from lamina.options import BuildOptions, default_mount_cache_dir
 from lamina.progress import Progress, StepResult
+from lamina.rootfs.overlay import StageOverlay, available_memory, memory_budget
 from lamina.rootfs.overlay import unavailable_reason as overlay_unavailable
 from lamina.rootfs.paths import resolve_in_root
 from lamina.rootfs.unpack import unpack_layer
@@ -367,9 +369,7 @@ class _Build:
         state.layers.append(layer)
         if state.materialized:  # a step before this one ran: apply the hit on top
             ensure_local(self.client, layer, self.options.cache_dir)
-            unpack_layer(state.rootfs, layer.path, description=f"cached layer {entry.layer.digest}",
-                         keep=self.keep(state.rootfs))
-            state.scan = self.scan(state.rootfs)
+            self.apply_layer(state, layer.path, f"cached layer {entry.layer.digest}")
         return layer
 
     def cacheable(self, inst: Instruction) -> bool:
@@ -446,7 +446,22 @@ class _Build:
         return f"WORKDIR {path}"
 
     def execute(self, state: StageState, inst: Instruction) -> LayerRef | None:
-        """Run a filesystem step on the (materialized) rootfs; return the layer it made, if any."""
+        """Run a filesystem step on the (materialized) rootfs; return the layer it made, if any.
+
+        On an overlay rootfs a step may write into memory (see StageOverlay); one that fills it runs again on disk."""
+        overlay = state.overlay
+        if overlay is None or not overlay.tmpfs:
+            return self.execute_on(state, inst)
+        try:
+            return self.execute_on(state, inst)
+        except (LaminaError, OSError):
+            if not overlay.memory_full():
+                raise
+        self.progress.message(f"{inst.keyword} filled its in-memory upper directory: running it again on disk")
+        overlay.retry_on_disk()
+        return self.execute_on(state, inst)
+
+    def execute_on(self, state: StageState, inst: Instruction) -> LayerRef | None:
         if isinstance(inst, Run):
             self.run(state, inst)
             return self.snapshot(state)
@@ -567,12 +582,18 @@ class _Build:
             blob = self.write_layer(linked, changes)
         finally:
             shutil.rmtree(linked, ignore_errors=True)
-        unpack_layer(state.rootfs, blob.path, description=f"the --link layer of {inst.file}:{inst.line}",
-                     keep=self.keep(state.rootfs))
-        state.scan = self.scan(state.rootfs)
+        self.apply_layer(state, blob.path, f"the --link layer of {inst.file}:{inst.line}")
         layer = LayerRef(Descriptor(blob.media_type, blob.digest, blob.size), blob.diff_id, blob.path)
         state.layers.append(layer)
         return layer
+
+    def apply_layer(self, state: StageState, blob: Path, description: str) -> None:
+        """A layer made elsewhere joins the materialized rootfs, between steps."""
+        if state.overlay is not None:
+            state.overlay.add_layer(blob, description)
+            return
+        unpack_layer(state.rootfs, blob, description=description, keep=self.keep(state.rootfs))
+        state.scan = self.scan(state.rootfs)
 
     def run(self, state: StageState, inst: Run) -> None:
         """RUN with its --mount and --network options, through the sandbox."""
@@ -610,7 +631,7 @@ class _Build:
                 pulled = self.resolve_image(ref, self.platform)
                 fetch_all(self.client, list(pulled.layers), self.options.cache_dir)
                 described = [(layer.path, f"layer {number} of {ref}") for number, layer in enumerate(pulled.layers, 1)]
-                if not self.workspace.mounts.mount(rootfs, described, f"image {ref}"):
+                if StageOverlay.create(self.workspace.mounts, rootfs, described, f"image {ref}") is None:
                     for number, layer in enumerate(pulled.layers, 1):
                         unpack_layer(rootfs, layer.path, description=f"layer {number} of {ref}")
             self.images[key] = rootfs
@@ -629,12 +650,19 @@ class _Build:
                          else frozenset())
 
     def snapshot(self, state: StageState) -> LayerRef | None:
-        after = self.scan(state.rootfs)
-        changes = diff_scans(state.scan or {}, after)
-        state.scan = after
-        if changes.is_empty:
-            return None
-        blob = self.write_layer(state.rootfs, changes)
+        if state.overlay is not None:
+            changes = state.overlay.changes()
+            blob = None if changes.is_empty else self.write_layer(state.rootfs, changes)
+            state.overlay.commit(blob is not None, f"stage {state.stage.label}, layer {len(state.layers) + 1}")
+            if blob is None:
+                return None
+        else:
+            after = self.scan(state.rootfs)
+            changes = diff_scans(state.scan or {}, after)
+            state.scan = after
+            if changes.is_empty:
+                return None
+            blob = self.write_layer(state.rootfs, changes)
         layer = LayerRef(Descriptor(blob.media_type, blob.digest, blob.size), blob.diff_id, blob.path)
         state.layers.append(layer)
         return layer
@@ -683,14 +711,17 @@ def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, prog
         cache = RegistryCache(client, cache_repository(options, destinations),
                               ttl=timedelta(seconds=options.cache_ttl_seconds),
                               push=options.push_cache and not options.dry_run)
+    overlay_off: str | None = None
+    if options.rootfs_mode != "unpack":
+        overlay_off = (f"the {runner.name} sandbox runs RUN" if runner.name != "namespace"
+                       else overlay_unavailable(options.work_dir or Path(tempfile.gettempdir())))
+        if overlay_off is not None and options.rootfs_mode == "overlay":
+            raise OptionsError(f"--rootfs-mode overlay: not possible here: {overlay_off}")
     workspace = Workspace.create(options.work_dir)
     workspace.mounts.mode = options.rootfs_mode
-    if runner.name != "namespace":
-        workspace.mounts.reason = f"the {runner.name} sandbox"
-    elif options.rootfs_mode != "unpack":
-        workspace.mounts.reason = overlay_unavailable(workspace.root)
-        if workspace.mounts.reason is not None and options.rootfs_mode == "overlay":
-            raise OptionsError(f"--rootfs-mode overlay: not possible here: {workspace.mounts.reason}")
+    workspace.mounts.reason = overlay_off
+    workspace.mounts.memory_left = (memory_budget(available_memory()) if options.rootfs_memory is None
+                                    else options.rootfs_memory)
     inplace = None
     if runner.name == "inplace":  # / is the rootfs: leave the build's own files (and /lamina, mounts...) alone
         inplace = InplaceRoot.create([workspace.root, options.context, options.dockerfile, options.cache_dir,

@@ -22,7 +22,7 @@ from lamina.errors import RootfsError
 from lamina.oci.model import Platform
 from lamina.oci.reference import Reference
 from lamina.oci.registry.client import RegistryClient
-from lamina.rootfs.overlay import LayerMounts
+from lamina.rootfs.overlay import LayerMounts, StageOverlay
 from lamina.rootfs.unpack import unpack_layer
 from lamina.snapshot.scan import scan_tree
 
@@ -107,8 +107,8 @@ def materialize(client: RegistryClient, state: StageState, blob_cache: Path | No
         fetch_all(client, state.layers, blob_cache)
         described = [(layer.path, f"layer {number} of stage {state.stage.label} ({layer.descriptor.digest})")
                      for number, layer in enumerate(state.layers, 1)]
-        if mounts.mount(state.rootfs, described, f"stage {state.stage.label}"):
-            state.scan = scan_tree(state.rootfs)
+        state.overlay = StageOverlay.create(mounts, state.rootfs, described, f"stage {state.stage.label}")
+        if state.overlay is not None:
             state.materialized = True
             return
     start = 0

@@ -10,6 +10,7 @@ from typing import Any
 from lamina.dockerfile.instructions import Stage
 from lamina.oci.model import Descriptor, Platform
 from lamina.oci.reference import Reference
+from lamina.rootfs.overlay import StageOverlay
 from lamina.snapshot.scan import FileState
 
 DEFAULT_SHELL = ("/bin/sh", "-c")
@@ -42,6 +43,7 @@ class StageState:
     key: str | None = None  # the cache key after the last step (None: not computable before running)
     materialized: bool = False  # does rootfs hold the content of layers? (False until a step needs it)
     parent: StageState | None = None  # the stage this one starts FROM, when it is a stage
+    overlay: StageOverlay | None = None  # when rootfs is an overlay stack (then ``scan`` is not kept)
 
     @property
     def env(self) -> dict[str, str]:

@@ -56,8 +56,13 @@ def _blocks(size: int) -> int:
     return (size + BLOCK - 1) >> BLOCK_BITS
 
 
-def _xattr_body(xattrs: dict[str, bytes]) -> bytes:
-    """The inline xattr area of an inode: header, then entries (name index, name suffix, value), 4-byte aligned."""
+OPAQUE_XATTR = "trusted.overlay.opaque"
+
+
+def _xattr_body(node: Node) -> bytes:
+    """The inline xattr area of an inode: header, then entries (name index, name suffix, value), 4-byte aligned.
+    An opaque directory (``Node.opaque``) gets overlayfs's marker."""
+    xattrs = {**node.xattrs, OPAQUE_XATTR: b"y"} if node.opaque else node.xattrs
     if not xattrs:
         return b""
     entries = bytearray()
@@ -165,7 +170,7 @@ class ImageWriter:
         order: list[_Placed] = []
         offset = INODE_SLOT  # nid 0 stays unused: an inode number 0 reads as "no entry" to some programs
         for node in nodes:
-            body = _xattr_body(node.xattrs)
+            body = _xattr_body(node)
             size = EXTENDED_INODE + len(body)
             size += -size % INODE_SLOT
             if size > BLOCK:

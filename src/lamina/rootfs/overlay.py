@@ -31,10 +31,12 @@ from pathlib import Path
 import zstandard
 
 from lamina.errors import RootfsError
-from lamina.rootfs.erofs import ImageWriter, UnsupportedContent
+from lamina.rootfs.erofs import OPAQUE_XATTR, ImageWriter, UnsupportedContent
 from lamina.rootfs.tarstream import TarError, TarReader
 from lamina.rootfs.tree import LayerTree
 from lamina.rootfs.unpack import open_layer_stream
+from lamina.snapshot.diff import Changes, diff_scans
+from lamina.snapshot.scan import FileState
 
 log = logging.getLogger(__name__)
 
@@ -107,80 +109,331 @@ def unavailable_reason(work_root: Path) -> str | None:
 
 @dataclass
 class LayerMounts:
-    """The images and overlays a build mounted: ``mount`` one per stage root filesystem, ``unmount_all`` at the
-    end. ``reason`` holds why overlays are off (given, or learnt from the first failure)."""
+    """The mounts of a build (images, tmpfs, overlays), in the order made: ``unmount_all`` at the end undoes them in
+    reverse. ``reason`` holds why overlay root filesystems are off (given, or learnt from the first failure)."""
 
     mode: str = "auto"  # auto: overlay when possible, else unpack; overlay: fail when impossible; unpack: never
     reason: str | None = None
     points: list[Path] = field(default_factory=list)
+    memory_left: int = 0  # bytes of step changes still allowed in memory (tmpfs uppers), see StageOverlay
 
     @property
     def enabled(self) -> bool:
         return self.mode != "unpack" and self.reason is None
 
-    def mount(self, rootfs: Path, layers: Sequence[tuple[Path, str]], description: str) -> bool:
-        """Make ``rootfs`` (an empty directory) an overlay of ``layers`` ((blob path, description), bottom first).
-        False when overlays are off here (the caller unpacks instead); RootfsError naming the layer and the entry
-        for a broken or hostile layer."""
-        if not self.enabled:
-            return False
-        home = rootfs.parent
-        image, lower, upper, work = home / "layers.erofs", home / "lower", home / "upper", home / "work"
-        try:
-            root_meta = write_image(image, layers)
-        except UnsupportedContent as exc:
-            log.info("%s: unpacking instead of mounting: %s", description, exc)
-            image.unlink(missing_ok=True)
-            return False
-        for directory in (lower, upper, work):
-            directory.mkdir(exist_ok=True)
-        mode, uid, gid, mtime_ns = root_meta
-        os.chown(upper, uid, gid)
-        os.chmod(upper, mode)
-        failure = _run_mount(["mount", "-t", "erofs", "-o", "ro,loop", str(image), str(lower)])
-        if failure is None:
-            self.points.append(lower)
-            failure = _run_mount(["mount", "-t", "overlay", "lamina", "-o",
-                                  f"lowerdir={lower},upperdir={upper},workdir={work},xino=on", str(rootfs)])
-            if failure is not None:
-                self._unmount(lower)
+    def mount(self, argv: list[str], point: Path, *, cwd: Path | None = None) -> None:
+        """``mount ARGV... POINT`` (relative paths in ARGV are taken from ``cwd``); RootfsError when it fails."""
+        failure = _run_mount(["mount", *argv, str(point)], cwd)
         if failure is not None:
-            image.unlink(missing_ok=True)
-            if self.mode == "overlay":
-                raise RootfsError(f"{description}: cannot mount the layers (--rootfs-mode overlay): {failure}")
-            self.reason = failure
-            log.info("overlay root filesystems are off: %s; unpacking instead", failure)
-            return False
-        self.points.append(rootfs)
-        os.utime(upper, ns=(mtime_ns, mtime_ns))
-        return True
+            raise RootfsError(f"cannot mount {point}: {failure}")
+        self.points.append(point)
 
-    def _unmount(self, point: Path) -> None:
+    def unmount(self, point: Path) -> None:
         if _run_mount(["umount", str(point)]) is not None:
             _run_mount(["umount", "-l", str(point)])
         with contextlib.suppress(ValueError):
             self.points.remove(point)
 
     def unmount_all(self) -> None:
-        """Unmount every overlay, then every image (the reverse of mounting); loop devices are released with them."""
+        """Unmount everything, the last mounted first; loop devices are released with their images."""
         for point in reversed(list(self.points)):
-            self._unmount(point)
+            self.unmount(point)
+
+    def disable(self, reason: str, description: str) -> None:
+        if self.mode == "overlay":
+            raise RootfsError(f"{description}: cannot make an overlay root filesystem (--rootfs-mode overlay): "
+                              f"{reason}")
+        self.reason = reason
+        log.info("overlay root filesystems are off: %s; unpacking instead", reason)
 
 
-def _run_mount(argv: list[str]) -> str | None:
+def memory_budget(available: int) -> int:
+    """Default bytes of step changes kept in memory for a build: a quarter of the available memory, at most 1 GiB."""
+    return max(0, min(1 << 30, available // 4))
+
+
+def available_memory() -> int:
+    """Memory this process may still use: MemAvailable, or less where its cgroup's limit leaves less (a container
+    with a memory limit: tmpfs pages count against it)."""
+    available = 0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    headroom = _cgroup_headroom()
+    return available if headroom is None else min(available, headroom)
+
+
+def _cgroup_headroom() -> int | None:
+    """The least (limit - usage) over this process's memory cgroup and its ancestors (v2 or v1); None: no limit."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    headroom: int | None = None
+    for line in lines:
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if controllers == "":
+            base, files = Path("/sys/fs/cgroup"), ("memory.max", "memory.current")
+        elif "memory" in controllers.split(","):
+            base, files = Path("/sys/fs/cgroup/memory"), ("memory.limit_in_bytes", "memory.usage_in_bytes")
+        else:
+            continue
+        directory = base / path.strip("/")
+        while True:
+            with contextlib.suppress(OSError, ValueError):
+                limit_text = (directory / files[0]).read_text().strip()
+                if limit_text != "max" and int(limit_text) < 1 << 60:
+                    left = int(limit_text) - int((directory / files[1]).read_text().strip())
+                    headroom = left if headroom is None else min(headroom, left)
+            if directory == base or base not in directory.parents:
+                break
+            directory = directory.parent
+    return headroom
+
+
+@dataclass
+class StageOverlay:
+    """A stage's root filesystem as a stack: read-only lowers (the image it starts from, as one EROFS image, then
+    what each executed step changed) under the upper directory of the step being run; ``rootfs`` is the merged
+    mount every step works on.
+
+    A step starts on a fresh, empty upper: what it changed is exactly what is in that upper (``changes`` compares
+    those paths between the view of the lowers and the merged mount), so no step walks the whole tree. ``commit``
+    then stacks the upper, as it is, as a new lower. Uppers live in memory (a tmpfs each) while the build's
+    memory budget (``LayerMounts.memory_left``) lasts, else on disk: creating a file on a tmpfs takes microseconds,
+    on a busy disk a fraction of a millisecond, and a step that copies thousands of files (COPY, a RUN that
+    installs packages, a chmod -R that copies them up) is mostly that. A step that fills its tmpfs runs again on
+    disk (``memory_full``, ``retry_on_disk``). Between steps the merged mount stays (with an empty upper), so other
+    stages can read it."""
+
+    mounts: LayerMounts
+    home: Path  # holds every part: lower images and their mountpoints, uppers, work dirs, the view
+    rootfs: Path
+    lowers: list[str] = field(default_factory=list)  # names under home, bottom first
+    upper: str = ""  # name of the current upper directory under home
+    tmpfs: str = ""  # the tmpfs holding the current upper ("" when it is on disk)
+    serial: int = 0
+
+    MAX_LOWERS = 400  # overlayfs takes up to 500
+    MIN_MEMORY_UPPER = 64 << 20  # below this much budget left, uppers go to disk
+
+    @classmethod
+    def create(cls, mounts: LayerMounts, rootfs: Path, layers: Sequence[tuple[Path, str]],
+               description: str) -> StageOverlay | None:
+        """Mount ``layers`` ((blob path, description), bottom first) as one image under ``rootfs`` (an empty
+        directory). None when overlays are off here (the caller unpacks instead); RootfsError naming the layer
+        and the entry for a broken or hostile layer."""
+        if not mounts.enabled:
+            return None
+        stack = cls(mounts, rootfs.parent, rootfs)
+        image = stack.home / "base.erofs"
+        try:
+            root = write_image(image, layers)
+        except UnsupportedContent as exc:
+            log.info("%s: unpacking instead of mounting: %s", description, exc)
+            image.unlink(missing_ok=True)
+            return None
+        try:
+            stack.mount_image(image, "base")
+            stack.new_upper(root)
+            stack.mount_merged()
+        except RootfsError as exc:
+            for point in reversed(list(mounts.points)):
+                if point == stack.home or stack.home in point.parents:
+                    mounts.unmount(point)
+            image.unlink(missing_ok=True)
+            mounts.disable(str(exc), description)
+            return None
+        return stack
+
+    # -- parts ------------------------------------------------------------------------------------------------------
+
+    def _name(self, prefix: str) -> str:
+        self.serial += 1
+        return f"{prefix}{self.serial}"
+
+    def mount_image(self, image: Path, name: str) -> None:
+        (self.home / name).mkdir(exist_ok=True)
+        self.mounts.mount(["-t", "erofs", "-o", "ro,loop", str(image)], self.home / name)
+        self.lowers.append(name)
+
+    def new_upper(self, root: tuple[int, int, int, int], *, on_disk: bool = False) -> None:
+        """A fresh upper (and work directory): on a tmpfs as large as the memory budget left, else on disk. It
+        carries the root directory's (mode, uid, gid, mtime_ns): an overlay's root takes the upper's attributes."""
+        if not on_disk and self.mounts.memory_left >= self.MIN_MEMORY_UPPER:
+            self.tmpfs = self._name("t")
+            (self.home / self.tmpfs).mkdir()
+            self.mounts.mount(["-t", "tmpfs", "-o", f"mode=0700,size={self.mounts.memory_left}", "lamina"],
+                              self.home / self.tmpfs)
+            self.upper = f"{self.tmpfs}/upper"
+            (self.home / self.tmpfs / "work").mkdir()
+        else:
+            self.tmpfs = ""
+            self.upper = self._name("u")
+        upper = self.home / self.upper
+        upper.mkdir()
+        mode, uid, gid, mtime_ns = root
+        os.chown(upper, uid, gid)
+        os.chmod(upper, mode)
+        os.utime(upper, ns=(mtime_ns, mtime_ns))
+
+    def _work(self) -> str:
+        if self.tmpfs:
+            return f"{self.tmpfs}/work"
+        (self.home / "work").mkdir(exist_ok=True)
+        return "work"
+
+    def mount_merged(self) -> None:
+        lowers = ":".join(reversed(self.lowers))  # overlayfs lists the top layer first
+        # explicit, whatever the kernel's defaults: a renamed lower directory is copied (no redirect), a changed file
+        # is copied whole (no metacopy), hard links are not tracked across copy-up (no index), so that the upper
+        # holds every path a step changed, with its content
+        options = (f"lowerdir={lowers},upperdir={self.upper},workdir={self._work()},xino=on,redirect_dir=off,"
+                   "metacopy=off,index=off")
+        self.mounts.mount(["-t", "overlay", "-o", options, "lamina"], self.rootfs, cwd=self.home)
+        view = self.home / "view"
+        if view in self.mounts.points:
+            self.mounts.unmount(view)
+        # the lowers alone, read-only: what the paths of the upper were before the step (an empty directory on top:
+        # overlayfs wants two lowers at least without an upper)
+        view.mkdir(exist_ok=True)
+        (self.home / "empty").mkdir(exist_ok=True)
+        self.mounts.mount(["-t", "overlay", "-o", f"lowerdir=empty:{lowers},xino=on", "lamina"], view,
+                          cwd=self.home)
+
+    @property
+    def view(self) -> Path:
+        return self.home / "view"
+
+    def _root_attributes(self) -> tuple[int, int, int, int]:
+        st = os.lstat(self.rootfs)
+        return stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns
+
+    def _upper_is_empty(self) -> bool:
+        with os.scandir(self.home / self.upper) as it:
+            return next(it, None) is None
+
+    def _drop_upper(self) -> None:
+        if self.tmpfs:
+            self.mounts.unmount(self.home / self.tmpfs)
+            shutil.rmtree(self.home / self.tmpfs, ignore_errors=True)
+        else:
+            shutil.rmtree(self.home / self.upper, ignore_errors=True)
+
+    def _restart(self, *, keep_upper: bool, on_disk: bool = False) -> None:
+        """Unmount the merged view; stack the upper as a lower (``keep_upper``) or drop it; mount again on a fresh
+        upper."""
+        root = self._root_attributes()
+        self.mounts.unmount(self.rootfs)
+        if keep_upper:
+            self.lowers.append(self.upper)
+            if self.tmpfs:
+                used = os.statvfs(self.home / self.tmpfs)
+                self.mounts.memory_left -= (used.f_blocks - used.f_bfree) * used.f_frsize
+        else:
+            self._drop_upper()
+        self.new_upper(root, on_disk=on_disk)
+        self.mount_merged()
+
+    # -- steps ------------------------------------------------------------------------------------------------------
+
+    def memory_full(self) -> bool:
+        """Did the step fill its in-memory upper (the caller then runs it again: ``retry_on_disk``)?"""
+        if not self.tmpfs:
+            return False
+        st = os.statvfs(self.home / self.tmpfs)
+        return st.f_bavail * st.f_frsize < (1 << 20) or st.f_favail == 0
+
+    def retry_on_disk(self) -> None:
+        """Drop what the step wrote in memory and give it a disk upper; no more memory uppers in this build."""
+        self.mounts.memory_left = 0
+        self._restart(keep_upper=False, on_disk=True)
+
+    def changes(self) -> Changes:
+        """What the step changed: the paths in its upper, compared between the lowers' view and the merged mount
+        (the same comparison as a whole-tree scan, on the only paths that can differ)."""
+        upper = self.home / self.upper
+        keys: list[str] = []
+        directories: list[str] = []
+        pending = [""]
+        while pending:
+            directory = pending.pop()
+            with os.scandir(upper / directory if directory else upper) as it:
+                for entry in it:
+                    key = f"{directory}/{entry.name}" if directory else entry.name
+                    keys.append(key)
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(key)
+                        directories.append(key)
+        before, after = _states(self.view, keys), _states(self.rootfs, keys)
+        recreated = [key for key in directories if key in before and before[key].is_dir and _opaque(upper / key)]
+        return diff_scans(before, after, recreated)
+
+    def commit(self, changed: bool, description: str) -> None:
+        """After the step's layer is written: stack its upper as a lower (when it ``changed`` anything; an upper
+        holding only copied-up directories is dropped) and start the next step on a fresh one."""
+        if self._upper_is_empty():
+            return
+        if changed:
+            self._check_depth(description)
+        self._restart(keep_upper=changed)
+
+    def add_layer(self, blob: Path, description: str) -> None:
+        """Stack a layer made elsewhere (a cache hit after a step ran, a --link layer) on top, between steps."""
+        self._check_depth(description)
+        root = self._root_attributes()
+        self.mounts.unmount(self.rootfs)
+        self._drop_upper()
+        name = self._name("l")
+        write_image(self.home / f"{name}.erofs", [(blob, description)], markers=True)
+        self.mount_image(self.home / f"{name}.erofs", name)
+        self.new_upper(root)
+        self.mount_merged()
+
+    def _check_depth(self, description: str) -> None:
+        if len(self.lowers) >= self.MAX_LOWERS:
+            raise RootfsError(f"{description}: more than {self.MAX_LOWERS} layers in one stage for an overlay; build "
+                              "with --rootfs-mode unpack")
+
+
+def _states(root: Path, keys: Sequence[str]) -> dict[str, FileState]:
+    """The states of ``keys`` under ``root``, without inode and device: two overlay mounts of the same layers do
+    not number them alike (a replaced directory is told by its opaque marker instead, a replaced file by its
+    ctime)."""
+    states: dict[str, FileState] = {}
+    for key in keys:
+        try:
+            st = os.lstat(root / key)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        states[key] = FileState(st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, st.st_ctime_ns, 0, 0,
+                                st.st_nlink)
+    return states
+
+
+def _opaque(directory: Path) -> bool:
+    try:
+        return os.getxattr(directory, OPAQUE_XATTR, follow_symlinks=False) == b"y"
+    except OSError:
+        return False
+
+
+def _run_mount(argv: list[str], cwd: Path | None = None) -> str | None:
     """Run mount/umount; None on success, else its message."""
-    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    result = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=cwd)
     if result.returncode == 0:
         return None
     return f"{' '.join(argv[:3])}: {result.stderr.strip() or f'exit status {result.returncode}'}"
 
 
-def write_image(image: Path, layers: Sequence[tuple[Path, str]]) -> tuple[int, int, int, int]:
-    """Write the EROFS image of ``layers`` applied in order; return the root directory's (mode, uid, gid,
-    mtime_ns), which the overlay takes from its upper directory."""
+def write_image(image: Path, layers: Sequence[tuple[Path, str]], *, markers: bool = False) -> tuple[int, int, int, int]:
+    """Write the EROFS image of ``layers`` applied in order (``markers``: one layer to stack, its whiteouts kept
+    as overlayfs markers); return the root directory's (mode, uid, gid, mtime_ns), which an overlay takes from
+    its upper directory."""
     with open(image, "wb") as out:
         writer = ImageWriter(out)
-        tree = LayerTree(writer, devices=bool(effective_capabilities() & (1 << CAP_MKNOD)))
+        tree = LayerTree(writer, devices=bool(effective_capabilities() & (1 << CAP_MKNOD)), markers=markers)
         for path, what in layers:
             try:
                 with path.open("rb") as raw:

@@ -47,6 +47,7 @@ class Node:
     rdev: int = 0
     xattrs: dict[str, bytes] = field(default_factory=dict)
     children: dict[str, Node] | None = None
+    opaque: bool = False  # an overlayfs opaque directory (whiteout markers mode): hides lower layers' content
 
     @property
     def is_dir(self) -> bool:
@@ -58,7 +59,7 @@ def new_directory(mode: int = 0o755, mtime_ns: int = 0) -> Node:
 
 
 def walk(root: Node) -> Iterator[tuple[str, Node]]:
-    """Every (path, node) below ``root`` ("etc/passwd" form), parents before children, names sorted."""
+    """Every (path, node) below ``root`` ("etc/passwd" form), parents before children, in a fixed order."""
     pending = [("", root)]
     while pending:
         path, node = pending.pop()
@@ -88,17 +89,22 @@ def _xattrs(entry: Entry) -> dict[str, bytes]:
 class LayerTree:
     """The tree that layers are applied to, in order (``apply_layer`` once per layer, bottom first)."""
 
-    def __init__(self, sink: DataSink, *, devices: bool = True) -> None:
+    def __init__(self, sink: DataSink, *, devices: bool = True, markers: bool = False) -> None:
         """``devices``: whether device nodes may be made (False without CAP_MKNOD: they are skipped, as unpacking
-        skips what mknod refuses)."""
+        skips what mknod refuses). ``markers``: the tree is one layer to stack on others with overlayfs, so a
+        whiteout becomes overlayfs's own marker (a 0/0 character device) and an opaque directory is flagged,
+        instead of removing what is below. Parents then resolve through this layer's own symlinks only: fine for
+        the layers lamina makes, whose entries name real directories, never paths through a symlink."""
         self.devices = devices
+        self.markers = markers
         self.now_ns = time.time_ns()  # mtime of directories an entry needs but its layer lacks (as mkdir gives)
         self.root = new_directory(mtime_ns=self.now_ns)
         self.sink = sink
         self.skipped = 0  # entries left out: aufs metadata, unsupported types
         self.warnings: list[str] = []
-        # per layer: nodes it wrote (kept alive here so their ids stay unique) and directories holding them
-        self._written: dict[int, Node] = {}
+        # per layer: the names it wrote, as (id of the parent directory, name), and the directories holding what it
+        # wrote (nodes kept alive here, so that their ids stay unique while the layer is applied)
+        self._written: set[tuple[int, str]] = set()
         self._holding: dict[int, Node] = {}
 
     # -- resolving --------------------------------------------------------------------------------------------------
@@ -175,8 +181,8 @@ class LayerTree:
 
     # -- bookkeeping ------------------------------------------------------------------------------------------------
 
-    def _wrote(self, node: Node, trail: list[Node]) -> None:
-        self._written[id(node)] = node
+    def _wrote(self, parent: Node, name: str, trail: list[Node]) -> None:
+        self._written.add((id(parent), name))
         for directory in trail:
             self._holding[id(directory)] = directory
 
@@ -184,7 +190,7 @@ class LayerTree:
         """An opaque directory: drop what lower layers left in it, keep what this layer wrote (recursively)."""
         assert directory.children is not None
         for name, child in list(directory.children.items()):
-            if id(child) in self._written or id(child) in self._holding:
+            if (id(directory), name) in self._written or id(child) in self._holding:
                 if child.is_dir:
                     self._clear_lower(child)
             else:
@@ -194,10 +200,10 @@ class LayerTree:
 
     def apply_layer(self, reader: TarReader, description: str) -> None:
         """Apply every entry of the (streamed) layer ``reader``."""
-        self._written, self._holding = {}, {}
+        self._written, self._holding = set(), {}
         for entry in reader:
             self.apply(reader, entry, description)
-        self._written, self._holding = {}, {}
+        self._written, self._holding = set(), {}
 
     def apply(self, reader: TarReader, member: Entry, description: str) -> None:
         try:
@@ -220,7 +226,6 @@ class LayerTree:
         if not name:
             if member.kind == DIRECTORY:
                 self._set_metadata(self.root, member)
-                self._written[id(self.root)] = self.root
             else:
                 self.skipped += 1
                 self.warnings.append(f"{description}: skipping non-directory entry {member.name!r} for the root "
@@ -236,13 +241,18 @@ class LayerTree:
             return
         existing = parent.children.get(base)
         if existing is not None and existing.is_dir and node.is_dir:
-            self._set_metadata(existing, member)  # a directory over a directory keeps its children
+            kept = existing.xattrs  # a directory over a directory keeps its children, and adds to its xattrs (as
+            self._set_metadata(existing, member)  # setxattr does when unpacking into a directory)
+            existing.xattrs = {**kept, **existing.xattrs}
             node = existing
         else:
             parent.children[base] = node
-        self._wrote(node, trail)
+        self._wrote(parent, base, trail)
 
     def _whiteout(self, parts: list[str], base: str, description: str, entry: str) -> None:
+        if self.markers:
+            self._marker(parts, base, description, entry)
+            return
         parent = self._probe(parts)
         if parent is None or parent.children is None:
             return
@@ -252,9 +262,20 @@ class LayerTree:
         hidden = base[len(WHITEOUT_PREFIX):]
         if hidden in ("", ".", ".."):
             raise RootfsError(f"{description}: entry {entry!r}: whiteout of an invalid name")
-        target = parent.children.get(hidden)
-        if target is not None and id(target) not in self._written:
+        if hidden in parent.children and (id(parent), hidden) not in self._written:
             del parent.children[hidden]
+
+    def _marker(self, parts: list[str], base: str, description: str, entry: str) -> None:
+        parent = self._lookup_parent(parts, description, entry)[0]
+        assert parent.children is not None
+        if base == OPAQUE_MARKER:
+            parent.opaque = True
+            return
+        hidden = base[len(WHITEOUT_PREFIX):]
+        if hidden in ("", ".", ".."):
+            raise RootfsError(f"{description}: entry {entry!r}: whiteout of an invalid name")
+        if (id(parent), hidden) not in self._written:
+            parent.children[hidden] = Node(stat.S_IFCHR, mtime_ns=self.now_ns)  # device 0/0: overlayfs whiteout
 
     def _hardlink(self, parent: Node, base: str, trail: list[Node], member: Entry, description: str) -> None:
         assert parent.children is not None
@@ -273,7 +294,7 @@ class LayerTree:
             raise RootfsError(f"{description}: entry {member.name!r}: hardlink to a directory "
                               f"({member.linkname!r})")
         parent.children[base] = source
-        self._wrote(source, trail)
+        self._wrote(parent, base, trail)
 
     def _new_node(self, reader: TarReader, member: Entry, description: str) -> Node | None:
         perm = member.mode & 0o7777

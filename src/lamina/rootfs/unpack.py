@@ -25,7 +25,7 @@ from isal import igzip
 
 from lamina.errors import RootfsError
 from lamina.rootfs.paths import resolve_in_root, set_directory_metadata
-from lamina.rootfs.tarstream import XATTR_PREFIX
+from lamina.rootfs.tarstream import XATTR_PREFIX, TarError, pax_time_ns
 from lamina.rootfs.tree import OPAQUE_MARKER, WHITEOUT_PREFIX, member_name
 
 if TYPE_CHECKING:
@@ -164,7 +164,7 @@ class _Unpacker:
                 except OSError as e:
                     self.warn_once("chown", f"cannot set ownership ({e.strerror or e}); keeping the current owner")
             os.fchmod(fd, member.mode & 0o7777)  # after chown, which clears set-id bits
-            mtime_ns = int(member.mtime * 1_000_000_000)
+            mtime_ns = _mtime_ns(member)
             os.utime(fd, ns=(mtime_ns, mtime_ns))
         finally:
             if fd >= 0:
@@ -324,6 +324,8 @@ class _Unpacker:
         target = parent / base
         if not _inside(self.root, target) or target == self.root:
             raise self.fail(member.name, "it would land outside the root filesystem")
+        if self.pending and str(target) in self.pending:
+            self.flush()  # the same file, named through a symlinked parent, is still being written
         if self.kept(target) or self.holds_kept(target):
             self.skipped += 1  # the inplace sandbox's own paths (/lamina, /proc, mountpoints) stay as they are
             return
@@ -423,7 +425,7 @@ class _Unpacker:
                 except OSError as e:
                     self.warn_once("xattr:" + attribute,
                                    f"cannot set extended attribute {attribute} ({e.strerror or e}), skipped")
-        mtime_ns = int(member.mtime * 1_000_000_000)
+        mtime_ns = _mtime_ns(member)
         if member.isdir():
             self.dir_metadata[str(target)] = (os.lstat(target).st_ino, member.mode & 0o7777, mtime_ns)
             return
@@ -440,6 +442,17 @@ class _Unpacker:
             inode, mode, mtime_ns = self.dir_metadata[path]
             set_directory_metadata(self.root, Path(path), inode, mode=mode,
                                    mtime_ns=mtime_ns if mtime_ns >= 0 else None)
+
+
+def _mtime_ns(member: tarfile.TarInfo) -> int:
+    """The entry's mtime in nanoseconds, exactly (tarfile's float loses the last digits of a PAX mtime)."""
+    text = member.pax_headers.get("mtime")
+    if text is not None:
+        try:
+            return pax_time_ns(text)
+        except TarError:
+            pass
+    return int(member.mtime * 1_000_000_000)
 
 
 def _remove(path: Path) -> None:

@@ -1,7 +1,8 @@
 """What changed between two scans of a rootfs (pure: no I/O).
 
 A non-directory changed when any of its stat fields differs: type, permission bits, owner, size, mtime, ctime,
-inode, device or link count; ctime catches writes that keep size and mtime (a program cannot set it back). A
+inode, device or link count; ctime catches writes that keep size and mtime (a program cannot set it back). One
+exception: fewer links and a new ctime, nothing else, is another name being removed, not a change of the file. A
 directory changed only when its own metadata did (type, permission bits, owner, mtime) or it was replaced by a new
 directory (another inode: removed and recreated, which makes it opaque). Its ctime, size and link count are not
 compared: adding or removing a child changes them, and the child is what matters.
@@ -10,7 +11,7 @@ compared: adding or removing a child changes them, and the child is what matters
 from __future__ import annotations
 
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from lamina.snapshot.scan import FileState
@@ -43,7 +44,13 @@ def _changed(old: FileState, new: FileState) -> bool:
         return True
     if new.is_dir:
         return False
-    return (old.size, old.ctime_ns, old.nlink) != (new.size, new.ctime_ns, new.nlink)
+    if old.size != new.size:
+        return True
+    if new.nlink < old.nlink:
+        # another name of this file was removed (that changes the ctime too): the file itself is as it was, and an
+        # overlay's upper, which the overlay root filesystem diffs, does not have it either
+        return False
+    return (old.ctime_ns, old.nlink) != (new.ctime_ns, new.nlink)
 
 
 def _covered(key: str, before: Mapping[str, FileState], after: Mapping[str, FileState], opaque: set[str]) -> bool:
@@ -58,10 +65,14 @@ def _covered(key: str, before: Mapping[str, FileState], after: Mapping[str, File
     return False
 
 
-def diff_scans(before: Mapping[str, FileState], after: Mapping[str, FileState]) -> Changes:
-    """The changes that turn `before` into `after`: upserts, top-most deletions and opaque (recreated) dirs."""
-    upserts: set[str] = set()
-    opaque: set[str] = set()
+def diff_scans(before: Mapping[str, FileState], after: Mapping[str, FileState],
+               recreated: Iterable[str] = ()) -> Changes:
+    """The changes that turn `before` into `after`: upserts, top-most deletions and opaque (recreated) dirs.
+
+    ``recreated``: directories known to have been removed and made again (an overlay's opaque directories), for
+    scans whose inode numbers cannot tell."""
+    opaque: set[str] = set(recreated)
+    upserts: set[str] = set(opaque)
     for key, new in after.items():
         old = before.get(key)
         if old is None:
