@@ -269,7 +269,7 @@ class _Build:
     def resolve_image(self, ref: Reference, platform: Platform) -> PulledImage:
         key = f"{ref}|{platform}"
         if key not in self.resolved:
-            self.resolved[key] = resolve_image(self.client, ref, platform, self.workspace)
+            self.resolved[key] = resolve_image(self.client, ref, platform, self.workspace, self.cache)
         return self.resolved[key]
 
     def materialize(self, state: StageState) -> None:

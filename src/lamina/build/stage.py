@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from lamina.build.state import LayerRef, StageState
 from lamina.build.workspace import Workspace
+from lamina.cache.registry import RegistryCache
 from lamina.dockerfile.instructions import Stage
 from lamina.errors import RootfsError
-from lamina.oci.model import Platform
+from lamina.oci.model import Descriptor, Platform
 from lamina.oci.reference import Reference
 from lamina.oci.registry.client import RegistryClient
 from lamina.rootfs.overlay import LayerMounts, StageOverlay
@@ -40,9 +41,23 @@ class PulledImage:
     layers: tuple[LayerRef, ...]  # paths in the workspace; the blobs are fetched by ensure_local
 
 
-def resolve_image(client: RegistryClient, ref: Reference, platform: Platform, workspace: Workspace) -> PulledImage:
-    """Resolve ``ref`` for ``platform``: manifest and config only, no layer is downloaded."""
-    resolved = client.resolve_image(ref, platform)
+def resolve_image(client: RegistryClient, ref: Reference, platform: Platform, workspace: Workspace,
+                  cache: RegistryCache | None = None) -> PulledImage:
+    """Resolve ``ref`` for ``platform``: manifest and config only, no layer is downloaded. With ``cache``, the
+    config comes from the cache when an earlier build kept it there (one manifest GET instead of a blob GET), and
+    is kept there otherwise."""
+    missed: list[str] = []
+
+    def known_config(descriptor: Descriptor) -> bytes | None:
+        assert cache is not None
+        found = cache.image_config(descriptor)
+        if found is None:
+            missed.append(descriptor.digest)
+        return found
+
+    resolved = client.resolve_image(ref, platform, known_config if cache is not None else None)
+    if cache is not None and missed:
+        cache.store_image_config(resolved.manifest.config.digest, resolved.config_bytes)
     diff_ids = list((resolved.config.get("rootfs") or {}).get("diff_ids") or [])
     layers = resolved.manifest.layers
     if len(diff_ids) != len(layers):

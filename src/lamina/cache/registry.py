@@ -3,10 +3,15 @@
 An entry's manifest holds the step's layer (none when the step changed nothing) and annotations that make a lookup
 one GET: when it was made (for --cache-ttl), the layer's diff_id, and the key. Its config blob records the step's
 history entry. Lookups run in parallel; pushes run in the background and never fail the build (they warn).
+
+Base image configs are kept too, tagged ``config-<hex of the config digest>``, inside the entry's manifest (the
+config descriptor's ``data``): a fully cached build then reads them with a manifest GET and fetches no blob at all.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -72,6 +77,35 @@ def entry_manifest(key: str, layer: Descriptor | None, diff_id: str | None, hist
     return config, manifest.to_bytes()
 
 
+CONFIG_TAG_PREFIX = "config-"
+MAX_EMBEDDED_CONFIG = 256 * 1024
+
+
+def config_entry_manifest(config: bytes, digest: str, created: datetime) -> bytes:
+    """An entry keeping an image config (a base image's) inside its manifest: the config descriptor carries the
+    bytes in its ``data`` field (OCI image spec 1.1), so reading it back is one manifest GET, no blob GET."""
+    tag = CONFIG_TAG_PREFIX + digest.removeprefix("sha256:")
+    return canonical_json({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": digest, "size": len(config),
+                   "data": base64.b64encode(config).decode("ascii")},
+        "layers": [],
+        "annotations": {CREATED_ANNOTATION: created.strftime("%Y-%m-%dT%H:%M:%SZ"), KEY: tag},
+    })
+
+
+def parse_config_entry(body: bytes, descriptor: Descriptor) -> bytes | None:
+    """The config a config entry embeds, when it is the one ``descriptor`` names; else None."""
+    try:
+        data = json.loads(body)["config"]["data"]
+        config = base64.b64decode(data, validate=True)
+    except (ValueError, KeyError, TypeError):
+        return None
+    if len(config) != descriptor.size or compute_digest(config) != descriptor.digest:
+        return None
+    return config
+
+
 class RegistryCache:
     """Lookups and background pushes of cache entries in ``repository`` (a reference without tag)."""
 
@@ -133,6 +167,31 @@ class RegistryCache:
             self.client.push_manifest(ref, manifest, OCI_MANIFEST)
 
         self._pushes.append((key, self._pool.submit(work)))
+
+    def image_config(self, descriptor: Descriptor) -> bytes | None:
+        """A base image's config kept by an earlier build (see ``config_entry_manifest``), or None."""
+        if not descriptor.digest.startswith("sha256:"):
+            return None
+        ref = self.repository.with_tag(CONFIG_TAG_PREFIX + descriptor.digest.removeprefix("sha256:"))
+        try:
+            fetched = self.client.fetch_manifest(ref)
+        except LaminaError as exc:
+            self.warn(f"cache lookup of the config {descriptor.digest[7:19]} in {self.repository.name} failed: {exc}")
+            return None
+        return parse_config_entry(fetched.body, descriptor) if fetched is not None else None
+
+    def store_image_config(self, digest: str, config: bytes) -> None:
+        """Keep a base image's config for the next builds, in the background (see ``image_config``)."""
+        if not self.push_enabled or len(config) > MAX_EMBEDDED_CONFIG or not digest.startswith("sha256:"):
+            return
+        ref = self.repository.with_tag(CONFIG_TAG_PREFIX + digest.removeprefix("sha256:"))
+        created = datetime.now(UTC)
+
+        def work() -> None:
+            self.client.push_blob_bytes(ref, config, OCI_CONFIG)
+            self.client.push_manifest(ref, config_entry_manifest(config, digest, created), OCI_MANIFEST)
+
+        self._pushes.append((ref.tag or "", self._pool.submit(work)))
 
     def warn(self, text: str) -> None:
         log.warning("%s", text)

@@ -209,9 +209,13 @@ class RegistryClient:
 
     # -- pulling --------------------------------------------------------------------------------------------------
 
-    def resolve_image(self, ref: Reference, platform: Platform) -> ResolvedImage:
-        """The manifest and config of ``ref`` for ``platform`` (an index is resolved to the platform's manifest)."""
-        return self._through_mirrors(ref, lambda source: self._resolve_image(source, platform))
+    def resolve_image(self, ref: Reference, platform: Platform,
+                      known_config: Callable[[Descriptor], bytes | None] | None = None) -> ResolvedImage:
+        """The manifest and config of ``ref`` for ``platform`` (an index is resolved to the platform's manifest).
+
+        ``known_config`` may supply the config blob from elsewhere (the layer cache keeps base image configs in
+        manifests); what it gives is used only if it matches the descriptor's digest and size."""
+        return self._through_mirrors(ref, lambda source: self._resolve_image(source, platform, known_config))
 
     def fetch_blob(self, ref: Reference, descriptor: Descriptor, dest: Path) -> None:
         """Download a blob to ``dest`` (through ``dest.tmp``, renamed when complete and verified)."""
@@ -467,7 +471,8 @@ class RegistryClient:
                                 hint="check the mirrors, or drop --skip-default-registry-fallback")
         return action(ref)
 
-    def _resolve_image(self, ref: Reference, platform: Platform) -> ResolvedImage:
+    def _resolve_image(self, ref: Reference, platform: Platform,
+                       known_config: Callable[[Descriptor], bytes | None] | None) -> ResolvedImage:
         body, media_type, digest = self._fetch_manifest(ref, ref.digest or ref.tag or "latest")
         if _is_index(media_type):
             chosen = _pick_platform(body, platform, ref)
@@ -485,7 +490,10 @@ class RegistryClient:
         except (ValueError, KeyError, TypeError) as e:
             raise RegistryError(f"the manifest {digest} of {ref} is malformed ({e!r})", registry=ref.registry,
                                 repository=ref.repository) from None
-        config_bytes = self._fetch_small_blob(ref, manifest.config, MAX_CONFIG_BYTES)
+        config_bytes = known_config(manifest.config) if known_config is not None else None
+        if config_bytes is None or len(config_bytes) != manifest.config.size or \
+                compute_digest(config_bytes) != manifest.config.digest:
+            config_bytes = self._fetch_small_blob(ref, manifest.config, MAX_CONFIG_BYTES)
         try:
             config = json.loads(config_bytes)
         except ValueError:
