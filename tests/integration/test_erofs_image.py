@@ -23,7 +23,7 @@ import tarfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
@@ -34,6 +34,7 @@ from lamina.rootfs.erofs import UnsupportedContent
 from lamina.rootfs.overlay import LayerMounts, StageOverlay, unavailable_reason, write_image
 from lamina.rootfs.unpack import unpack_layer
 from tests.support import baseimages
+from tests.support.layers import E, d, f, hard, special, sym, wh, write_layer
 
 pytestmark = pytest.mark.integration
 
@@ -67,85 +68,10 @@ def fsck() -> str:
 # layers
 
 
-@dataclass
-class E:
-    """One entry of a test layer."""
-
-    name: str
-    kind: bytes = tarfile.REGTYPE
-    data: bytes = b""
-    mode: int = 0o644
-    uid: int = 0
-    gid: int = 0
-    link: str = ""
-    mtime: int = M1
-    pax: dict[str, str] = field(default_factory=dict)
-    major: int = 0
-    minor: int = 0
-
-
-def f(name: str, data: bytes = b"", **kw: object) -> E:
-    return E(name, tarfile.REGTYPE, data, **kw)  # type: ignore[arg-type]
-
-
-def d(name: str, **kw: object) -> E:
-    kw.setdefault("mode", 0o755)
-    return E(name, tarfile.DIRTYPE, **kw)  # type: ignore[arg-type]
-
-
-def sym(name: str, target: str, **kw: object) -> E:
-    return E(name, tarfile.SYMTYPE, link=target, mode=0o777, **kw)  # type: ignore[arg-type]
-
-
-def hard(name: str, target: str) -> E:
-    return E(name, tarfile.LNKTYPE, link=target)
-
-
-def special(name: str, kind: bytes, mode: int, major: int = 0, minor: int = 0) -> E:
-    return E(name, kind, mode=mode, major=major, minor=minor)
-
-
-def wh(name: str) -> E:
-    return E(name)
-
-
 def xattrs(**values: bytes) -> dict[str, str]:
     """PAX records for xattrs: ``security_capability=...`` names ``security.capability``."""
     return {f"SCHILY.xattr.{key.replace('_', '.', 1)}": value.decode("utf-8", "surrogateescape")
             for key, value in values.items()}
-
-
-def tar_bytes(entries: list[E]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT, encoding="utf-8",
-                      errors="surrogateescape") as tf:
-        for e in entries:
-            info = tarfile.TarInfo(e.name)
-            info.type = e.kind
-            info.mode = e.mode
-            info.uid, info.gid = e.uid, e.gid
-            info.mtime = e.mtime
-            info.linkname = e.link
-            info.pax_headers = dict(e.pax)
-            info.devmajor, info.devminor = e.major, e.minor
-            if e.kind == tarfile.REGTYPE:
-                info.size = len(e.data)
-                tf.addfile(info, io.BytesIO(e.data))
-            else:
-                tf.addfile(info)
-    return buf.getvalue()
-
-
-def write_layer(directory: Path, name: str, entries: list[E] | None, compression: str) -> Path:
-    """A layer blob: ``entries`` as a tar, compressed; None gives a zero-byte blob (an empty layer)."""
-    data = tar_bytes(entries) if entries is not None else b""
-    if compression == "gzip":
-        data = gzip.compress(data, compresslevel=1)
-    elif compression == "zstd":
-        data = zstandard.ZstdCompressor().compress(data)
-    path = directory / f"{name}.tar"
-    path.write_bytes(data)
-    return path
 
 
 def many_names() -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import bz2
 import gzip
 import hashlib
-import io
 import lzma
 import os
 import shutil
@@ -38,6 +37,7 @@ from lamina.build.state import StageState
 from lamina.dockerfile.instructions import Copy, load_dockerfile
 from lamina.errors import DockerfileError
 from lamina.oci.model import Platform
+from tests.support.layers import E, tar_bytes
 
 IS_ROOT = os.geteuid() == 0
 MTIME = 1_600_000_000
@@ -46,36 +46,6 @@ LAST_MODIFIED = 1_500_000_000
 
 # ---------------------------------------------------------------------------------------------------------------
 # archives
-
-
-@dataclass
-class E:
-    name: str
-    kind: bytes = tarfile.REGTYPE
-    data: bytes = b""
-    mode: int = 0o644
-    uid: int = 0
-    gid: int = 0
-    link: str = ""
-    mtime: int = MTIME
-
-
-def tar_bytes(entries: list[E]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for e in entries:
-            info = tarfile.TarInfo(e.name)
-            info.type = e.kind
-            info.mode = e.mode
-            info.uid, info.gid = e.uid, e.gid
-            info.mtime = e.mtime
-            info.linkname = e.link
-            if e.kind == tarfile.REGTYPE:
-                info.size = len(e.data)
-                tf.addfile(info, io.BytesIO(e.data))
-            else:
-                tf.addfile(info)
-    return buf.getvalue()
 
 
 def _zstd(data: bytes) -> bytes:

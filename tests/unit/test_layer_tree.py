@@ -8,7 +8,6 @@ import io
 import os
 import stat
 import tarfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from lamina.errors import RootfsError
 from lamina.rootfs.tarstream import TarReader
 from lamina.rootfs.tree import LayerTree, Node, walk
 from lamina.rootfs.unpack import unpack_layer
+from tests.support.layers import E, d, f, hard, sym, tar_bytes, wh, xattr
 
 MTIME = 1_600_000_000
 NS = 1_000_000_000
@@ -38,69 +38,6 @@ class FakeSink:
             data += chunk
         self.files.append(data)
         return len(self.files) - 1
-
-
-@dataclass
-class E:
-    """One entry of a test layer."""
-
-    name: str
-    kind: bytes = tarfile.REGTYPE
-    data: bytes = b""
-    mode: int = 0o644
-    uid: int = 0
-    gid: int = 0
-    link: str = ""
-    mtime: int = MTIME
-    pax: dict[str, str] = field(default_factory=dict)
-    major: int = 0
-    minor: int = 0
-
-
-def f(name: str, data: bytes = b"", **kw: object) -> E:
-    return E(name, tarfile.REGTYPE, data, **kw)  # type: ignore[arg-type]
-
-
-def d(name: str, **kw: object) -> E:
-    kw.setdefault("mode", 0o755)
-    return E(name, tarfile.DIRTYPE, **kw)  # type: ignore[arg-type]
-
-
-def sym(name: str, target: str) -> E:
-    return E(name, tarfile.SYMTYPE, link=target, mode=0o777)
-
-
-def hard(name: str, target: str) -> E:
-    return E(name, tarfile.LNKTYPE, link=target)
-
-
-def wh(name: str) -> E:
-    return E(name)
-
-
-def xattr(name: str, value: bytes) -> dict[str, str]:
-    return {f"SCHILY.xattr.{name}": value.decode("utf-8", "surrogateescape")}
-
-
-def tar_bytes(entries: list[E]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT, encoding="utf-8",
-                      errors="surrogateescape") as tf:
-        for e in entries:
-            info = tarfile.TarInfo(e.name)
-            info.type = e.kind
-            info.mode = e.mode
-            info.uid, info.gid = e.uid, e.gid
-            info.mtime = e.mtime
-            info.linkname = e.link
-            info.pax_headers = dict(e.pax)
-            info.devmajor, info.devminor = e.major, e.minor
-            if e.kind == tarfile.REGTYPE:
-                info.size = len(e.data)
-                tf.addfile(info, io.BytesIO(e.data))
-            else:
-                tf.addfile(info)
-    return buf.getvalue()
 
 
 class Tree:

@@ -8,7 +8,7 @@ import random
 import shutil
 import subprocess
 import tarfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
@@ -28,6 +28,7 @@ from lamina.rootfs.tarstream import (
     TarError,
     TarReader,
 )
+from tests.support.layers import E, tar_bytes, tar_info
 
 Format = Literal[0, 1, 2]  # tarfile.USTAR_FORMAT, GNU_FORMAT, PAX_FORMAT
 
@@ -51,49 +52,9 @@ def _escaped(value: bytes) -> str:
     return value.decode("utf-8", "surrogateescape")
 
 
-@dataclass
-class M:
-    """One member of a test archive."""
-
-    name: str
-    kind: bytes = tarfile.REGTYPE
-    data: bytes = b""
-    mode: int = 0o644
-    uid: int = 0
-    gid: int = 0
-    mtime: int = MTIME
-    link: str = ""
-    major: int = 0
-    minor: int = 0
-    pax: dict[str, str] = field(default_factory=dict)
-
-
-def _info(m: M) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(m.name)
-    info.type = m.kind
-    info.mode = m.mode
-    info.uid, info.gid = m.uid, m.gid
-    info.mtime = m.mtime
-    info.linkname = m.link
-    info.devmajor, info.devminor = m.major, m.minor
-    info.pax_headers = dict(m.pax)
-    info.size = len(m.data) if m.kind in (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE) else 0
-    return info
-
-
-def build(members: list[M], fmt: Format, *, global_pax: dict[str, str] | None = None) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=fmt, encoding="utf-8", errors="surrogateescape",
-                      pax_headers=global_pax) as tf:
-        for m in members:
-            info = _info(m)
-            tf.addfile(info, io.BytesIO(m.data) if info.size else None)
-    return buf.getvalue()
-
-
-def member_bytes(m: M, fmt: Format) -> bytes:
+def member_bytes(m: E, fmt: Format) -> bytes:
     """One member's header blocks (with its GNU/PAX extension headers) and padded data, no end of archive."""
-    info = _info(m)
+    info = tar_info(m)
     data = m.data if info.size else b""
     return info.tobuf(fmt, "utf-8", "surrogateescape") + data + b"\0" * (-len(data) % BLOCK)
 
@@ -205,63 +166,63 @@ RANDOM = random.Random(1234)
 BIG = RANDOM.randbytes(100_000)
 
 COMMON = [
-    M("etc", tarfile.DIRTYPE, mode=0o755),
-    M("etc/passwd", data=b"root:x:0:0:root:/root:/bin/sh\n"),
-    M("etc/passwd-hardlink", tarfile.LNKTYPE, link="etc/passwd"),
-    M("usr/bin/setuid", data=b"#!/bin/sh\n", mode=0o4755, uid=1000, gid=1001),
-    M("usr/bin/sticky-dir", tarfile.DIRTYPE, mode=0o1777),
-    M("usr/bin/setgid", data=b"g", mode=0o2711),
-    M("empty"),
-    M("one-block", data=b"b" * 512),
-    M("one-block-and-a-byte", data=b"c" * 513),
-    M("big", data=BIG, mtime=1_700_000_001),
-    M("bin", tarfile.SYMTYPE, mode=0o777, link="usr/bin"),
-    M("dev/null", tarfile.CHRTYPE, mode=0o666, major=1, minor=3),
-    M("dev/nvme0n1", tarfile.BLKTYPE, mode=0o660, gid=6, major=259, minor=70_000),
-    M("run/fifo", tarfile.FIFOTYPE, mode=0o600),
-    M("old-style", tarfile.AREGTYPE, data=b"a regular file with the NUL type flag"),
-    M("contiguous", tarfile.CONTTYPE, data=b"a contiguous file"),
-    M("caf\u00e9/\u00fcnicode", data=b"utf-8 name"),
-    M(NOT_UTF8_NAME, data=b"not utf-8"),
-    M("epoch", mtime=0),
-    M("uid-just-fits", uid=2**21 - 1, gid=2**21 - 1),
+    E("etc", tarfile.DIRTYPE, mode=0o755),
+    E("etc/passwd", data=b"root:x:0:0:root:/root:/bin/sh\n"),
+    E("etc/passwd-hardlink", tarfile.LNKTYPE, link="etc/passwd"),
+    E("usr/bin/setuid", data=b"#!/bin/sh\n", mode=0o4755, uid=1000, gid=1001),
+    E("usr/bin/sticky-dir", tarfile.DIRTYPE, mode=0o1777),
+    E("usr/bin/setgid", data=b"g", mode=0o2711),
+    E("empty"),
+    E("one-block", data=b"b" * 512),
+    E("one-block-and-a-byte", data=b"c" * 513),
+    E("big", data=BIG, mtime=1_700_000_001),
+    E("bin", tarfile.SYMTYPE, mode=0o777, link="usr/bin"),
+    E("dev/null", tarfile.CHRTYPE, mode=0o666, major=1, minor=3),
+    E("dev/nvme0n1", tarfile.BLKTYPE, mode=0o660, gid=6, major=259, minor=70_000),
+    E("run/fifo", tarfile.FIFOTYPE, mode=0o600),
+    E("old-style", tarfile.AREGTYPE, data=b"a regular file with the NUL type flag"),
+    E("contiguous", tarfile.CONTTYPE, data=b"a contiguous file"),
+    E("caf\u00e9/\u00fcnicode", data=b"utf-8 name"),
+    E(NOT_UTF8_NAME, data=b"not utf-8"),
+    E("epoch", mtime=0),
+    E("uid-just-fits", uid=2**21 - 1, gid=2**21 - 1),
     # 150 characters: ustar splits it into prefix and name, GNU and PAX use their own long names
-    M("/".join(["d" * 49, "e" * 50, "f" * 48]), data=b"long-ish name"),
+    E("/".join(["d" * 49, "e" * 50, "f" * 48]), data=b"long-ish name"),
 ]
 
 LONG_ONLY = [  # what ustar cannot hold
-    M("long/" + "n" * 250 + "/" + "m" * 100, data=b"very long name"),
-    M("long-symlink", tarfile.SYMTYPE, mode=0o777, link="/" + "t" * 200),
-    M("long-hardlink-target-" + "h" * 120, data=b"target with a long name"),
-    M("long-hardlink", tarfile.LNKTYPE, link="long-hardlink-target-" + "h" * 120),
-    M("big-ids", uid=2**21 + 5, gid=3_000_000_000),
-    M("far-future", mtime=2**34 + 7),  # more than 11 octal digits
-    M("long-dir-" + "x" * 120, tarfile.DIRTYPE, mode=0o700),
+    E("long/" + "n" * 250 + "/" + "m" * 100, data=b"very long name"),
+    E("long-symlink", tarfile.SYMTYPE, mode=0o777, link="/" + "t" * 200),
+    E("long-hardlink-target-" + "h" * 120, data=b"target with a long name"),
+    E("long-hardlink", tarfile.LNKTYPE, link="long-hardlink-target-" + "h" * 120),
+    E("big-ids", uid=2**21 + 5, gid=3_000_000_000),
+    E("far-future", mtime=2**34 + 7),  # more than 11 octal digits
+    E("long-dir-" + "x" * 120, tarfile.DIRTYPE, mode=0o700),
 ]
 
 GNU_ONLY = [
-    M("before-1970", mtime=-1000),  # base-256, negative
+    E("before-1970", mtime=-1000),  # base-256, negative
 ]
 
 PAX_ONLY = [
-    M("ns-mtime", data=b"n", pax={"mtime": "1700000000.123456789"}),
-    M("ns-mtime-dir", tarfile.DIRTYPE, mode=0o755, pax={"mtime": "1700000000.000000001"}),
-    M("negative-fraction", pax={"mtime": "-1.25"}),
-    M("too-many-digits", pax={"mtime": "1700000000.1234567899"}),
-    M("xattrs", data=b"x", pax={
+    E("ns-mtime", data=b"n", pax={"mtime": "1700000000.123456789"}),
+    E("ns-mtime-dir", tarfile.DIRTYPE, mode=0o755, pax={"mtime": "1700000000.000000001"}),
+    E("negative-fraction", pax={"mtime": "-1.25"}),
+    E("too-many-digits", pax={"mtime": "1700000000.1234567899"}),
+    E("xattrs", data=b"x", pax={
         "SCHILY.xattr.security.capability": _escaped(CAPABILITY),
         "SCHILY.xattr.user.text": "hello",
         "SCHILY.xattr.user.binary": _escaped(BINARY_VALUE),
         "SCHILY.xattr.user.empty": "",
     }),
-    M("xattr-dir", tarfile.DIRTYPE, mode=0o755, pax={"SCHILY.xattr.user.d": "on a directory"}),
-    M("pax-ids", uid=7, gid=8, pax={"uid": "4000000000", "gid": "4000000001"}),
-    M("header-name-replaced-by-pax-path", data=b"renamed", pax={"path": "renamed/by/pax"}),
-    M("pax-linkpath", tarfile.SYMTYPE, mode=0o777, link="short", pax={"linkpath": "replaced/by/pax"}),
-    M("pax-comment", data=b"c", pax={"comment": "unknown keys are ignored", "atime": "1.5", "ctime": "2.5"}),
+    E("xattr-dir", tarfile.DIRTYPE, mode=0o755, pax={"SCHILY.xattr.user.d": "on a directory"}),
+    E("pax-ids", uid=7, gid=8, pax={"uid": "4000000000", "gid": "4000000001"}),
+    E("header-name-replaced-by-pax-path", data=b"renamed", pax={"path": "renamed/by/pax"}),
+    E("pax-linkpath", tarfile.SYMTYPE, mode=0o777, link="short", pax={"linkpath": "replaced/by/pax"}),
+    E("pax-comment", data=b"c", pax={"comment": "unknown keys are ignored", "atime": "1.5", "ctime": "2.5"}),
 ]
 
-FORMATS: dict[str, tuple[Format, list[M]]] = {
+FORMATS: dict[str, tuple[Format, list[E]]] = {
     "ustar": (tarfile.USTAR_FORMAT, COMMON),
     "gnu": (tarfile.GNU_FORMAT, COMMON + LONG_ONLY + GNU_ONLY),
     "pax": (tarfile.PAX_FORMAT, COMMON + LONG_ONLY + PAX_ONLY),
@@ -271,7 +232,7 @@ FORMATS: dict[str, tuple[Format, list[M]]] = {
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_same_entries_as_tarfile(fmt: str) -> None:
     number, members = FORMATS[fmt]
-    archive = build(members, number)
+    archive = tar_bytes(members, number)
     expected = with_tarfile(archive)
     assert len(expected) == len(members)
     assert with_reader(archive) == expected
@@ -280,13 +241,13 @@ def test_same_entries_as_tarfile(fmt: str) -> None:
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_short_reads_of_the_stream(fmt: str) -> None:
     number, members = FORMATS[fmt]
-    archive = build(members, number)
+    archive = tar_bytes(members, number)
     assert read_all(TarReader(Trickle(archive)), chunk=1000) == with_tarfile(archive)
 
 
 def test_values_as_written() -> None:
     """Spot checks of the decoded values themselves, not only agreement with tarfile."""
-    archive = build(COMMON + LONG_ONLY + PAX_ONLY, tarfile.PAX_FORMAT)
+    archive = tar_bytes(COMMON + LONG_ONLY + PAX_ONLY, tarfile.PAX_FORMAT)
     seen = {s.name: s for s in with_reader(archive)}
     assert seen["ns-mtime"].mtime_ns == 1_700_000_000_123_456_789
     assert seen["ns-mtime-dir"].mtime_ns == 1_700_000_000_000_000_001
@@ -309,7 +270,7 @@ def test_values_as_written() -> None:
 
 
 def test_gnu_base256_numbers() -> None:
-    archive = build(LONG_ONLY + GNU_ONLY, tarfile.GNU_FORMAT)
+    archive = tar_bytes(LONG_ONLY + GNU_ONLY, tarfile.GNU_FORMAT)
     seen = {s.name: s for s in with_reader(archive)}
     assert seen["big-ids"].uid == 2**21 + 5
     assert seen["big-ids"].gid == 3_000_000_000
@@ -320,10 +281,10 @@ def test_gnu_base256_numbers() -> None:
 
 def test_base256_size_field() -> None:
     """A size written in base-256 (as GNU tar does past 8 GiB) is read, and the data after it stays in step."""
-    header = bytearray(member_bytes(M("sized", data=b"hello"), tarfile.GNU_FORMAT)[:BLOCK])
+    header = bytearray(member_bytes(E("sized", data=b"hello"), tarfile.GNU_FORMAT)[:BLOCK])
     header[124:136] = b"\x80" + (5).to_bytes(11, "big")
     fix_checksum(header)
-    archive = bytes(header) + b"hello".ljust(BLOCK, b"\0") + member_bytes(M("next", data=b"n"),
+    archive = bytes(header) + b"hello".ljust(BLOCK, b"\0") + member_bytes(E("next", data=b"n"),
                                                                            tarfile.GNU_FORMAT) + END
     seen = with_reader(archive)
     assert [(s.name, s.size, s.data) for s in seen] == [("sized", 5, b"hello"), ("next", 1, b"n")]
@@ -331,7 +292,7 @@ def test_base256_size_field() -> None:
 
 def test_pax_size_overrides_the_header() -> None:
     """Past 8 GiB the size is only in the PAX header (the ustar field says 0)."""
-    archive = bytearray(build([M("f", data=b"hello", pax={"size": "5"}), M("g", data=b"g")], tarfile.PAX_FORMAT))
+    archive = bytearray(tar_bytes([E("f", data=b"hello", pax={"size": "5"}), E("g", data=b"g")], tarfile.PAX_FORMAT))
     with tarfile.open(fileobj=io.BytesIO(bytes(archive)), mode="r:") as tf:
         header = tf.getmembers()[0].offset_data - BLOCK
     block = bytearray(archive[header:header + BLOCK])
@@ -345,7 +306,7 @@ def test_pax_size_overrides_the_header() -> None:
 
 def test_ustar_prefix_field_is_used() -> None:
     name = "/".join(["p" * 60, "q" * 60, "r" * 60])
-    archive = build([M(name, data=b"split")], tarfile.USTAR_FORMAT)
+    archive = tar_bytes([E(name, data=b"split")], tarfile.USTAR_FORMAT)
     assert archive[345:346] != b"\0"  # tarfile did put part of it in the prefix field
     [seen] = with_reader(archive)
     assert seen.name == name and seen.data == b"split"
@@ -356,7 +317,7 @@ def test_pax_path_decides_the_kind_not_the_truncated_header_name() -> None:
     here end with "/". The trailing-slash rule for old directories must look at the real name (the PAX path), as
     tarfile does, else the file is read as a directory and its data is lost."""
     name = "d" * 49 + "/" + "e" * 49 + "/" + "f" * 50
-    archive = build([M(name, data=b"file data"), M("next", data=b"n")], tarfile.PAX_FORMAT)
+    archive = tar_bytes([E(name, data=b"file data"), E("next", data=b"n")], tarfile.PAX_FORMAT)
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r:") as tf:
         header = tf.getmembers()[0].offset_data - BLOCK
     assert archive[header:header + 100] == name[:100].encode() and name[99] == "/"  # the truncated name field
@@ -366,14 +327,14 @@ def test_pax_path_decides_the_kind_not_the_truncated_header_name() -> None:
 
 
 def test_trailing_slash_marks_an_old_style_directory() -> None:
-    archive = member_bytes(M("olddir/", tarfile.AREGTYPE, mode=0o755), tarfile.USTAR_FORMAT) + END
+    archive = member_bytes(E("olddir/", tarfile.AREGTYPE, mode=0o755), tarfile.USTAR_FORMAT) + END
     [seen] = with_reader(archive)
     assert seen.kind == DIRECTORY
 
 
 def test_signed_checksum_is_accepted() -> None:
     """Old tars summed the header as signed chars; tarfile accepts both sums, and so must the reader."""
-    header = bytearray(member_bytes(M(NOT_UTF8_NAME + "\u00e9", data=b"s"), tarfile.USTAR_FORMAT)[:BLOCK])
+    header = bytearray(member_bytes(E(NOT_UTF8_NAME + "\u00e9", data=b"s"), tarfile.USTAR_FORMAT)[:BLOCK])
     header[CHECKSUM] = b" " * 8
     signed = sum(b - 256 if b > 127 else b for b in header)
     header[CHECKSUM] = b"%06o\0 " % signed
@@ -388,11 +349,11 @@ def test_signed_checksum_is_accepted() -> None:
 
 def test_global_pax_header_from_tarfile() -> None:
     members = [
-        M("inherits", data=b"i"),
-        M("overrides", data=b"o", pax={"uid": "99", "SCHILY.xattr.user.own": "mine"}),
-        M("dir", tarfile.DIRTYPE, mode=0o755),
+        E("inherits", data=b"i"),
+        E("overrides", data=b"o", pax={"uid": "99", "SCHILY.xattr.user.own": "mine"}),
+        E("dir", tarfile.DIRTYPE, mode=0o755),
     ]
-    archive = build(members, tarfile.PAX_FORMAT,
+    archive = tar_bytes(members, tarfile.PAX_FORMAT,
                     global_pax={"uid": "4242", "comment": "hello", "SCHILY.xattr.user.global": "g"})
     expected = with_tarfile(archive)
     seen = with_reader(archive)
@@ -405,11 +366,11 @@ def test_global_pax_header_from_tarfile() -> None:
 
 
 def test_global_pax_headers_accumulate_mid_archive() -> None:
-    archive = (member_bytes(M("first", data=b"1"), tarfile.PAX_FORMAT)
+    archive = (member_bytes(E("first", data=b"1"), tarfile.PAX_FORMAT)
                + global_header({"gid": b"77", "mtime": b"1234.5"})
-               + member_bytes(M("second", data=b"2"), tarfile.PAX_FORMAT)
+               + member_bytes(E("second", data=b"2"), tarfile.PAX_FORMAT)
                + global_header({"gid": b"88"})
-               + member_bytes(M("third", data=b"3", pax={"mtime": "99"}), tarfile.PAX_FORMAT)
+               + member_bytes(E("third", data=b"3", pax={"mtime": "99"}), tarfile.PAX_FORMAT)
                + END)
     seen = {s.name: s for s in with_reader(archive)}
     assert (seen["first"].gid, seen["first"].mtime_ns) == (0, MTIME * 1_000_000_000)
@@ -420,7 +381,7 @@ def test_global_pax_headers_accumulate_mid_archive() -> None:
 
 def test_pax_record_with_newlines_and_equals_in_the_value() -> None:
     value = "line one\nkey=value\nline three"
-    archive = build([M("f", data=b"d", pax={"SCHILY.xattr.user.multi": value})], tarfile.PAX_FORMAT)
+    archive = tar_bytes([E("f", data=b"d", pax={"SCHILY.xattr.user.multi": value})], tarfile.PAX_FORMAT)
     [seen] = with_reader(archive)
     assert seen.xattrs == {"user.multi": value.encode()}
 
@@ -430,8 +391,8 @@ def test_pax_record_with_newlines_and_equals_in_the_value() -> None:
 
 
 def test_partial_reads_do_not_desynchronise() -> None:
-    members = [M("a", data=BIG), M("b", data=b"second"), M("c", data=b"c" * 1000), M("d", data=b"last")]
-    reader = TarReader(io.BytesIO(build(members, tarfile.PAX_FORMAT)))
+    members = [E("a", data=BIG), E("b", data=b"second"), E("c", data=b"c" * 1000), E("d", data=b"last")]
+    reader = TarReader(io.BytesIO(tar_bytes(members, tarfile.PAX_FORMAT)))
     names: list[str] = []
     datas: list[bytes] = []
     for entry in reader:
@@ -449,7 +410,7 @@ def test_partial_reads_do_not_desynchronise() -> None:
 
 
 def test_read_never_goes_past_the_entry() -> None:
-    reader = TarReader(io.BytesIO(build([M("a", data=b"12345"), M("b", data=b"x")], tarfile.GNU_FORMAT)))
+    reader = TarReader(io.BytesIO(tar_bytes([E("a", data=b"12345"), E("b", data=b"x")], tarfile.GNU_FORMAT)))
     entries = iter(reader)
     assert next(entries).name == "a"
     assert reader.read(1000) == b"12345"
@@ -460,7 +421,7 @@ def test_read_never_goes_past_the_entry() -> None:
 
 
 def test_non_regular_entries_have_no_data() -> None:
-    archive = build([M("dir", tarfile.DIRTYPE), M("link", tarfile.SYMTYPE, link="dir"), M("f", data=b"after")],
+    archive = tar_bytes([E("dir", tarfile.DIRTYPE), E("link", tarfile.SYMTYPE, link="dir"), E("f", data=b"after")],
                     tarfile.PAX_FORMAT)
     reader = TarReader(io.BytesIO(archive))
     got = [(entry.name, entry.size, reader.read(100)) for entry in reader]
@@ -469,11 +430,11 @@ def test_non_regular_entries_have_no_data() -> None:
 
 def test_hardlink_with_data_is_skipped() -> None:
     """Some writers give a hardlink entry the data again; it is skipped, and the next header found."""
-    header = bytearray(member_bytes(M("link", tarfile.LNKTYPE, link="target"), tarfile.USTAR_FORMAT))
+    header = bytearray(member_bytes(E("link", tarfile.LNKTYPE, link="target"), tarfile.USTAR_FORMAT))
     header[124:136] = b"%011o\0" % 600
     fix_checksum(header)
-    archive = (member_bytes(M("target", data=b"t"), tarfile.USTAR_FORMAT) + bytes(header) + b"z" * 1024
-               + member_bytes(M("after", data=b"a"), tarfile.USTAR_FORMAT) + END)
+    archive = (member_bytes(E("target", data=b"t"), tarfile.USTAR_FORMAT) + bytes(header) + b"z" * 1024
+               + member_bytes(E("after", data=b"a"), tarfile.USTAR_FORMAT) + END)
     reader = TarReader(io.BytesIO(archive))
     got = [(entry.name, entry.kind, entry.size, reader.read(100) if entry.kind == REGULAR else b"")
            for entry in reader]
@@ -482,19 +443,19 @@ def test_hardlink_with_data_is_skipped() -> None:
 
 def test_empty_stream_and_missing_end_blocks() -> None:
     assert with_reader(b"") == []
-    archive = build([M("a", data=b"x"), M("b", data=b"y")], tarfile.USTAR_FORMAT)
-    without_end = member_bytes(M("a", data=b"x"), tarfile.USTAR_FORMAT)
+    archive = tar_bytes([E("a", data=b"x"), E("b", data=b"y")], tarfile.USTAR_FORMAT)
+    without_end = member_bytes(E("a", data=b"x"), tarfile.USTAR_FORMAT)
     assert [s.name for s in with_reader(without_end)] == ["a"]
     assert [s.name for s in with_reader(archive)] == ["a", "b"]
 
 
 def test_stops_at_the_first_zero_block() -> None:
-    archive = member_bytes(M("a", data=b"x"), tarfile.USTAR_FORMAT) + END + b"trailing garbage" * 100
+    archive = member_bytes(E("a", data=b"x"), tarfile.USTAR_FORMAT) + END + b"trailing garbage" * 100
     assert [s.name for s in with_reader(archive)] == ["a"]
 
 
 def test_known_kinds() -> None:
-    archive = member_bytes(M("label", b"V"), tarfile.USTAR_FORMAT) + member_bytes(M("f"), tarfile.USTAR_FORMAT)
+    archive = member_bytes(E("label", b"V"), tarfile.USTAR_FORMAT) + member_bytes(E("f"), tarfile.USTAR_FORMAT)
     entries = list(TarReader(io.BytesIO(archive + END)))
     assert [(e.kind, e.known) for e in entries] == [("V", False), (REGULAR, True)]
 
@@ -509,7 +470,7 @@ def _second_header_offset(archive: bytes) -> int:
 
 
 def test_corrupt_header_checksum() -> None:
-    archive = bytearray(build([M("a", data=b"x"), M("b", data=b"y"), M("c", data=b"z")], tarfile.USTAR_FORMAT))
+    archive = bytearray(tar_bytes([E("a", data=b"x"), E("b", data=b"y"), E("c", data=b"z")], tarfile.USTAR_FORMAT))
     archive[_second_header_offset(bytes(archive))] ^= 0x01  # a bit of "b"'s name
     reader = TarReader(io.BytesIO(bytes(archive)))
     names: list[str] = []
@@ -520,7 +481,7 @@ def test_corrupt_header_checksum() -> None:
 
 
 def test_corrupt_checksum_field() -> None:
-    archive = bytearray(build([M("a", data=b"x")], tarfile.GNU_FORMAT))
+    archive = bytearray(tar_bytes([E("a", data=b"x")], tarfile.GNU_FORMAT))
     archive[148:154] = b"777777"
     with pytest.raises(TarError, match="checksum"):
         list(TarReader(io.BytesIO(bytes(archive))))
@@ -532,10 +493,10 @@ def test_garbage_is_refused() -> None:
 
 
 def test_gnu_sparse_file() -> None:
-    header = bytearray(member_bytes(M("sparse", data=b"x" * 10), tarfile.GNU_FORMAT)[:BLOCK])
+    header = bytearray(member_bytes(E("sparse", data=b"x" * 10), tarfile.GNU_FORMAT)[:BLOCK])
     header[TYPEFLAG] = ord("S")
     fix_checksum(header)
-    archive = member_bytes(M("before", data=b"b"), tarfile.GNU_FORMAT) + bytes(header) + b"x" * BLOCK + END
+    archive = member_bytes(E("before", data=b"b"), tarfile.GNU_FORMAT) + bytes(header) + b"x" * BLOCK + END
     reader = TarReader(io.BytesIO(archive))
     names: list[str] = []
     with pytest.raises(TarError, match="sparse"):
@@ -546,22 +507,22 @@ def test_gnu_sparse_file() -> None:
 
 def test_pax_sparse_file() -> None:
     """GNU tar's PAX sparse formats (0.x and 1.0) are announced by GNU.sparse.* records."""
-    sparse = M("sparse", data=b"x" * 10, pax={"GNU.sparse.major": "1", "GNU.sparse.minor": "0",
+    sparse = E("sparse", data=b"x" * 10, pax={"GNU.sparse.major": "1", "GNU.sparse.minor": "0",
                                              "GNU.sparse.name": "sparse", "GNU.sparse.realsize": "1048576"})
     with pytest.raises(TarError, match="sparse"):
-        list(TarReader(io.BytesIO(build([sparse], tarfile.PAX_FORMAT))))
+        list(TarReader(io.BytesIO(tar_bytes([sparse], tarfile.PAX_FORMAT))))
 
 
 @pytest.mark.parametrize("where", ["header", "data", "padding", "pax", "long-name"])
 def test_truncated_archive(where: str) -> None:
     if where == "pax":
-        archive = build([M("a", data=b"x", pax={"comment": "c" * 2000})], tarfile.PAX_FORMAT)
+        archive = tar_bytes([E("a", data=b"x", pax={"comment": "c" * 2000})], tarfile.PAX_FORMAT)
         cut = BLOCK + 1000  # in the PAX header's records
     elif where == "long-name":
-        archive = build([M("n" * 3000, data=b"x")], tarfile.GNU_FORMAT)
+        archive = tar_bytes([E("n" * 3000, data=b"x")], tarfile.GNU_FORMAT)
         cut = BLOCK + 1000  # in the GNU long name
     else:
-        archive = build([M("a", data=BIG), M("b", data=b"y" * 10)], tarfile.USTAR_FORMAT)
+        archive = tar_bytes([E("a", data=BIG), E("b", data=b"y" * 10)], tarfile.USTAR_FORMAT)
         second = _second_header_offset(archive)
         cut = {"header": second + 100, "data": 50_000, "padding": second - 10}[where]
     reader = TarReader(io.BytesIO(archive[:cut]))
@@ -571,7 +532,7 @@ def test_truncated_archive(where: str) -> None:
 
 
 def test_truncated_data_while_reading() -> None:
-    archive = build([M("a", data=BIG)], tarfile.USTAR_FORMAT)[:BLOCK + 10_000]
+    archive = tar_bytes([E("a", data=BIG)], tarfile.USTAR_FORMAT)[:BLOCK + 10_000]
     reader = TarReader(io.BytesIO(archive))
     entry = next(iter(reader))
     assert entry.size == len(BIG)
@@ -589,7 +550,7 @@ def test_truncated_data_while_reading() -> None:
     (slice(124, 136), b"12345678901\0"),  # size, not octal
 ])
 def test_bad_number_field(field_slice: slice, value: bytes) -> None:
-    header = bytearray(member_bytes(M("f"), tarfile.USTAR_FORMAT)[:BLOCK])
+    header = bytearray(member_bytes(E("f"), tarfile.USTAR_FORMAT)[:BLOCK])
     header[field_slice] = value
     fix_checksum(header)
     with pytest.raises(TarError, match="bad"):
@@ -607,13 +568,13 @@ def test_bad_pax_records(records: bytes) -> None:
     info.type = tarfile.XHDTYPE
     info.size = len(records)
     archive = (info.tobuf(tarfile.USTAR_FORMAT) + records + b"\0" * (-len(records) % BLOCK)
-               + member_bytes(M("f"), tarfile.USTAR_FORMAT) + END)
+               + member_bytes(E("f"), tarfile.USTAR_FORMAT) + END)
     with pytest.raises(TarError, match="PAX"):
         list(TarReader(io.BytesIO(archive)))
 
 
 def test_bad_pax_number() -> None:
-    archive = build([M("f", pax={"uid": "12ab"})], tarfile.PAX_FORMAT)
+    archive = tar_bytes([E("f", pax={"uid": "12ab"})], tarfile.PAX_FORMAT)
     with pytest.raises(TarError, match="uid"):
         list(TarReader(io.BytesIO(archive)))
 

@@ -5,82 +5,16 @@ import io
 import os
 import stat
 import tarfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import zstandard
 
 from lamina.errors import RootfsError
 from lamina.rootfs.unpack import unpack_layer
+from tests.support.layers import E, d, f, hard, sym, tar_bytes, write_layer
 
 IS_ROOT = os.geteuid() == 0
 MTIME = 1_600_000_000
-
-
-@dataclass
-class E:
-    """One entry of a test layer."""
-
-    name: str
-    kind: bytes = tarfile.REGTYPE
-    data: bytes = b""
-    mode: int = 0o644
-    uid: int = 0
-    gid: int = 0
-    link: str = ""
-    mtime: int = MTIME
-    pax: dict[str, str] = field(default_factory=dict)
-    major: int = 0
-    minor: int = 0
-
-
-def f(name: str, data: bytes = b"", **kw: object) -> E:
-    return E(name, tarfile.REGTYPE, data, **kw)  # type: ignore[arg-type]
-
-
-def d(name: str, **kw: object) -> E:
-    kw.setdefault("mode", 0o755)
-    return E(name, tarfile.DIRTYPE, **kw)  # type: ignore[arg-type]
-
-
-def sym(name: str, target: str) -> E:
-    return E(name, tarfile.SYMTYPE, link=target, mode=0o777)
-
-
-def hard(name: str, target: str) -> E:
-    return E(name, tarfile.LNKTYPE, link=target)
-
-
-def tar_bytes(entries: list[E]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for e in entries:
-            info = tarfile.TarInfo(e.name)
-            info.type = e.kind
-            info.mode = e.mode
-            info.uid, info.gid = e.uid, e.gid
-            info.mtime = e.mtime
-            info.linkname = e.link
-            info.pax_headers = dict(e.pax)
-            info.devmajor, info.devminor = e.major, e.minor
-            if e.kind == tarfile.REGTYPE:
-                info.size = len(e.data)
-                tf.addfile(info, io.BytesIO(e.data))
-            else:
-                tf.addfile(info)
-    return buf.getvalue()
-
-
-def make_layer(tmp: Path, name: str, entries: list[E], compression: str = "none") -> Path:
-    data = tar_bytes(entries)
-    if compression == "gzip":
-        data = gzip.compress(data)
-    elif compression == "zstd":
-        data = zstandard.ZstdCompressor().compress(data)
-    path = tmp / f"{name}.tar"
-    path.write_bytes(data)
-    return path
 
 
 @pytest.fixture()
@@ -131,7 +65,7 @@ BASIC = [
 
 @pytest.mark.parametrize("compression", ["none", "gzip", "zstd"])
 def test_basic_layer(tmp_path: Path, root: Path, compression: str) -> None:
-    stats = unpack_layer(root, make_layer(tmp_path, "l1", BASIC, compression))
+    stats = unpack_layer(root, write_layer(tmp_path, "l1", BASIC, compression))
     assert stats.entries == len(BASIC)
     assert stats.whiteouts == 0
     assert tree(root) == {
@@ -165,7 +99,7 @@ def test_empty_layer(tmp_path: Path, root: Path) -> None:
     empty = tmp_path / "empty.tar"
     empty.write_bytes(b"")
     assert unpack_layer(root, empty).entries == 0
-    assert unpack_layer(root, make_layer(tmp_path, "zeros", [], "gzip")).entries == 0
+    assert unpack_layer(root, write_layer(tmp_path, "zeros", [], "gzip")).entries == 0
     assert tree(root) == {}
 
 
@@ -173,14 +107,14 @@ def test_empty_layer(tmp_path: Path, root: Path) -> None:
 def test_symlink_ownership_uses_lchown(tmp_path: Path, root: Path) -> None:
     (root / "target").write_text("t")
     link = E("link", tarfile.SYMTYPE, link="target", uid=1234, gid=1234)
-    unpack_layer(root, make_layer(tmp_path, "l", [link]))
+    unpack_layer(root, write_layer(tmp_path, "l", [link]))
     assert os.lstat(root / "link").st_uid == 1234
     assert os.stat(root / "target").st_uid == 0
 
 
 def test_xattrs(tmp_path: Path, root: Path) -> None:
     entry = f("file", b"x", pax={"SCHILY.xattr.user.lamina": "hello"})
-    unpack_layer(root, make_layer(tmp_path, "l", [entry]))
+    unpack_layer(root, write_layer(tmp_path, "l", [entry]))
     try:
         value = os.getxattr(root / "file", "user.lamina")
     except OSError:
@@ -189,10 +123,10 @@ def test_xattrs(tmp_path: Path, root: Path) -> None:
 
 
 def test_whiteouts_remove_file_and_tree(tmp_path: Path, root: Path) -> None:
-    unpack_layer(root, make_layer(tmp_path, "l1", [
+    unpack_layer(root, write_layer(tmp_path, "l1", [
         f("keep", b"k"), f("gone", b"g"), f("dir/a", b"a"), f("dir/sub/b", b"b"), f("other/x", b"x"),
     ]))
-    stats = unpack_layer(root, make_layer(tmp_path, "l2", [
+    stats = unpack_layer(root, write_layer(tmp_path, "l2", [
         f(".wh.gone"), f(".wh.dir"), f("other/.wh.missing"), f("nowhere/.wh.x"),
     ]))
     assert stats.whiteouts == 4
@@ -201,17 +135,17 @@ def test_whiteouts_remove_file_and_tree(tmp_path: Path, root: Path) -> None:
 
 
 def test_whiteout_does_not_hide_same_layer_entry(tmp_path: Path, root: Path) -> None:
-    unpack_layer(root, make_layer(tmp_path, "l1", [f("a", b"old")]))
-    unpack_layer(root, make_layer(tmp_path, "l2", [f("a", b"new"), f(".wh.a")]))
+    unpack_layer(root, write_layer(tmp_path, "l1", [f("a", b"old")]))
+    unpack_layer(root, write_layer(tmp_path, "l2", [f("a", b"new"), f(".wh.a")]))
     assert tree(root) == {"a": "file new"}
 
 
 def test_opaque_keeps_same_layer_entries(tmp_path: Path, root: Path) -> None:
-    unpack_layer(root, make_layer(tmp_path, "l1", [
+    unpack_layer(root, write_layer(tmp_path, "l1", [
         f("d/lower1", b"1"), f("d/sub/lower2", b"2"), f("d/sub/keep-name", b"old"), f("d/sibling", b"s"),
         f("e/untouched", b"u"),
     ]))
-    stats = unpack_layer(root, make_layer(tmp_path, "l2", [
+    stats = unpack_layer(root, write_layer(tmp_path, "l2", [
         d("d"),
         f("d/-early", b"before the marker"),
         f("d/sub/keep-name", b"new"),
@@ -226,19 +160,19 @@ def test_opaque_keeps_same_layer_entries(tmp_path: Path, root: Path) -> None:
 
 
 def test_replace_dir_by_file_and_file_by_dir(tmp_path: Path, root: Path) -> None:
-    unpack_layer(root, make_layer(tmp_path, "l1", [f("x/inner", b"i"), f("y", b"y"), sym("z", "/etc")]))
-    unpack_layer(root, make_layer(tmp_path, "l2", [f("x", b"now a file"), d("y"), f("y/child", b"c"), d("z")]))
+    unpack_layer(root, write_layer(tmp_path, "l1", [f("x/inner", b"i"), f("y", b"y"), sym("z", "/etc")]))
+    unpack_layer(root, write_layer(tmp_path, "l2", [f("x", b"now a file"), d("y"), f("y/child", b"c"), d("z")]))
     assert tree(root) == {"x": "file now a file", "y": "dir", "y/child": "file c", "z": "dir"}
 
 
 def test_replace_file_content_and_symlink(tmp_path: Path, root: Path) -> None:
-    unpack_layer(root, make_layer(tmp_path, "l1", [f("a", b"first", mode=0o400), sym("l", "a")]))
-    unpack_layer(root, make_layer(tmp_path, "l2", [f("a", b"second"), sym("l", "elsewhere")]))
+    unpack_layer(root, write_layer(tmp_path, "l1", [f("a", b"first", mode=0o400), sym("l", "a")]))
+    unpack_layer(root, write_layer(tmp_path, "l2", [f("a", b"second"), sym("l", "elsewhere")]))
     assert tree(root) == {"a": "file second", "l": "-> elsewhere"}
 
 
 def test_write_through_symlink_stays_inside(tmp_path: Path, root: Path, canary: Path) -> None:
-    layer = make_layer(tmp_path, "l", [
+    layer = write_layer(tmp_path, "l", [
         sym("abs", str(canary)),
         f("abs/pwned", b"x"),
         sym("rel", "../../../../../../" + str(canary)),
@@ -255,20 +189,20 @@ def test_write_through_symlink_stays_inside(tmp_path: Path, root: Path, canary: 
 
 
 def test_symlink_planted_in_lower_layer(tmp_path: Path, root: Path, canary: Path) -> None:
-    unpack_layer(root, make_layer(tmp_path, "l1", [sym("etc", str(canary))]))
-    unpack_layer(root, make_layer(tmp_path, "l2", [f("etc/passwd", b"x"), f(".wh.etc2"), f("etc/.wh.y")]))
+    unpack_layer(root, write_layer(tmp_path, "l1", [sym("etc", str(canary))]))
+    unpack_layer(root, write_layer(tmp_path, "l2", [f("etc/passwd", b"x"), f(".wh.etc2"), f("etc/.wh.y")]))
     assert list(canary.iterdir()) == []
 
 
 def test_whiteout_through_symlink_stays_inside(tmp_path: Path, root: Path, canary: Path) -> None:
     (canary / "precious").write_text("keep me")
-    unpack_layer(root, make_layer(tmp_path, "l1", [sym("link", str(canary))]))
-    unpack_layer(root, make_layer(tmp_path, "l2", [f("link/.wh.precious"), f("link/.wh..wh..opq")]))
+    unpack_layer(root, write_layer(tmp_path, "l1", [sym("link", str(canary))]))
+    unpack_layer(root, write_layer(tmp_path, "l2", [f("link/.wh.precious"), f("link/.wh..wh..opq")]))
     assert (canary / "precious").read_text() == "keep me"
 
 
 def test_absolute_names_land_inside(tmp_path: Path, root: Path, canary: Path) -> None:
-    unpack_layer(root, make_layer(tmp_path, "l", [f(str(canary / "abs"), b"a"), f("/plain", b"p")]))
+    unpack_layer(root, write_layer(tmp_path, "l", [f(str(canary / "abs"), b"a"), f("/plain", b"p")]))
     assert list(canary.iterdir()) == []
     assert (root / str(canary).lstrip("/") / "abs").read_bytes() == b"a"
     assert (root / "plain").read_bytes() == b"p"
@@ -283,7 +217,7 @@ def test_absolute_names_land_inside(tmp_path: Path, root: Path, canary: Path) ->
 def test_escapes_are_refused(tmp_path: Path, root: Path, canary: Path, entries: list[E]) -> None:
     (canary / "target").write_text("t")
     with pytest.raises(RootfsError) as info:
-        unpack_layer(root, make_layer(tmp_path, "evil", entries), description="evil layer")
+        unpack_layer(root, write_layer(tmp_path, "evil", entries), description="evil layer")
     assert "evil layer" in str(info.value)
     assert sorted(p.name for p in canary.iterdir()) == ["target"]
     assert os.lstat(canary / "target").st_nlink == 1
@@ -292,13 +226,13 @@ def test_escapes_are_refused(tmp_path: Path, root: Path, canary: Path, entries: 
 def test_hardlink_through_symlink_resolves_inside(tmp_path: Path, root: Path, canary: Path) -> None:
     (canary / "target").write_text("outside")
     with pytest.raises(RootfsError, match="does not exist"):
-        unpack_layer(root, make_layer(tmp_path, "l", [sym("out", str(canary)), hard("link", "out/target")]))
+        unpack_layer(root, write_layer(tmp_path, "l", [sym("out", str(canary)), hard("link", "out/target")]))
     assert os.lstat(canary / "target").st_nlink == 1
 
 
 def test_hardlink_to_lower_layer_file(tmp_path: Path, root: Path) -> None:
-    unpack_layer(root, make_layer(tmp_path, "l1", [f("a", b"A")]))
-    unpack_layer(root, make_layer(tmp_path, "l2", [hard("/b", "/a")]))
+    unpack_layer(root, write_layer(tmp_path, "l1", [f("a", b"A")]))
+    unpack_layer(root, write_layer(tmp_path, "l2", [hard("/b", "/a")]))
     assert os.lstat(root / "a").st_ino == os.lstat(root / "b").st_ino
 
 
@@ -309,7 +243,7 @@ def test_refuses_host_root() -> None:
 
 @pytest.mark.parametrize("compression", ["none", "gzip", "zstd"])
 def test_truncated_layer(tmp_path: Path, root: Path, compression: str) -> None:
-    layer = make_layer(tmp_path, "l", [f("a", os.urandom(50_000)), f("b", b"b")], compression)
+    layer = write_layer(tmp_path, "l", [f("a", os.urandom(50_000)), f("b", b"b")], compression)
     layer.write_bytes(layer.read_bytes()[:30_000])
     with pytest.raises(RootfsError, match="layer 3: .*cannot unpack"):
         unpack_layer(root, layer, description="layer 3")
@@ -323,7 +257,7 @@ def test_garbage_layer(tmp_path: Path, root: Path) -> None:
 
 
 def test_device_nodes_created_or_skipped(tmp_path: Path, root: Path) -> None:
-    layer = make_layer(tmp_path, "dev", [
+    layer = write_layer(tmp_path, "dev", [
         E("dev/null", tarfile.CHRTYPE, mode=0o666, major=1, minor=3),
         E("fifo", tarfile.FIFOTYPE, mode=0o600),
     ])
@@ -339,12 +273,12 @@ def test_device_nodes_created_or_skipped(tmp_path: Path, root: Path) -> None:
 
 
 def test_aufs_metadata_skipped(tmp_path: Path, root: Path) -> None:
-    stats = unpack_layer(root, make_layer(tmp_path, "l", [d(".wh..wh.plnk"), f(".wh..wh.aufs"), f("a", b"x")]))
+    stats = unpack_layer(root, write_layer(tmp_path, "l", [d(".wh..wh.plnk"), f(".wh..wh.aufs"), f("a", b"x")]))
     assert stats.skipped == 2
     assert tree(root) == {"a": "file x"}
 
 
 def test_many_entries_do_not_accumulate_members(tmp_path: Path, root: Path) -> None:
     entries = [f(f"dir{i % 10}/file{i}", b"x") for i in range(3000)]
-    stats = unpack_layer(root, make_layer(tmp_path, "many", entries, "gzip"))
+    stats = unpack_layer(root, write_layer(tmp_path, "many", entries, "gzip"))
     assert stats.entries == 3000

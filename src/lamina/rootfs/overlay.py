@@ -35,6 +35,7 @@ from lamina.rootfs.erofs import OPAQUE_XATTR, ImageWriter, UnsupportedContent
 from lamina.rootfs.tarstream import TarError, TarReader
 from lamina.rootfs.tree import LayerTree
 from lamina.rootfs.unpack import open_layer_stream
+from lamina.sandbox.detect import effective_capabilities
 from lamina.snapshot.diff import Changes, diff_scans
 from lamina.snapshot.scan import FileState
 
@@ -65,16 +66,6 @@ def private_mount_namespace() -> bool:
     if libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
         log.debug("could not make the new mount namespace private (errno %d)", ctypes.get_errno())
     return True
-
-
-def effective_capabilities(status: str | None = None) -> int:
-    """The CapEff bit mask of this process (from /proc/self/status, or the text of it given)."""
-    if status is None:
-        try:
-            status = Path("/proc/self/status").read_text()
-        except OSError:
-            return 0
-    return int(next((line.split()[1] for line in status.splitlines() if line.startswith("CapEff:")), "0"), 16)
 
 
 def unavailable_reason(work_root: Path) -> str | None:

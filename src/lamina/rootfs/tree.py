@@ -112,46 +112,27 @@ class LayerTree:
     def _lookup_parent(self, parts: list[str], description: str, name: str) -> tuple[Node, list[Node]]:
         """The directory node at ``parts`` (symlinks followed inside the tree, missing directories created), and
         the directories passed on the way (for the bookkeeping of opaque markers)."""
-        pending = list(reversed(parts))
-        trail: list[Node] = [self.root]
-        hops = 0
-        while pending:
-            part = pending.pop()
-            if part == "..":
-                if len(trail) > 1:
-                    trail.pop()
-                continue
-            current = trail[-1]
-            assert current.children is not None
-            child = current.children.get(part)
-            if child is None:
-                child = new_directory(mtime_ns=self.now_ns)
-                current.children[part] = child
-            elif stat.S_ISLNK(child.mode):
-                hops += 1
-                if hops > MAX_SYMLINK_HOPS:
-                    raise RootfsError(f"{description}: entry {name!r}: too many levels of symbolic links")
-                target = child.target.decode("utf-8", "surrogateescape")
-                if target.startswith("/"):
-                    del trail[1:]
-                pending.extend(reversed([p for p in target.split("/") if p not in ("", ".")]))
-                continue
-            elif not child.is_dir:
-                raise RootfsError(f"{description}: entry {name!r}: {'/'.join(parts)!r} is not a directory")
-            trail.append(child)
+        trail = self._walk(parts, create=True, description=description, name=name)
+        assert trail is not None
         return trail[-1], trail
 
-    def _node_at(self, name: str, description: str, entry: str) -> Node | None:
+    def _node_at(self, name: str) -> Node | None:
         """The node a hardlink names (parents resolved, the last component not followed), or None."""
         parent_name, _, base = name.rpartition("/")
-        parts = [p for p in parent_name.split("/") if p]
-        probe = self._probe(parts)
+        probe = self._probe([p for p in parent_name.split("/") if p])
         if probe is None or probe.children is None:
             return None
         return probe.children.get(base)
 
     def _probe(self, parts: list[str]) -> Node | None:
         """Like ``_lookup_parent`` but creating nothing: None where a component is missing or not a directory."""
+        trail = self._walk(parts, create=False)
+        return trail[-1] if trail is not None else None
+
+    def _walk(self, parts: list[str], *, create: bool, description: str = "", name: str = "") -> list[Node] | None:
+        """The directories from the root to ``parts``, following the tree's symlinks (absolute ones restart at the
+        root, ``..`` stops there). A missing component is made (``create``) or ends the walk with None, as does a
+        non-directory or a symlink loop, which raise RootfsError when creating."""
         pending = list(reversed(parts))
         trail: list[Node] = [self.root]
         hops = 0
@@ -162,22 +143,29 @@ class LayerTree:
                     trail.pop()
                 continue
             children = trail[-1].children
-            child = children.get(part) if children is not None else None
+            assert children is not None
+            child = children.get(part)
             if child is None:
-                return None
-            if stat.S_ISLNK(child.mode):
+                if not create:
+                    return None
+                child = children[part] = new_directory(mtime_ns=self.now_ns)
+            elif stat.S_ISLNK(child.mode):
                 hops += 1
                 if hops > MAX_SYMLINK_HOPS:
-                    return None
+                    if not create:
+                        return None
+                    raise RootfsError(f"{description}: entry {name!r}: too many levels of symbolic links")
                 target = child.target.decode("utf-8", "surrogateescape")
                 if target.startswith("/"):
                     del trail[1:]
                 pending.extend(reversed([p for p in target.split("/") if p not in ("", ".")]))
                 continue
-            if not child.is_dir:
-                return None
+            elif not child.is_dir:
+                if not create:
+                    return None
+                raise RootfsError(f"{description}: entry {name!r}: {'/'.join(parts)!r} is not a directory")
             trail.append(child)
-        return trail[-1]
+        return trail
 
     # -- bookkeeping ------------------------------------------------------------------------------------------------
 
@@ -286,7 +274,7 @@ class LayerTree:
                               "out of the root") from None
         if not link_name:
             raise RootfsError(f"{description}: entry {member.name!r}: hardlink to the root directory")
-        source = self._node_at(link_name, description, member.name)
+        source = self._node_at(link_name)
         if source is None:
             raise RootfsError(f"{description}: entry {member.name!r}: hardlink target {member.linkname!r} does not "
                               "exist")
