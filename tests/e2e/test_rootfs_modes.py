@@ -197,3 +197,15 @@ def test_overlay_mode_refused_clearly_where_impossible(lamina: Lamina, tmp_path:
     assert run.returncode != 0
     errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "--rootfs-mode overlay" in errors[0] and "chroot" in errors[0], run.describe()
+
+
+def test_a_stage_with_many_steps_outgrows_one_page_of_mount_options(lamina: Lamina, tmp_path: Path) -> None:
+    """90 RUN steps stack 90 lowers: their absolute paths no longer fit the page mount(2) takes, and the mount
+    program with paths relative to the stage directory takes over; the last RUN sees every earlier one."""
+    if not overlay_possible():
+        pytest.skip("overlay root filesystems need root and loop devices")
+    steps = "".join(f"RUN echo {i} > /f{i}\n" for i in range(90))
+    context = write_context(tmp_path / "context", f"FROM {lamina.images.busybox}\n{steps}"
+                            "RUN test \"$(ls /f* | wc -l)\" = 90 && test \"$(cat /f89)\" = 89\n")
+    work = tmp_path / ("deep-" + "w" * 60) / "work"
+    lamina.build(context, "--no-push", "--rootfs-mode", "overlay", "--work-dir", str(work)).check()

@@ -101,27 +101,49 @@ class TarReader:
     """Iterate over the entries of an uncompressed tar stream; ``read`` the current entry's data (what is not read
     is skipped when the next entry is asked for)."""
 
+    CHUNK = 1 << 20  # the stream is read in pieces this large: headers are then sliced from memory
+
     def __init__(self, stream: BinaryIO) -> None:
         self.stream = stream
         self.left = 0  # data bytes of the current entry not read yet
         self.padding = 0
         self.global_pax: dict[str, bytes] = {}
+        self.buffer = b""  # read from the stream, not consumed yet from ``offset`` on
+        self.offset = 0
+
+    def _take(self, size: int) -> bytes:
+        """Up to ``size`` bytes of the stream (fewer only at its end)."""
+        end = self.offset + size
+        if end <= len(self.buffer):
+            data = self.buffer[self.offset:end]
+            self.offset = end
+            return data
+        parts = [self.buffer[self.offset:]]
+        need = end - len(self.buffer)
+        self.buffer, self.offset = b"", 0
+        while need > 0:
+            chunk = self.stream.read(max(need, self.CHUNK))
+            if not chunk:
+                break
+            if len(chunk) > need:
+                parts.append(chunk[:need])
+                self.buffer, self.offset = chunk, need
+                break
+            parts.append(chunk)
+            need -= len(chunk)
+        return b"".join(parts)
 
     def _read_exactly(self, size: int) -> bytes:
-        data = self.stream.read(size)
+        data = self._take(size)
         if len(data) != size:
-            while len(data) < size:
-                more = self.stream.read(size - len(data))
-                if not more:
-                    raise TarError("unexpected end of the archive")
-                data += more
+            raise TarError("unexpected end of the archive")
         return data
 
     def read(self, size: int) -> bytes:
         size = min(size, self.left)
         if size <= 0:
             return b""
-        data = self.stream.read(size)
+        data = self._take(size)
         if not data:
             raise TarError("unexpected end of the archive in an entry's data")
         self.left -= len(data)
@@ -130,7 +152,7 @@ class TarReader:
     def _skip_rest(self) -> None:
         remaining = self.left + self.padding
         while remaining:
-            chunk = self.stream.read(min(remaining, 1 << 20))
+            chunk = self._take(min(remaining, self.CHUNK))
             if not chunk:
                 raise TarError("unexpected end of the archive in an entry's data")
             remaining -= len(chunk)
@@ -147,11 +169,11 @@ class TarReader:
         long_link: str | None = None
         while True:
             self._skip_rest()
-            header = self.stream.read(BLOCK)
+            header = self._take(BLOCK)
             if len(header) < BLOCK:
                 if not header:
                     return  # no end-of-archive blocks: accepted, as tarfile does
-                header += self._read_exactly(BLOCK - len(header))
+                raise TarError("unexpected end of the archive in a header")
             if header.count(0) == BLOCK:
                 return
             fields = _HEADER.unpack(header)
