@@ -457,7 +457,8 @@ def write_image(image: Path, layers: Sequence[tuple[Path, str]], *, markers: boo
                     stream = open_layer_stream(raw)
                     if stream is None:
                         continue
-                    tree.apply_layer(TarReader(stream), what)
+                    with contextlib.closing(stream):
+                        tree.apply_layer(TarReader(stream), what)
             except TarError as exc:
                 raise UnsupportedContent(f"{what}: {exc}") from exc
             except (OSError, EOFError, zstandard.ZstdError) as exc:
