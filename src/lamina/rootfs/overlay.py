@@ -37,7 +37,7 @@ from lamina.rootfs.tree import LayerTree
 from lamina.rootfs.unpack import open_layer_stream
 from lamina.sandbox.detect import effective_capabilities
 from lamina.snapshot.diff import Changes, diff_scans
-from lamina.snapshot.scan import FileState
+from lamina.snapshot.scan import FileState, scan_tree
 
 log = logging.getLogger(__name__)
 
@@ -383,9 +383,10 @@ class StageOverlay:
                     if entry.is_dir(follow_symlinks=False):
                         pending.append(key)
                         directories.append(key)
-        before, after = _states(self.view, keys), _states(self.rootfs, keys)
-        recreated = [key for key in directories if key in before and before[key].is_dir and _opaque(upper / key)]
-        return diff_scans(before, after, recreated)
+        # a directory removed and made again is opaque in the upper: what the lowers had below it is gone too
+        for key in [key for key in directories if _opaque(upper / key)]:
+            keys.extend(scan_tree(self.view, under=key))
+        return diff_scans(_states(self.view, keys), _states(self.rootfs, keys))
 
     def commit(self, changed: bool, description: str) -> None:
         """After the step's layer is written: stack its upper as a lower (when it ``changed`` anything; an upper
@@ -416,8 +417,7 @@ class StageOverlay:
 
 def _states(root: Path, keys: Sequence[str]) -> dict[str, FileState]:
     """The states of ``keys`` under ``root``, without inode and device: two overlay mounts of the same layers do
-    not number them alike (a replaced directory is told by its opaque marker instead, a replaced file by its
-    ctime)."""
+    not number them alike (a replaced file is told by its ctime, a replaced directory by its opaque marker)."""
     states: dict[str, FileState] = {}
     for key in keys:
         try:

@@ -2,16 +2,21 @@
 
 A non-directory changed when any of its stat fields differs: type, permission bits, owner, size, mtime, ctime,
 inode, device or link count; ctime catches writes that keep size and mtime (a program cannot set it back). One
-exception: fewer links and a new ctime, nothing else, is another name being removed, not a change of the file. A
-directory changed only when its own metadata did (type, permission bits, owner, mtime) or it was replaced by a new
-directory (another inode: removed and recreated, which makes it opaque). Its ctime, size and link count are not
-compared: adding or removing a child changes them, and the child is what matters.
+exception: fewer links and a new ctime, nothing else, is another name being removed, not a change of the file.
+A directory changed only when its own metadata did (type, permission bits, owner, mtime) or it is another inode.
+Its ctime, size and link count are not compared: adding or removing a child changes them, and the child is what
+matters.
+
+What is gone is listed as deletions, the top-most only. A directory removed and made again is treated like one whose
+children were removed: what it lost is deleted one by one, never with an opaque marker, because the inode number
+that would tell is often reused at once by the filesystem (and an overlay's diff knows it another way): the same
+change must give the same layer whichever way the rootfs is kept.
 """
 
 from __future__ import annotations
 
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from lamina.snapshot.scan import FileState
@@ -21,11 +26,10 @@ from lamina.snapshot.scan import FileState
 class Changes:
     upserts: tuple[str, ...]  # sorted keys whose current state must go into the layer (new or modified)
     deletions: tuple[str, ...]  # sorted keys removed (only the top-most: a removed dir's children are not listed)
-    opaque: tuple[str, ...]  # sorted dir keys that were replaced by a new directory (removed and recreated)
 
     @property
     def is_empty(self) -> bool:
-        return not (self.upserts or self.deletions or self.opaque)
+        return not (self.upserts or self.deletions)
 
 
 def ancestors(key: str) -> list[str]:
@@ -53,35 +57,20 @@ def _changed(old: FileState, new: FileState) -> bool:
     return (old.ctime_ns, old.nlink) != (new.ctime_ns, new.nlink)
 
 
-def _covered(key: str, before: Mapping[str, FileState], after: Mapping[str, FileState], opaque: set[str]) -> bool:
+def _covered(key: str, before: Mapping[str, FileState], after: Mapping[str, FileState]) -> bool:
     """Does an ancestor's change already remove the deleted `key` from the image (so it needs no whiteout)?"""
     for ancestor in ancestors(key):
         now = after.get(ancestor)
         if now is None:
             if ancestor in before:
                 return True  # the ancestor is deleted itself
-        elif not now.is_dir or ancestor in opaque:
-            return True  # replaced by a non-directory, or an opaque directory hides everything below it
+        elif not now.is_dir:
+            return True  # replaced by a non-directory, which hides everything below it
     return False
 
 
-def diff_scans(before: Mapping[str, FileState], after: Mapping[str, FileState],
-               recreated: Iterable[str] = ()) -> Changes:
-    """The changes that turn `before` into `after`: upserts, top-most deletions and opaque (recreated) dirs.
-
-    ``recreated``: directories known to have been removed and made again (an overlay's opaque directories), for
-    scans whose inode numbers cannot tell."""
-    opaque: set[str] = set(recreated)
-    upserts: set[str] = set(opaque)
-    for key, new in after.items():
-        old = before.get(key)
-        if old is None:
-            upserts.add(key)
-        elif _changed(old, new):
-            upserts.add(key)
-            if old.is_dir and new.is_dir and (old.ino, old.dev) != (new.ino, new.dev):
-                opaque.add(key)
-    if opaque:
-        upserts.update(key for key in after if any(a in opaque for a in ancestors(key)))
-    deletions = [key for key in before if key not in after and not _covered(key, before, after, opaque)]
-    return Changes(upserts=tuple(sorted(upserts)), deletions=tuple(sorted(deletions)), opaque=tuple(sorted(opaque)))
+def diff_scans(before: Mapping[str, FileState], after: Mapping[str, FileState]) -> Changes:
+    """The changes that turn `before` into `after`: upserts and top-most deletions."""
+    upserts = [key for key, new in after.items() if (old := before.get(key)) is None or _changed(old, new)]
+    deletions = [key for key in before if key not in after and not _covered(key, before, after)]
+    return Changes(upserts=tuple(sorted(upserts)), deletions=tuple(sorted(deletions)))

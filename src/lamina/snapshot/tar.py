@@ -2,7 +2,7 @@
 
 One streamed pass: tar (PAX headers from tarfile) → sha256 of the tar (diff_id) → gzip (isal), zstd or nothing →
 sha256 of the blob (digest) → a temporary file in the destination directory, renamed to the digest's hex at the
-end. Entries are sorted by the bytes of their path (an opaque marker right after its directory), names and metadata
+end. Entries are sorted by the bytes of their path, names and metadata
 come only from the tree (uname/gname empty, mtimes in whole seconds clamped to SOURCE_DATE_EPOCH when given), so the
 same tree and changes always give the same digest.
 """
@@ -26,7 +26,6 @@ from lamina.oci.model import OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_LAYER_ZSTD
 from lamina.snapshot.diff import Changes, ancestors
 
 WHITEOUT_PREFIX = ".wh."
-OPAQUE_MARKER = ".wh..wh..opq"
 XATTR_PREFIX = "SCHILY.xattr."
 SKIPPED_XATTRS = frozenset({"security.selinux"})  # the host's labels, not the image's
 SKIPPED_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")  # overlayfs bookkeeping, never image content
@@ -100,7 +99,7 @@ def _parent_and_name(key: str) -> tuple[str, str]:
 def _plan(changes: Changes) -> list[tuple[str, bool]]:
     """(path in the tar, is a whiteout) for every entry, sorted; ancestors of every entry included once."""
     entries: dict[str, bool] = {}
-    for key in (*changes.upserts, *changes.opaque):
+    for key in changes.upserts:
         if key:
             entries[key] = False
     for key in changes.deletions:
@@ -224,7 +223,6 @@ def write_layer(root: Path, changes: Changes, dest_dir: Path, *, compression: st
     when given."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     plan = _plan(changes)
-    opaque = frozenset(changes.opaque)
     fd, temp_name = tempfile.mkstemp(prefix=".layer-", suffix=".tmp", dir=dest_dir)
     temp = Path(temp_name)
     try:
@@ -238,8 +236,6 @@ def write_layer(root: Path, changes: Changes, dest_dir: Path, *, compression: st
                     writer.marker(name)
                     continue
                 writer.entry(name)
-                if name in opaque:
-                    writer.marker(f"{name}/{OPAQUE_MARKER}")
             writer.end()
             compressor.close()
         final = dest_dir / digest_hex(compressed.digest)
