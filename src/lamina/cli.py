@@ -25,7 +25,7 @@ from lamina.oci.reference import Reference
 from lamina.oci.registry.assemble import create_index
 from lamina.oci.registry.client import RegistryClient, RegistryConfig
 from lamina.options import ROOTFS_MODES, BuildOptions, default_mount_cache_dir, parse_secrets, parse_size
-from lamina.rootfs.overlay import private_mount_namespace
+from lamina.rootfs.mounts import private_mount_namespace
 from lamina.sandbox import rootless
 from lamina.sandbox.detect import SANDBOXES, choose, probe
 from lamina.sandbox.runners import cleanup_created, make_runner, terminating

@@ -31,7 +31,8 @@ import pytest
 import zstandard
 
 from lamina.rootfs.erofs import UnsupportedContent
-from lamina.rootfs.overlay import LayerMounts, StageOverlay, unavailable_reason, write_image
+from lamina.rootfs.mounts import LayerMounts, unavailable_reason
+from lamina.rootfs.overlay import StageOverlay, write_image
 from lamina.rootfs.unpack import unpack_layer
 from tests.support import baseimages
 from tests.support.layers import E, d, f, hard, special, sym, wh, write_layer

@@ -98,7 +98,7 @@ def test_sizes_parse_with_binary_units() -> None:
 
 
 def test_memory_budget_is_a_quarter_of_what_is_available_at_most_one_gib() -> None:
-    from lamina.rootfs.overlay import memory_budget
+    from lamina.rootfs.mounts import memory_budget
 
     assert memory_budget(400 << 20) == 100 << 20
     assert memory_budget(64 << 30) == 1 << 30

@@ -11,9 +11,6 @@ import pytest
 from lamina.errors import RootfsError, SandboxError
 from lamina.sandbox.base import RunSpec
 from lamina.sandbox.detect import (
-    CAP_MKNOD,
-    CAP_SYS_ADMIN,
-    CAP_SYS_CHROOT,
     Facts,
     choose,
     effective_capabilities,
@@ -23,6 +20,7 @@ from lamina.sandbox.detect import (
 from lamina.sandbox.inplace import InplaceRunner, check_allowed, ignored_paths, is_ignored
 from lamina.sandbox.rootless import id_map
 from lamina.sandbox.runners import Interrupted, cleanup_created, first_missing, terminating
+from lamina.syscalls import CAP_MKNOD, CAP_SYS_ADMIN, CAP_SYS_CHROOT
 
 ALL_CAPS = (1 << 41) - 1
 DOCKER_CAPS = (1 << 0) | (1 << 1) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) \

@@ -91,8 +91,9 @@ from lamina.oci.reference import Reference
 from lamina.oci.registry.client import RegistryClient
 from lamina.options import BuildOptions, default_mount_cache_dir
 from lamina.progress import Progress, StepResult
-from lamina.rootfs.overlay import StageOverlay, available_memory, memory_budget
-from lamina.rootfs.overlay import unavailable_reason as overlay_unavailable
+from lamina.rootfs.mounts import available_memory, memory_budget
+from lamina.rootfs.mounts import unavailable_reason as overlay_unavailable
+from lamina.rootfs.overlay import StageOverlay
 from lamina.rootfs.paths import resolve_in_root
 from lamina.rootfs.unpack import unpack_layer
 from lamina.sandbox.base import DEFAULT_PATH, Runner

@@ -23,7 +23,8 @@ from lamina.errors import RootfsError
 from lamina.oci.model import Descriptor, Platform
 from lamina.oci.reference import Reference
 from lamina.oci.registry.client import RegistryClient
-from lamina.rootfs.overlay import LayerMounts, StageOverlay
+from lamina.rootfs.mounts import LayerMounts
+from lamina.rootfs.overlay import StageOverlay
 from lamina.rootfs.unpack import unpack_layer
 from lamina.snapshot.scan import scan_tree
 

@@ -4,9 +4,10 @@ Layout::
 
     <work>/blobs/sha256/<hex>     pulled and built blobs (layers, configs), named by digest
     <work>/stages/<n>/rootfs      the root filesystem of stage n (never the host's /)
-    <work>/stages/<n>/{layers.erofs,lower,upper,work}
-                                  when the rootfs is an overlay (rootfs/overlay.py): the image of its layers, where
-                                  that is mounted, the overlay's upper and work directories
+    <work>/stages/<n>/base.erofs  when the rootfs is an overlay (rootfs/overlay.py): the image of its layers, and
+    <work>/stages/<n>/{base,l<i>,u<i>,t<i>,view,empty,work}
+                                  where it is mounted, stacked layer images, uppers on disk, tmpfs uppers, the
+                                  read-only view of the lowers, and overlayfs's work directory
     <work>/sources/<n>/rootfs     images named by COPY --from that are not stages
 """
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lamina.oci.digest import digest_hex
-from lamina.rootfs.overlay import LayerMounts
+from lamina.rootfs.mounts import LayerMounts
 
 
 @dataclass(frozen=True)

@@ -16,23 +16,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lamina.errors import SandboxError
+from lamina.syscalls import (
+    CAP_SYS_CHROOT,
+    CLONE_NEWNS,
+    CLONE_NEWPID,
+    CLONE_NEWUSER,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_REC,
+)
 
 SANDBOXES = ("auto", "namespace", "rootless", "chroot", "inplace")
 RUNTIME_MARKER = Path("/lamina/.lamina-runtime")
-CAP_CHOWN = 0
-CAP_MKNOD = 27
-CAP_SETGID = 6
-CAP_SETUID = 7
-CAP_SYS_CHROOT = 18
-CAP_SYS_ADMIN = 21
-CLONE_NEWNS = 0x00020000
-CLONE_NEWPID = 0x20000000
-CLONE_NEWUSER = 0x10000000
-MS_NOSUID = 2
-MS_NODEV = 4
-MS_NOEXEC = 8
-MS_REC = 16384
-MS_PRIVATE = 1 << 18
 ROOTLESS_INNER_ENV = "LAMINA_ROOTLESS_INNER"  # set in the re-executed lamina inside the user namespace
 
 

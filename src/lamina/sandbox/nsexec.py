@@ -13,7 +13,6 @@ only chroot, user and exec, in this process.
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import json
 import os
@@ -26,26 +25,22 @@ from pathlib import Path
 
 from lamina.errors import RootfsError
 from lamina.rootfs.paths import resolve_in_root
+from lamina.syscalls import (
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    CLONE_NEWPID,
+    CLONE_NEWUTS,
+    MS_BIND,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REC,
+    Libc,
+)
 
-CLONE_NEWNS = 0x00020000
-CLONE_NEWNET = 0x40000000
-CLONE_NEWUTS = 0x04000000
-CLONE_NEWIPC = 0x08000000
-CLONE_NEWPID = 0x20000000
-MS_RDONLY = 1
-MS_NOSUID = 2
-MS_NODEV = 4
-MS_NOEXEC = 8
-MS_REMOUNT = 32
-MS_BIND = 4096
-MS_REC = 16384
-MS_PRIVATE = 1 << 18
-MS_NOATIME = 1024
-MS_NODIRATIME = 2048
-MS_RELATIME = 1 << 21
-MS_STRICTATIME = 1 << 24
-LOCKED_FLAGS = MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME | MS_NODIRATIME | MS_RELATIME  # statvfs's ST_* values
-PR_SET_PDEATHSIG = 1
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
@@ -54,39 +49,6 @@ DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 
 class SetupRefused(Exception):
     """A RUN --mount target the sandbox will not mount on."""
-
-
-class _Libc:
-    def __init__(self) -> None:
-        self.lib = ctypes.CDLL(None, use_errno=True)
-
-    def check(self, result: int, what: str) -> None:
-        if result != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"{what}: {os.strerror(err)}")
-
-    def unshare(self, flags: int) -> None:
-        self.check(self.lib.unshare(flags), "unshare")
-
-    def mount(self, source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-        def enc(text: str | None) -> bytes | None:
-            return text.encode() if text is not None else None
-
-        self.check(self.lib.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
-                   f"mount {target}")
-
-    def sethostname(self, name: str) -> None:
-        raw = name.encode()
-        self.check(self.lib.sethostname(raw, len(raw)), "sethostname")
-
-    def pdeathsig(self, sig: int) -> None:
-        self.lib.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
-
-    def remount_readonly(self, target: str, extra: int = 0) -> None:
-        """Make a bind mount read-only, keeping the flags it already has: inside a user namespace (rootless) the
-        kernel refuses a remount that would drop a locked nosuid/nodev/noexec/atime flag of the source mount."""
-        kept = os.statvfs(target).f_flag & LOCKED_FLAGS
-        self.mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | kept | extra)
 
 
 def _safe_target(rootfs: Path, rel: str, *, directory: bool) -> str | None:
@@ -104,7 +66,7 @@ def _safe_target(rootfs: Path, rel: str, *, directory: bool) -> str | None:
     return str(path)
 
 
-def _setup_mounts(libc: _Libc, spec: dict[str, object], rootfs: Path) -> None:
+def _setup_mounts(libc: Libc, spec: dict[str, object], rootfs: Path) -> None:
     libc.mount(None, "/", None, MS_REC | MS_PRIVATE)
     dev = _safe_target(rootfs, "dev", directory=True)
     if dev:
@@ -158,7 +120,7 @@ def _mount_target(rootfs: Path, target: str, *, directory: bool) -> str:
     return real
 
 
-def _extra_mounts(libc: _Libc, spec: dict[str, object], rootfs: Path) -> None:
+def _extra_mounts(libc: Libc, spec: dict[str, object], rootfs: Path) -> None:
     """RUN --mount: binds (recursive, read-only when asked) and tmpfs mounts, in the order given."""
     mounts = spec.get("mounts") or []
     assert isinstance(mounts, list)
@@ -194,7 +156,7 @@ def _secret_environment(spec: dict[str, object]) -> dict[str, str]:
     return out
 
 
-def _exec_command(libc: _Libc, spec: dict[str, object], rootfs: Path, *, mount_proc: bool = True) -> None:
+def _exec_command(libc: Libc, spec: dict[str, object], rootfs: Path, *, mount_proc: bool = True) -> None:
     """In the child (PID 1 of the new namespace): /proc, chroot, user, exec. Never returns.
 
     ``mount_proc=False`` (the chroot sandbox: no namespaces, no mounts) only chroots, switches user and execs."""
@@ -246,7 +208,7 @@ def main(argv: list[str]) -> int:
     if rootfs.resolve() == Path("/"):
         sys.stderr.write("lamina: refusing to use / as the rootfs\n")
         return 125
-    libc = _Libc()
+    libc = Libc()
     if chroot_only:  # the chroot sandbox: this process becomes the command (the leader of its process group)
         _exec_command(libc, spec, rootfs, mount_proc=False)
     libc.pdeathsig(signal.SIGKILL)

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import lamina
 from lamina.errors import SandboxError
-from lamina.sandbox.detect import CLONE_NEWUSER, ROOTLESS_INNER_ENV, Facts
+from lamina.sandbox.detect import ROOTLESS_INNER_ENV, Facts
+from lamina.syscalls import CLONE_NEWUSER
 
 
 def id_map(host_id: int, ranges: Sequence[tuple[int, int]]) -> list[str]:
