@@ -47,17 +47,15 @@ def resolve_image(client: RegistryClient, ref: Reference, platform: Platform, wo
     """Resolve ``ref`` for ``platform``: manifest and config only, no layer is downloaded. With ``cache``, the
     config comes from the cache when an earlier build kept it there (one manifest GET instead of a blob GET), and
     is kept there otherwise."""
-    missed: list[str] = []
+    kept: list[bytes | None] = []  # what the cache had for the config, once asked
 
     def known_config(descriptor: Descriptor) -> bytes | None:
         assert cache is not None
-        found = cache.image_config(descriptor)
-        if found is None:
-            missed.append(descriptor.digest)
-        return found
+        kept.append(cache.image_config(descriptor))
+        return kept[-1]
 
     resolved = client.resolve_image(ref, platform, known_config if cache is not None else None)
-    if cache is not None and missed:
+    if cache is not None and kept[-1:] != [resolved.config_bytes]:
         cache.store_image_config(resolved.manifest.config.digest, resolved.config_bytes)
     diff_ids = list((resolved.config.get("rootfs") or {}).get("diff_ids") or [])
     layers = resolved.manifest.layers
@@ -99,10 +97,11 @@ def fetch_all(client: RegistryClient, layers: list[LayerRef], blob_cache: Path |
 
 def materialize(client: RegistryClient, state: StageState, blob_cache: Path | None = None, *,
                 inplace: InplaceRoot | None = None, mounts: LayerMounts | None = None) -> None:
-    """Give ``state.rootfs`` the content of ``state.layers`` (downloading what is missing), then scan it.
+    """Give ``state.rootfs`` the content of ``state.layers`` (downloading what is missing).
 
-    With ``mounts`` enabled, the rootfs becomes an overlay over an image of the layers (no parent stage is copied:
-    its layers are read again, which is cheaper than creating its files); else the layers are unpacked into it.
+    With ``mounts`` enabled, the rootfs becomes an overlay over an image of the layers (``state.overlay``; no
+    parent stage is copied: its layers are read again, which is cheaper than creating its files). Else the layers
+    are unpacked into it and it is scanned (``state.scan``, what the first snapshot compares with).
 
     A rootfs of ``/`` (the inplace sandbox, and only with its ``inplace``): ``/`` is cleared but for the ignored
     paths, then every layer is unpacked into it."""
