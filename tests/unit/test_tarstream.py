@@ -442,7 +442,8 @@ def test_hardlink_with_data_is_skipped() -> None:
 
 
 def test_empty_stream_and_missing_end_blocks() -> None:
-    assert with_reader(b"") == []
+    with pytest.raises(TarError, match="empty"):
+        with_reader(b"")  # a layer blob that decompresses to nothing (a truncated zstd frame does)
     archive = tar_bytes([E("a", data=b"x"), E("b", data=b"y")], tarfile.USTAR_FORMAT)
     without_end = member_bytes(E("a", data=b"x"), tarfile.USTAR_FORMAT)
     assert [s.name for s in with_reader(without_end)] == ["a"]
@@ -542,7 +543,7 @@ def test_truncated_data_while_reading() -> None:
             more = reader.read(4096)
             assert more, "read() returned nothing before the entry's end without raising"
             got += more
-    assert got == BIG[:10_000]
+    assert got == BIG[:8192]  # whole reads until the one the archive cannot fill, which raises
 
 
 @pytest.mark.parametrize("field_slice, value", [

@@ -144,7 +144,7 @@ class TarReader:
         if size <= 0:
             return b""
         data = self._take(size)
-        if not data:
+        if len(data) < size:  # only the end of the stream gives less
             raise TarError("unexpected end of the archive in an entry's data")
         self.left -= len(data)
         return data
@@ -165,15 +165,17 @@ class TarReader:
 
     def __iter__(self) -> Iterator[Entry]:
         pax: dict[str, bytes] = {}
+        started = False
         long_name: str | None = None
         long_link: str | None = None
         while True:
             self._skip_rest()
             header = self._take(BLOCK)
             if len(header) < BLOCK:
-                if not header:
+                if not header and started:
                     return  # no end-of-archive blocks: accepted, as tarfile does
-                raise TarError("unexpected end of the archive in a header")
+                raise TarError("empty archive" if not header else "unexpected end of the archive in a header")
+            started = True
             if header.count(0) == BLOCK:
                 return
             fields = _HEADER.unpack(header)

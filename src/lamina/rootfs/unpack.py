@@ -14,19 +14,28 @@ import logging
 import os
 import shutil
 import stat
-import tarfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 import zstandard
 from isal import igzip_threaded
 
 from lamina.errors import RootfsError
 from lamina.rootfs.paths import resolve_in_root, set_directory_metadata
-from lamina.rootfs.tarstream import XATTR_PREFIX, TarError, pax_time_ns
-from lamina.rootfs.tree import OPAQUE_MARKER, WHITEOUT_PREFIX, member_name
+from lamina.rootfs.tarstream import (
+    CHAR,
+    DIRECTORY,
+    FIFO,
+    HARDLINK,
+    REGULAR,
+    SYMLINK,
+    Entry,
+    TarError,
+    TarReader,
+)
+from lamina.rootfs.tree import OPAQUE_MARKER, OVERLAY_XATTR_PREFIXES, WHITEOUT_PREFIX, member_name
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -147,7 +156,7 @@ class _Unpacker:
             position = name.rfind("/", 0, position)
         return False
 
-    def _write_file(self, target: Path, data: bytes, member: tarfile.TarInfo) -> None:
+    def _write_file(self, target: Path, data: bytes, member: Entry) -> None:
         """A regular file: written and given its owner, mode and mtime through one descriptor (fewer path lookups
         than :meth:`metadata`, which xattrs still need)."""
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -155,7 +164,7 @@ class _Unpacker:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
-            if any(key.startswith(XATTR_PREFIX) for key in member.pax_headers):
+            if member.xattrs:
                 os.close(fd)
                 fd = -1
                 self.metadata(target, member)
@@ -166,13 +175,12 @@ class _Unpacker:
                 except OSError as e:
                     self.warn_once("chown", f"cannot set ownership ({e.strerror or e}); keeping the current owner")
             os.fchmod(fd, member.mode & 0o7777)  # after chown, which clears set-id bits
-            mtime_ns = _mtime_ns(member)
-            os.utime(fd, ns=(mtime_ns, mtime_ns))
+            os.utime(fd, ns=(member.mtime_ns, member.mtime_ns))
         finally:
             if fd >= 0:
                 os.close(fd)
 
-    def write_later(self, target: Path, data: bytes, member: tarfile.TarInfo) -> None:
+    def write_later(self, target: Path, data: bytes, member: Entry) -> None:
         if self.pool is None:
             self.pool = ThreadPoolExecutor(max_workers=WRITE_WORKERS, thread_name_prefix="unpack")
         if self.buffered + len(data) > MAX_BUFFERED:
@@ -297,7 +305,7 @@ class _Unpacker:
 
     # -- entries ----------------------------------------------------------------------------------------------------
 
-    def apply(self, tf: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+    def apply(self, reader: TarReader, member: Entry) -> None:
         try:
             name = member_name(member.name)
         except ValueError:
@@ -312,7 +320,7 @@ class _Unpacker:
             self.whiteout(name, parent_name, base)
             return
         if not name:
-            if member.isdir():
+            if member.kind == DIRECTORY:
                 self.metadata(self.root, member)
                 self.entries += 1
             else:
@@ -331,42 +339,37 @@ class _Unpacker:
         if self.kept(target) or self.holds_kept(target):
             self.skipped += 1  # the inplace sandbox's own paths (/lamina, /proc, mountpoints) stay as they are
             return
-        if member.islnk():
+        if member.kind == HARDLINK:
             self.flush()
             self.parents.clear()
             self.hardlink(member, target)
             return
-        if not (member.isreg() or member.isdir() or member.issym() or member.isdev()):
+        if not member.known:
             self.skipped += 1
-            log.warning("%s: skipping entry %r of unsupported type %r", self.description, member.name, member.type)
+            log.warning("%s: skipping entry %r of unsupported type %r", self.description, member.name, member.kind)
             return
         try:
             existing = os.lstat(target).st_mode
         except FileNotFoundError:
             existing = None
-        if existing is not None and not (member.isdir() and stat.S_ISDIR(existing)):
+        if existing is not None and not (member.kind == DIRECTORY and stat.S_ISDIR(existing)):
             self.flush()  # queued writes may be inside what is replaced
             self.forget(name)
             _remove(target)
-        if member.isreg() and member.size <= INLINE_LIMIT:
-            source = tf.extractfile(member)
-            if source is None:
-                raise self.fail(member.name, "no data for a regular file")
+        if member.kind == REGULAR and member.size <= INLINE_LIMIT:
             self.note_written(target)
-            self.write_later(target, source.read(), member)
+            self.write_later(target, reader.read(member.size), member)
             self.entries += 1
             return
-        if member.isreg():
-            source = tf.extractfile(member)
-            if source is None:
-                raise self.fail(member.name, "no data for a regular file")
+        if member.kind == REGULAR:
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             with os.fdopen(fd, "wb") as out:
-                shutil.copyfileobj(source, out, COPY_CHUNK)
-        elif member.isdir():
+                while chunk := reader.read(COPY_CHUNK):
+                    out.write(chunk)
+        elif member.kind == DIRECTORY:
             if existing is None or not stat.S_ISDIR(existing):
                 os.mkdir(target, 0o700)
-        elif member.issym():
+        elif member.kind == SYMLINK:
             os.symlink(member.linkname, target)
         elif not self.special(member, target):
             return
@@ -374,7 +377,7 @@ class _Unpacker:
         self.metadata(target, member)
         self.entries += 1
 
-    def hardlink(self, member: tarfile.TarInfo, target: Path) -> None:
+    def hardlink(self, member: Entry, target: Path) -> None:
         try:
             link_name = member_name(member.linkname)
         except ValueError:
@@ -398,14 +401,14 @@ class _Unpacker:
         self.note_written(target)
         self.entries += 1
 
-    def special(self, member: tarfile.TarInfo, target: Path) -> bool:
+    def special(self, member: Entry, target: Path) -> bool:
         """Create a device or FIFO; False when not permitted (skipped with a warning)."""
         perm = member.mode & 0o7777
         try:
-            if member.isfifo():
+            if member.kind == FIFO:
                 os.mkfifo(target, perm)
             else:
-                kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
+                kind = stat.S_IFCHR if member.kind == CHAR else stat.S_IFBLK
                 os.mknod(target, kind | perm, os.makedev(member.devmajor, member.devminor))
         except PermissionError:
             self.skipped += 1
@@ -413,25 +416,25 @@ class _Unpacker:
             return False
         return True
 
-    def metadata(self, target: Path, member: tarfile.TarInfo) -> None:
+    def metadata(self, target: Path, member: Entry) -> None:
         if self.is_root:
             try:
                 os.lchown(target, member.uid, member.gid)
             except OSError as e:
                 self.warn_once("chown", f"cannot set ownership ({e.strerror or e}); keeping the current owner")
-        for key, value in member.pax_headers.items():
-            if key.startswith(XATTR_PREFIX):
-                attribute = key[len(XATTR_PREFIX):]
-                try:
-                    os.setxattr(target, attribute, value.encode("utf-8", "surrogateescape"), follow_symlinks=False)
-                except OSError as e:
-                    self.warn_once("xattr:" + attribute,
-                                   f"cannot set extended attribute {attribute} ({e.strerror or e}), skipped")
-        mtime_ns = _mtime_ns(member)
-        if member.isdir():
+        for attribute, value in member.xattrs.items():
+            if attribute.startswith(OVERLAY_XATTR_PREFIXES):
+                continue  # overlayfs bookkeeping, never image content (as the overlay root filesystem drops it)
+            try:
+                os.setxattr(target, attribute, value, follow_symlinks=False)
+            except OSError as e:
+                self.warn_once("xattr:" + attribute,
+                               f"cannot set extended attribute {attribute} ({e.strerror or e}), skipped")
+        mtime_ns = member.mtime_ns
+        if member.kind == DIRECTORY:
             self.dir_metadata[str(target)] = (os.lstat(target).st_ino, member.mode & 0o7777, mtime_ns)
             return
-        if not member.issym():
+        if member.kind != SYMLINK:
             os.chmod(target, member.mode & 0o7777)
         os.utime(target, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
 
@@ -444,17 +447,6 @@ class _Unpacker:
             inode, mode, mtime_ns = self.dir_metadata[path]
             set_directory_metadata(self.root, Path(path), inode, mode=mode,
                                    mtime_ns=mtime_ns if mtime_ns >= 0 else None)
-
-
-def _mtime_ns(member: tarfile.TarInfo) -> int:
-    """The entry's mtime in nanoseconds, exactly (tarfile's float loses the last digits of a PAX mtime)."""
-    text = member.pax_headers.get("mtime")
-    if text is not None:
-        try:
-            return pax_time_ns(text)
-        except TarError:
-            pass
-    return int(member.mtime * 1_000_000_000)
 
 
 def _remove(path: Path) -> None:
@@ -489,26 +481,24 @@ def unpack_layer(root: Path, source: Path | BinaryIO, *, description: str = "lay
             stream = open_layer_stream(raw)
             if stream is None:  # a zero-byte blob: an empty layer
                 return UnpackStats(entries=0, whiteouts=0, skipped=0)
-            with contextlib.closing(stream), \
-                    tarfile.open(fileobj=stream, mode="r|", encoding="utf-8", errors="surrogateescape") as tf:
+            with contextlib.closing(stream):
+                reader = TarReader(stream)
                 try:
-                    while (member := tf.next()) is not None:
+                    for member in reader:
                         name = member.name
                         try:
-                            unpacker.apply(tf, member)
+                            unpacker.apply(reader, member)
                         except RootfsError as e:
                             if str(e).startswith(f"{description}:"):
                                 raise
                             raise unpacker.fail(name, str(e)) from e
-                        # TarFile remembers every member (untyped attribute); a layer may have millions
-                        cast(Any, tf).members.clear()
                     name = ""
                     unpacker.finish()
                 finally:
                     unpacker.close()
     except RootfsError:
         raise
-    except (OSError, EOFError, tarfile.TarError, zstandard.ZstdError) as e:
+    except (OSError, EOFError, TarError, zstandard.ZstdError) as e:
         where = f"entry {name!r}: " if name else ""
         detail = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         filename = f" ({e.filename})" if isinstance(e, OSError) and e.filename else ""
