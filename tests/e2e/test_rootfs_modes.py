@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -209,3 +211,41 @@ def test_a_stage_with_many_steps_outgrows_one_page_of_mount_options(lamina: Lami
                             "RUN test \"$(ls /f* | wc -l)\" = 90 && test \"$(cat /f89)\" = 89\n")
     work = tmp_path / ("deep-" + "w" * 60) / "work"
     lamina.build(context, "--no-push", "--rootfs-mode", "overlay", "--work-dir", str(work)).check()
+
+
+@pytest.fixture()
+def overlay_work_dir(tmp_path: Path) -> Iterator[Path]:
+    """A work directory on an overlayfs (as the root of a container is): overlayfs refuses it as an upper."""
+    parts = {name: tmp_path / "outer" / name for name in ("lower", "upper", "work", "merged")}
+    for path in parts.values():
+        path.mkdir(parents=True)
+    options = f"lowerdir={parts['lower']},upperdir={parts['upper']},workdir={parts['work']}"
+    subprocess.run(["mount", "-t", "overlay", "outer", "-o", options, str(parts["merged"])], check=True,
+                   capture_output=True)
+    try:
+        yield parts["merged"] / "lamina-work"
+    finally:
+        subprocess.run(["umount", "-l", str(parts["merged"])], check=False, capture_output=True)
+
+
+def test_a_work_dir_overlayfs_refuses_as_upper_falls_back_to_unpacking(lamina: Lamina, tmp_path: Path,
+                                                                       overlay_work_dir: Path) -> None:
+    """auto: the stage is unpacked from the start (the same image), even where memory uppers would have worked
+    until a step outgrew them (--rootfs-memory 80M, a RUN writing 100 MB: it would then need a disk upper, which
+    overlayfs refuses there); overlay: one clear error."""
+    if not overlay_possible():
+        pytest.skip("overlay root filesystems need root and loop devices")
+    context = write_context(tmp_path / "context", f"""
+        FROM {lamina.images.busybox}
+        COPY one.txt /one.txt
+        RUN dd if=/dev/zero of=/big bs=1048576 count=100 && cat /one.txt > /two.txt
+    """, {"one.txt": "one\n"})
+    args = ("--no-push", "--work-dir", str(overlay_work_dir), "--rootfs-memory", "80M", "--digest-file")
+    auto = lamina.build(context, *args, str(tmp_path / "auto.digest"), extra_env=EPOCH)
+    auto.check()
+    lamina.build(context, *args, str(tmp_path / "plain.digest"), "--rootfs-mode", "unpack", extra_env=EPOCH).check()
+    assert (tmp_path / "auto.digest").read_text() == (tmp_path / "plain.digest").read_text(), auto.describe()
+    forced = lamina.build(context, *args, str(tmp_path / "forced.digest"), "--rootfs-mode", "overlay")
+    errors = [line for line in forced.stderr.splitlines() if line.startswith("error:")]
+    assert forced.returncode != 0 and len(errors) == 1, forced.describe()
+    assert "--rootfs-mode overlay" in errors[0] and "cannot mount overlay" in errors[0], forced.describe()

@@ -83,8 +83,12 @@ class StageOverlay:
             return None
         try:
             stack.mount_image(image, "base")
-            stack.new_upper(root)
+            # an upper on disk first, even when steps will get memory ones: overlayfs refuses some filesystems as
+            # upper (an overlayfs: the root of a container), and the memory budget may run out in a later step
+            stack.new_upper(root, on_disk=True)
             stack.mount_merged()
+            if mounts.memory_left >= stack.MIN_MEMORY_UPPER:
+                stack._restart(keep_upper=False)
         except RootfsError as exc:
             for point in reversed(list(mounts.points)):
                 if point == stack.home or stack.home in point.parents:
