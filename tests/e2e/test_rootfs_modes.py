@@ -240,12 +240,16 @@ def test_a_work_dir_overlayfs_refuses_as_upper_falls_back_to_unpacking(lamina: L
         COPY one.txt /one.txt
         RUN dd if=/dev/zero of=/big bs=1048576 count=100 && cat /one.txt > /two.txt
     """, {"one.txt": "one\n"})
+    # as processes of their own: an in-process build would move this test into a mount namespace of its own, where
+    # the fixture could no longer unmount what it mounted
     args = ("--no-push", "--work-dir", str(overlay_work_dir), "--rootfs-memory", "80M", "--digest-file")
-    auto = lamina.build(context, *args, str(tmp_path / "auto.digest"), extra_env=EPOCH)
+    auto = lamina.build(context, *args, str(tmp_path / "auto.digest"), extra_env=EPOCH, subprocess=True)
     auto.check()
-    lamina.build(context, *args, str(tmp_path / "plain.digest"), "--rootfs-mode", "unpack", extra_env=EPOCH).check()
+    lamina.build(context, *args, str(tmp_path / "plain.digest"), "--rootfs-mode", "unpack", extra_env=EPOCH,
+                 subprocess=True).check()
     assert (tmp_path / "auto.digest").read_text() == (tmp_path / "plain.digest").read_text(), auto.describe()
-    forced = lamina.build(context, *args, str(tmp_path / "forced.digest"), "--rootfs-mode", "overlay")
+    forced = lamina.build(context, *args, str(tmp_path / "forced.digest"), "--rootfs-mode", "overlay",
+                          subprocess=True)
     errors = [line for line in forced.stderr.splitlines() if line.startswith("error:")]
     assert forced.returncode != 0 and len(errors) == 1, forced.describe()
     assert "--rootfs-mode overlay" in errors[0] and "cannot mount overlay" in errors[0], forced.describe()
