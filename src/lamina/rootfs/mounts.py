@@ -10,6 +10,7 @@ removes them explicitly, last made first, before the work directory is deleted.
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
 import os
 import shutil
@@ -68,9 +69,9 @@ def unavailable_reason(work_root: Path) -> str | None:
         filesystems = Path("/proc/filesystems").read_text()
     except OSError:
         return "/proc/filesystems is unreadable"
-    for fs in ("erofs", "overlay"):
-        if f"\t{fs}\n" not in filesystems:
-            return f"the kernel has no {fs} filesystem"
+    for fs, module in (("erofs", "fs/erofs/erofs.ko"), ("overlay", "fs/overlayfs/overlay.ko")):
+        if f"\t{fs}\n" not in filesystems and not glob.glob(f"/lib/modules/{os.uname().release}/*/{module}*"):
+            return f"the kernel has no {fs} filesystem (built in, or as a module mount can load)"
     if not os.path.exists("/dev/loop-control"):
         return "no loop devices (/dev/loop-control)"
     for tool in ("mount", "umount"):
