@@ -143,7 +143,7 @@ class StageOverlay:
         options = (f"lowerdir={lowers},upperdir={self.upper},workdir={self._work()},xino=on,redirect_dir=off,"
                    "metacopy=off,index=off")
         self.mounts.mount_fs("overlay", self._absolute(options), self.rootfs, home=self.home, relative=options)
-        view = self.home / "view"
+        view = self.view
         if view in self.mounts.points:
             self.mounts.unmount(view)
         # the lowers alone, read-only: what the paths of the upper were before the step (an empty directory on top:
@@ -182,9 +182,9 @@ class StageOverlay:
         else:
             shutil.rmtree(self.home / self.upper, ignore_errors=True)
 
-    def _restart(self, *, keep_upper: bool, on_disk: bool = False) -> None:
-        """Unmount the merged view; stack the upper as a lower (``keep_upper``) or drop it; mount again on a fresh
-        upper."""
+    def _restart(self, *, keep_upper: bool, on_disk: bool = False, image: Path | None = None) -> None:
+        """Unmount the merged view; stack the upper as a lower (``keep_upper``) or drop it; stack ``image`` (an
+        EROFS image under home) on top; mount again on a fresh upper."""
         root = self._root_attributes()
         self.mounts.unmount(self.rootfs)
         if keep_upper:
@@ -194,6 +194,8 @@ class StageOverlay:
                 self.mounts.memory_left -= (used.f_blocks - used.f_bfree) * used.f_frsize
         else:
             self._drop_upper()
+        if image is not None:
+            self.mount_image(image, image.stem)
         self.new_upper(root, on_disk=on_disk)
         self.mount_merged()
 
@@ -244,14 +246,9 @@ class StageOverlay:
     def add_layer(self, blob: Path, description: str) -> None:
         """Stack a layer made elsewhere (a cache hit after a step ran, a --link layer) on top, between steps."""
         self._check_depth(description)
-        root = self._root_attributes()
-        self.mounts.unmount(self.rootfs)
-        self._drop_upper()
-        name = self._name("l")
-        write_image(self.home / f"{name}.erofs", [(blob, description)], markers=True)
-        self.mount_image(self.home / f"{name}.erofs", name)
-        self.new_upper(root)
-        self.mount_merged()
+        image = self.home / f"{self._name('l')}.erofs"
+        write_image(image, [(blob, description)], markers=True)
+        self._restart(keep_upper=False, image=image)
 
     def _check_depth(self, description: str) -> None:
         if len(self.lowers) >= self.MAX_LOWERS:
