@@ -345,3 +345,17 @@ def test_sigterm_mid_rootless_run(lamina: Lamina, rootless_user: str, debian_ven
             "PATH=/usr/bin:/bin", str(debian_venv), "-m", "lamina.cli", "build", "--context", str(context),
             "--insecure-registry", lamina.registry.host, "--no-push", "--work-dir", str(work)]
     _terminate_mid_run(argv, dict(os.environ), "602", work, via_runuser=True)
+
+
+def test_chroot_run_leaves_no_process_that_left_its_group(lamina: Lamina, tmp_path: Path) -> None:
+    """A RUN that starts a daemon in a session of its own (setsid) escapes the process group the chroot sandbox
+    kills; the sandbox still finds it by its root directory (the rootfs) and kills it when the RUN ends."""
+    _require_root()
+    context = write_context(tmp_path / "ctx", f"""
+        FROM {lamina.images.busybox}
+        RUN setsid sleep 613 </dev/null >/dev/null 2>&1 & sleep 1; echo started
+    """)
+    run = lamina.build(context, "--no-push", "--sandbox", "chroot", "--work-dir", str(tmp_path / "work"))
+    run.check()
+    time.sleep(0.5)
+    assert _processes_with([b"sleep", b"613"]) == [], run.describe()

@@ -2,7 +2,8 @@
 CAP_SYS_ADMIN, and seccomp refusing unshare, mount and namespace clones).
 
 No namespaces and no mounts: the command runs chrooted into the rootfs, as the image's user, in a process group of
-its own that is killed when the command ends. For the run, /dev gets the usual character devices made with mknod
+its own that is killed when the command ends, and so is any process still rooted in the rootfs after it (one that
+left the group with setsid). For the run, /dev gets the usual character devices made with mknod
 (null, zero, full, random, urandom, tty) and a /dev/shm directory; /etc/resolv.conf and /etc/hosts, when the image
 lacks them, are the host's copied in; all of it is removed afterwards (parent mtimes restored), so none of it shows up
 in the layer. /proc and /sys stay empty (one warning per build), ``RUN --mount`` is refused (it needs mounts) and
@@ -49,6 +50,34 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def kill_rooted_in(rootfs: Path, rounds: int = 5) -> int:
+    """SIGKILL every process whose root directory is ``rootfs``: what a RUN left running outside the process group
+    the runner kills (a daemon that called setsid). A few rounds, as one may fork while the others die. Returns
+    how many were killed."""
+    target = os.path.realpath(rootfs)
+    killed = 0
+    for _ in range(rounds):
+        found = []
+        with os.scandir("/proc") as it:
+            for entry in it:
+                if entry.name.isdigit():
+                    try:
+                        if os.readlink(f"/proc/{entry.name}/root") == target:
+                            found.append(int(entry.name))
+                    except OSError:
+                        continue
+        if not found:
+            break
+        for pid in found:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            except (ProcessLookupError, PermissionError):
+                pass
+        time.sleep(0.05)
+    return killed
 
 
 def _status(returncode: int) -> int:
@@ -190,3 +219,7 @@ class ChrootRunner:
                                  env=helper_environment())
             finally:
                 os.unlink(f.name)
+                left = kill_rooted_in(spec.rootfs)
+                if left:
+                    self.warn(f"warning: sandbox chroot: killed {left} process(es) the RUN left running outside its "
+                              "process group (setsid)")
