@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
+import stat
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,3 +102,22 @@ def write_layer(directory: Path, name: str, entries: list[E] | None, compression
     path = directory / f"{name}.tar"
     path.write_bytes(compressed(tar_bytes(entries), compression) if entries is not None else b"")
     return path
+
+
+def dir_summary(root: Path) -> dict[str, str]:
+    """A readable summary of a directory tree: path -> "dir", "-> target", "fifo" or "file <content>"."""
+    out: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            key = os.path.relpath(path, root)
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                out[key] = "-> " + os.readlink(path)
+            elif stat.S_ISDIR(st.st_mode):
+                out[key] = "dir"
+            elif stat.S_ISFIFO(st.st_mode):
+                out[key] = "fifo"
+            else:
+                out[key] = "file " + Path(path).read_bytes().decode("utf-8", "surrogateescape")
+    return out

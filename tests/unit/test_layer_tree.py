@@ -16,7 +16,7 @@ from lamina.errors import RootfsError
 from lamina.rootfs.tarstream import TarReader
 from lamina.rootfs.tree import LayerTree, Node, walk
 from lamina.rootfs.unpack import unpack_layer
-from tests.support.layers import E, d, f, hard, sym, tar_bytes, wh, xattr
+from tests.support.layers import E, d, dir_summary, f, hard, sym, tar_bytes, wh, xattr
 
 MTIME = 1_600_000_000
 NS = 1_000_000_000
@@ -92,21 +92,7 @@ def unpacked_summary(tmp_path: Path, layers: list[list[E]]) -> dict[str, str]:
         blob = tmp_path / f"layer{number}.tar"
         blob.write_bytes(tar_bytes(entries))
         unpack_layer(root, blob, description=f"layer {number}")
-    out: dict[str, str] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = os.path.join(dirpath, name)
-            key = os.path.relpath(path, root)
-            st = os.lstat(path)
-            if stat.S_ISLNK(st.st_mode):
-                out[key] = "-> " + os.readlink(path)
-            elif stat.S_ISDIR(st.st_mode):
-                out[key] = "dir"
-            elif stat.S_ISFIFO(st.st_mode):
-                out[key] = "fifo"
-            else:
-                out[key] = "file " + Path(path).read_bytes().decode("utf-8", "surrogateescape")
-    return out
+    return dir_summary(root)
 
 
 # ---------------------------------------------------------------------------------------------------------------

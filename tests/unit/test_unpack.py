@@ -11,7 +11,7 @@ import pytest
 
 from lamina.errors import RootfsError
 from lamina.rootfs.unpack import unpack_layer
-from tests.support.layers import E, d, f, hard, sym, tar_bytes, write_layer
+from tests.support.layers import E, d, dir_summary, f, hard, sym, tar_bytes, write_layer
 
 IS_ROOT = os.geteuid() == 0
 MTIME = 1_600_000_000
@@ -29,23 +29,6 @@ def canary(tmp_path: Path) -> Path:
     c = tmp_path / "canary"
     c.mkdir()
     return c
-
-
-def tree(root: Path) -> dict[str, str]:
-    """A readable summary of a tree: path → type and content or link target."""
-    out: dict[str, str] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            p = os.path.join(dirpath, name)
-            key = os.path.relpath(p, root)
-            st = os.lstat(p)
-            if stat.S_ISLNK(st.st_mode):
-                out[key] = "-> " + os.readlink(p)
-            elif stat.S_ISDIR(st.st_mode):
-                out[key] = "dir"
-            else:
-                out[key] = "file " + Path(p).read_bytes().decode()
-    return out
 
 
 BASIC = [
@@ -68,7 +51,7 @@ def test_basic_layer(tmp_path: Path, root: Path, compression: str) -> None:
     stats = unpack_layer(root, write_layer(tmp_path, "l1", BASIC, compression))
     assert stats.entries == len(BASIC)
     assert stats.whiteouts == 0
-    assert tree(root) == {
+    assert dir_summary(root) == {
         "etc": "dir", "etc/passwd": "file root:x:0:0\n", "usr": "dir", "usr/bin": "dir",
         "usr/bin/tool": "file #!/bin/sh\n", "usr/bin/other": "file x", "usr/bin/tool2": "file #!/bin/sh\n",
         "bin": "-> usr/bin", "opt": "dir", "opt/deep": "dir", "opt/deep/file": "file implicit parents",
@@ -92,7 +75,7 @@ def test_stream_source(tmp_path: Path, root: Path) -> None:
     data = gzip.compress(tar_bytes([f("a", b"1"), f("b/c", b"2")]))
     stats = unpack_layer(root, io.BytesIO(data), description="streamed")
     assert stats.entries == 2
-    assert tree(root) == {"a": "file 1", "b": "dir", "b/c": "file 2"}
+    assert dir_summary(root) == {"a": "file 1", "b": "dir", "b/c": "file 2"}
 
 
 def test_empty_layer(tmp_path: Path, root: Path) -> None:
@@ -100,7 +83,7 @@ def test_empty_layer(tmp_path: Path, root: Path) -> None:
     empty.write_bytes(b"")
     assert unpack_layer(root, empty).entries == 0
     assert unpack_layer(root, write_layer(tmp_path, "zeros", [], "gzip")).entries == 0
-    assert tree(root) == {}
+    assert dir_summary(root) == {}
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="symlink ownership needs root")
@@ -131,13 +114,13 @@ def test_whiteouts_remove_file_and_tree(tmp_path: Path, root: Path) -> None:
     ]))
     assert stats.whiteouts == 4
     assert stats.entries == 0
-    assert tree(root) == {"keep": "file k", "other": "dir", "other/x": "file x"}
+    assert dir_summary(root) == {"keep": "file k", "other": "dir", "other/x": "file x"}
 
 
 def test_whiteout_does_not_hide_same_layer_entry(tmp_path: Path, root: Path) -> None:
     unpack_layer(root, write_layer(tmp_path, "l1", [f("a", b"old")]))
     unpack_layer(root, write_layer(tmp_path, "l2", [f("a", b"new"), f(".wh.a")]))
-    assert tree(root) == {"a": "file new"}
+    assert dir_summary(root) == {"a": "file new"}
 
 
 def test_opaque_keeps_same_layer_entries(tmp_path: Path, root: Path) -> None:
@@ -153,7 +136,7 @@ def test_opaque_keeps_same_layer_entries(tmp_path: Path, root: Path) -> None:
         f("d/late", b"after the marker"),
     ]))
     assert stats.whiteouts == 1
-    assert tree(root) == {
+    assert dir_summary(root) == {
         "d": "dir", "d/-early": "file before the marker", "d/sub": "dir", "d/sub/keep-name": "file new",
         "d/late": "file after the marker", "e": "dir", "e/untouched": "file u",
     }
@@ -162,13 +145,13 @@ def test_opaque_keeps_same_layer_entries(tmp_path: Path, root: Path) -> None:
 def test_replace_dir_by_file_and_file_by_dir(tmp_path: Path, root: Path) -> None:
     unpack_layer(root, write_layer(tmp_path, "l1", [f("x/inner", b"i"), f("y", b"y"), sym("z", "/etc")]))
     unpack_layer(root, write_layer(tmp_path, "l2", [f("x", b"now a file"), d("y"), f("y/child", b"c"), d("z")]))
-    assert tree(root) == {"x": "file now a file", "y": "dir", "y/child": "file c", "z": "dir"}
+    assert dir_summary(root) == {"x": "file now a file", "y": "dir", "y/child": "file c", "z": "dir"}
 
 
 def test_replace_file_content_and_symlink(tmp_path: Path, root: Path) -> None:
     unpack_layer(root, write_layer(tmp_path, "l1", [f("a", b"first", mode=0o400), sym("l", "a")]))
     unpack_layer(root, write_layer(tmp_path, "l2", [f("a", b"second"), sym("l", "elsewhere")]))
-    assert tree(root) == {"a": "file second", "l": "-> elsewhere"}
+    assert dir_summary(root) == {"a": "file second", "l": "-> elsewhere"}
 
 
 def test_write_through_symlink_stays_inside(tmp_path: Path, root: Path, canary: Path) -> None:
@@ -275,7 +258,7 @@ def test_device_nodes_created_or_skipped(tmp_path: Path, root: Path) -> None:
 def test_aufs_metadata_skipped(tmp_path: Path, root: Path) -> None:
     stats = unpack_layer(root, write_layer(tmp_path, "l", [d(".wh..wh.plnk"), f(".wh..wh.aufs"), f("a", b"x")]))
     assert stats.skipped == 2
-    assert tree(root) == {"a": "file x"}
+    assert dir_summary(root) == {"a": "file x"}
 
 
 def test_many_entries_do_not_accumulate_members(tmp_path: Path, root: Path) -> None:
