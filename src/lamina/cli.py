@@ -19,7 +19,7 @@ from rich.console import Console
 import lamina
 from lamina.build.executor import BuildResult, build
 from lamina.cache.prune import parse_duration_text, prune_cache
-from lamina.console import LEVELS, ConsoleProgress, human_size
+from lamina.console import LEVELS, ConsoleProgress, human_size, make_console
 from lamina.errors import InvalidReference, LaminaError, OptionsError, StepFailed
 from lamina.oci.reference import Reference
 from lamina.oci.registry.assemble import create_index
@@ -199,8 +199,8 @@ def run_manifest_create(args: argparse.Namespace, environ: Mapping[str, str], ou
     with RegistryClient(config) as client:
         index = create_index(client, destination, sources)
     for entry in index.entries:
-        out.print(f"  {entry.platform_text}: {entry.digest}", highlight=False)
-    out.print(f"pushed {destination}@{index.digest} ({len(index.entries)} platforms)", highlight=False)
+        out.print(f"  {entry.platform_text}: {entry.digest}", markup=False, highlight=False)
+    out.print(f"pushed {destination}@{index.digest} ({len(index.entries)} platforms)", markup=False, highlight=False)
     if args.digest_file:
         Path(args.digest_file).write_text(index.digest)
     return 0
@@ -232,10 +232,9 @@ def run_prune(args: argparse.Namespace, environ: Mapping[str, str], out: Console
     with RegistryClient(config) as client:
         report = prune_cache(client, repo, older_than=older_than, keep=args.keep)
     out.print(f"{repo.name}: deleted {len(report.deleted)} stale cache entr{'y' if len(report.deleted) == 1 else 'ies'}"
-              f", kept {report.kept}", highlight=False)
+              f", kept {report.kept}", markup=False)
     if report.refused:
-        Console(stderr=True, highlight=False, soft_wrap=True).print(f"error: {report.refused}", markup=False,
-                                                                     highlight=False)
+        make_console(stderr=True).print(f"error: {report.refused}", markup=False)
         return 1
     return 0
 
@@ -457,7 +456,7 @@ def report(console: Console, result: BuildResult) -> None:
     console.print(f"built {result.digest} ({human_size(result.size)}, {layers} new layer(s){reused})",
                   highlight=False)
     for dest in result.destinations:
-        console.print(f"pushed {dest}@{result.digest}", highlight=False)
+        console.print(f"pushed {dest}@{result.digest}", markup=False, highlight=False)
 
 
 def run_build(values: Mapping[str, object], environ: Mapping[str, str], out: Console, err: Console) -> int:
@@ -519,8 +518,8 @@ def run_build_reporting(values: Mapping[str, object], environ: Mapping[str, str]
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     env = os.environ if environ is None else environ
     args = parser().parse_args(argv)
-    out = Console(highlight=False, soft_wrap=True)
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    out = make_console()
+    err = make_console(stderr=True)
     if args.command not in ("build", "cache", "ci", "manifest") or \
             (args.command == "cache" and args.cache_command is None) or \
             (args.command == "manifest" and args.manifest_command is None):

@@ -2,6 +2,10 @@
 
 On a TTY, pulls and pushes get progress bars; otherwise each transfer is one line when it ends, so CI logs stay
 readable. Each step is a line with its number, the instruction and, when it ends, its duration and layer size.
+
+Text that comes from a Dockerfile, a command's output or a registry is printed verbatim: it is handed to rich as
+``Text`` (never parsed as markup), and consoles are made without emoji codes, so ``svc:x:1001`` stays as it is and
+``[red]`` is not a style.
 """
 
 from __future__ import annotations
@@ -10,8 +14,8 @@ import time
 from dataclasses import dataclass, field
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
+from rich.text import Text
 
 from lamina.progress import StepResult
 
@@ -25,6 +29,11 @@ def human_size(size: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1000
     return f"{size} B"  # pragma: no cover
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """A console for lamina's output: no emoji codes, no automatic highlighting, long lines kept whole."""
+    return Console(stderr=stderr, highlight=False, emoji=False, soft_wrap=True)
 
 
 def level_at_least(verbosity: str, level: str) -> bool:
@@ -47,7 +56,7 @@ class ConsoleProgress:
 
     def _bars(self) -> Progress:
         if self.bars is None:
-            self.bars = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+            self.bars = Progress(TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(),
                                  TransferSpeedColumn(), console=self.console, transient=True)
             self.bars.start()
         return self.bars
@@ -56,7 +65,7 @@ class ConsoleProgress:
         if not self.show_steps:
             return
         if self.console.is_terminal:
-            self.tasks[key] = self._bars().add_task(escape(description), total=total)
+            self.tasks[key] = self._bars().add_task(description, total=total)
         else:
             self.plain[key] = (description, time.monotonic(), 0)
 
@@ -75,16 +84,15 @@ class ConsoleProgress:
                 self.bars = None
         elif key in self.plain:
             description, start, done = self.plain.pop(key)
-            self.console.print(f"  {escape(description)}: {human_size(done)} in {time.monotonic() - start:.1f}s",
-                               highlight=False)
+            self.console.print(Text(f"  {description}: {human_size(done)} in {time.monotonic() - start:.1f}s"))
 
     def step_started(self, stage: str, index: int, total: int, text: str) -> None:
         if self.show_steps:
-            self.console.print(f"[bold]\\[{escape(stage)}] STEP {index}/{total}:[/bold] {escape(text)}", highlight=False)
+            self.console.print(Text.assemble((f"[{stage}] STEP {index}/{total}:", "bold"), " ", text))
 
     def step_output(self, line: str) -> None:
         if self.show_steps:
-            self.console.print(escape(line), highlight=False, markup=True, soft_wrap=True)
+            self.console.print(Text(line), soft_wrap=True)
 
     def step_finished(self, result: StepResult) -> None:
         if not self.show_steps:
@@ -95,7 +103,7 @@ class ConsoleProgress:
 
     def message(self, text: str) -> None:
         if level_at_least(self.verbosity, "warn" if text.startswith("warning") else "info"):
-            self.console.print(escape(text), highlight=False)
+            self.console.print(Text(text))
 
     def close(self) -> None:
         if self.bars is not None:

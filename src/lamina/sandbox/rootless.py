@@ -146,17 +146,16 @@ def enter(values: Mapping[str, object], environ: Mapping[str, str], facts: Facts
 
 def main(argv: list[str]) -> int:
     """The inner half: root of the user namespace, run the build with the flags read from the pipe."""
-    from rich.console import Console
-
     from lamina.cli import run_build_reporting
+    from lamina.console import make_console
 
     if len(argv) != 3 or argv[1] != "--values-fd":
         sys.stderr.write("usage: python -m lamina.sandbox.rootless --values-fd FD (started by lamina build)\n")
         return 2
     with os.fdopen(int(argv[2]), "rb") as f:
         values = json.loads(f.read())
-    out = Console(highlight=False, soft_wrap=True)
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    out = make_console()
+    err = make_console(stderr=True)
     return run_build_reporting(values, dict(os.environ), out, err)
 
 
