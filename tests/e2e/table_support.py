@@ -70,7 +70,10 @@ class Case:
     history: tuple[H, ...] | None = None  # the entries this build adds, in order
     layer_entries: Mapping[int, tuple[str, ...]] = field(default_factory=dict)  # layer index -> names it holds
     output_lacks: tuple[str, ...] = ()
+    output_has: tuple[str, ...] = ()  # texts the build's output holds, verbatim
     fails_with: str | None = None  # a regex the output of a failing build matches
+    dockerfile_name: str = "Dockerfile"  # the name the Dockerfile is written under (pass --dockerfile in extra_args)
+    extra_args: tuple[str, ...] = ()  # more `lamina build` arguments; @CONTEXT@ is the context directory
 
 
 def substitute(text: str, lamina: Lamina) -> str:
@@ -80,7 +83,14 @@ def substitute(text: str, lamina: Lamina) -> str:
 
 
 def build_case(case: Case, lamina: Lamina, tmp: Path) -> tuple[LaminaRun, str]:
-    context = write_context(tmp / "context", substitute(case.dockerfile, lamina), case.context)
+    renamed = case.dockerfile_name != "Dockerfile"
+    context = write_context(tmp / "context", substitute(case.dockerfile, lamina), None if renamed else case.context)
+    if renamed:  # the Dockerfile first, so that the context may hold another file named Dockerfile
+        os.rename(context / "Dockerfile", context / case.dockerfile_name)
+        for rel, content in case.context.items():
+            path = context / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content if isinstance(content, bytes) else content.encode())
     for rel, target in case.links.items():
         path = context / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,6 +103,7 @@ def build_case(case: Case, lamina: Lamina, tmp: Path) -> tuple[LaminaRun, str]:
         args += ["--build-arg", substitute(arg, lamina)]
     if case.target:
         args += ["--target", case.target]
+    args += [substitute(arg, lamina).replace("@CONTEXT@", str(context)) for arg in case.extra_args]
     return lamina.build(context, *args), dest
 
 
@@ -226,6 +237,7 @@ def check_case(case: Case, lamina: Lamina, tmp: Path) -> list[str]:
     if run.returncode != 0:
         return [run.describe()]
     problems = [f"output holds {text!r}" for text in case.output_lacks if text in run.output]
+    problems += [f"output lacks {text!r}:\n{run.output[-3000:]}" for text in case.output_has if text not in run.output]
     image = unpack(f"docker://{dest}", tmp / "pulled")
     config = raw_config(dest)
     problems += check_files(case, image)

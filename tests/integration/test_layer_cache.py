@@ -415,6 +415,80 @@ def test_stages_chain_their_keys(builds: CacheBuilds, tmp_path: Path) -> None:
     assert unpack(f"docker://{repo}:4", tmp_path / "unpacked4").read("final") == "a2\nb2\n"
 
 
+def test_run_with_a_bind_mount_of_the_context_is_keyed_on_what_it_binds(builds: CacheBuilds, tmp_path: Path) -> None:
+    """Docker's recommended ``RUN --mount=type=bind,source=requirements.txt,...`` is cached like a COPY of what it
+    binds (BuildKit keys it on that content): unchanged, the rebuild is all hits with the same digest; a change to
+    a bound file misses from that step on; a change elsewhere in the context does not; writes to a ``rw`` bind are
+    discarded (issue 11, item 5: such steps were never cached before)."""
+    context = write_context(tmp_path / "ctx", """\
+        FROM busybox
+        RUN --mount=type=bind,source=requirements.txt,target=/tmp/requirements.txt cp /tmp/requirements.txt /installed
+        RUN --mount=type=bind,target=/src,rw cat /src/conf/*.conf > /confs && touch /src/conf/written
+        RUN --mount=type=bind,source=requirements.txt,target=/r echo third > /third
+        """, {"requirements.txt": "flask==3.0\n", "conf/a.conf": "a\n", "README": "readme\n"})
+    repo = builds.repo("bind")
+    cache = f"{repo}/cache"
+    env = {"SOURCE_DATE_EPOCH": EPOCH}
+    cold, first = planned_then_built(builds, context, env=env, cache_repo=cache, destination=f"{repo}:1")
+    assert verdicts_only(cold) == ["miss"] * 3
+    assert not (context / "conf" / "written").exists(), "a rw bind's writes reached the build context"
+    image = unpack(f"docker://{repo}:1", tmp_path / "unpacked1")
+    assert image.read("installed") == "flask==3.0\n"
+    assert image.read("confs") == "a\n"
+    assert not image.exists("src/conf/written") and not image.exists("tmp/requirements.txt")
+
+    warm, second = planned_then_built(builds, context, env=env, cache_repo=cache, destination=f"{repo}:2")
+    assert verdicts_only(warm) == ["hit"] * 3
+    assert built_digest(second) == built_digest(first), "a fully cached rebuild must give the same image"
+
+    (context / "README").write_text("changed, but only the whole-context bind sees it\n")
+    readme, _ = planned_then_built(builds, context, env=env, cache_repo=cache, destination=f"{repo}:3")
+    assert verdicts_only(readme) == ["hit", "miss", "miss"]
+
+    (context / "requirements.txt").write_text("flask==3.1\n")
+    changed, _ = planned_then_built(builds, context, env=env, cache_repo=cache, destination=f"{repo}:4")
+    assert verdicts_only(changed) == ["miss"] * 3
+    assert unpack(f"docker://{repo}:4", tmp_path / "unpacked4").read("installed") == "flask==3.1\n"
+
+
+def test_copy_link_does_not_depend_on_the_layers_below(builds: CacheBuilds, tmp_path: Path) -> None:
+    """BuildKit's point of --link: the step hits as long as its own sources and destination are the same, whatever
+    changed below it; what comes after a --link step still depends on everything below (issue 11, item 6)."""
+    context = write_context(tmp_path / "ctx", """\
+        FROM busybox
+        COPY --link a.txt /a.txt
+        COPY --link b.txt /b.txt
+        RUN cat /a.txt /b.txt > /ab
+        COPY --link --chown=www-data b.txt /b-named.txt
+        COPY --link --chmod=600 b.txt /b-chmod.txt
+        """, {"a.txt": "a\n", "b.txt": "b\n"})
+    repo = builds.repo("link")
+    cache = f"{repo}/cache"
+    cold, _ = planned_then_built(builds, context, cache_repo=cache, destination=f"{repo}:1")
+    assert verdicts_only(cold) == ["miss"] * 5
+
+    (context / "a.txt").write_text("a changed\n")
+    changed, _ = planned_then_built(builds, context, cache_repo=cache, destination=f"{repo}:2")
+    # --chown by name reads /etc/passwd below, and --link with --chmod is a plain copy in BuildKit: both chain
+    assert changed == [("COPY --link a.txt /a.txt", "miss"), ("COPY --link b.txt /b.txt", "hit"),
+                       ("RUN cat /a.txt /b.txt > /ab", "miss"),
+                       ("COPY --link --chown=www-data b.txt /b-named.txt", "miss"),
+                       ("COPY --link --chmod=600 b.txt /b-chmod.txt", "miss")]
+    image = unpack(f"docker://{repo}:2", tmp_path / "unpacked")
+    assert image.read("ab") == "a changed\nb\n"
+    assert (image.lstat("b-named.txt").st_uid, image.lstat("b-chmod.txt").st_mode & 0o777) == (33, 0o600)
+
+    other = write_context(tmp_path / "other", """\
+        FROM busybox
+        RUN echo something else below > /below
+        COPY --link b.txt /b.txt
+        """, {"b.txt": "b\n"})
+    elsewhere, _ = planned_then_built(builds, other, cache_repo=cache, destination=f"{repo}:3")
+    assert elsewhere == [("RUN echo something else below > /below", "miss"), ("COPY --link b.txt /b.txt", "hit")]
+    image = unpack(f"docker://{repo}:3", tmp_path / "unpacked3")
+    assert (image.read("below"), image.read("b.txt")) == ("something else below\n", "b\n")
+
+
 def test_what_copy_reads_decides_its_key(builds: CacheBuilds, tmp_path: Path) -> None:
     """Permission bits, file names matched by a wildcard and heredoc bodies are part of a step's key."""
     dockerfile = """\

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -30,6 +31,7 @@ from lamina.build.handlers.copy import (
     copy_created_by,
     copy_files,
     hash_copy_sources,
+    hash_source_paths,
 )
 from lamina.build.handlers.heredoc import prepare_copy_heredocs
 from lamina.build.handlers.run import created_by as run_created_by
@@ -46,7 +48,7 @@ from lamina.build.stage import (
 )
 from lamina.build.state import LayerRef, StageState
 from lamina.build.workspace import Workspace
-from lamina.cache.key import compute_base_key, compute_executed_key, compute_step_key
+from lamina.cache.key import compute_base_key, compute_executed_key, compute_link_chain, compute_step_key
 from lamina.cache.registry import CacheEntry, RegistryCache
 from lamina.dockerfile.instructions import (
     Arg,
@@ -65,7 +67,7 @@ from lamina.dockerfile.instructions import (
     instruction_from_node,
     load_dockerfile,
 )
-from lamina.dockerfile.mounts import mount_from
+from lamina.dockerfile.mounts import BindMount, CacheMount, parse_mount
 from lamina.dockerfile.parse import parse_dockerfile
 from lamina.dockerfile.stages import expand_meta, find_stage, needed_stages, platform_args, select_target
 from lamina.errors import (
@@ -154,10 +156,15 @@ class PlannedStep:
     key: str | None  # None: not cacheable, or not knowable before the steps before it run
 
 
-def _binds_context(mount: str) -> bool:
-    """Does a raw --mount value bind files from the build context? (those are not hashed into keys)"""
-    fields = dict(part.partition("=")[::2] for part in mount.split(","))
-    return fields.get("type", "bind") == "bind" and "from" not in fields
+LINK_PARENT = "link"  # what a --link copy's key is chained from instead of the layers below it
+
+
+def _independent_of_below(inst: Instruction) -> bool:
+    """Is the step's layer made without the layers below it? A --link copy is, unless --chown names a user or a
+    group (read from the /etc/passwd and /etc/group below)."""
+    if not isinstance(inst, Copy) or not inst.linked:
+        return False
+    return inst.chown is None or re.fullmatch(r"\d+(:\d+)?", inst.chown) is not None
 
 
 def _is_remote(source: str) -> bool:
@@ -196,7 +203,7 @@ class _Build:
     planning: bool = False  # compute keys only: nothing is pulled, executed or pushed
     plan: list[PlannedStep] = field(default_factory=list)
     resolved: dict[str, PulledImage] = field(default_factory=dict)
-    keys: dict[tuple[int, int, str], str | None] = field(default_factory=dict)  # (stage, line, parent) -> key
+    keys: dict[tuple[int, int, str | None], str | None] = field(default_factory=dict)  # (stage, line, parent) -> key
     inplace: InplaceRoot | None = None  # the inplace sandbox: each stage is built in / in turn (see inplace.py)
 
     @property
@@ -339,26 +346,35 @@ class _Build:
         cacheable = key is not None and self.cacheable(inst)
         if self.planning:
             self.plan.append(PlannedStep(state.stage.label, inst, key if cacheable else None))
-            state.key = key if cacheable else None
+            state.key = self.key_after(state, inst, key) if cacheable else None
             return text, None, False
         assert self.cache is not None
         entry = self.cache.lookup(key) if cacheable and key is not None else None
         if entry is not None:
-            state.key = key
+            state.key = self.key_after(state, inst, key)
             return text, self.apply_hit(state, entry), True
         self.materialize(state)
         layer = self.execute(state, inst)
         if cacheable and key is not None:
-            state.key = key
+            state.key = self.key_after(state, inst, key)
             self.cache.push(key, layer.descriptor if layer else None, layer.diff_id if layer else None,
                             layer.path if layer else None, self.history_entry(text, layer), state.platform)
             if layer is not None and self.cache.push_enabled:
                 # the destination push mounts it from the cache entry instead of uploading the blob a second time
                 layer = replace(layer, source=self.cache.entry_ref(key))
                 state.layers[-1] = layer
-        else:
-            state.key = compute_executed_key(state.key or "", inst.original, layer.diff_id if layer else None)
+        elif state.key is not None:
+            state.key = compute_executed_key(state.key, inst.original, layer.diff_id if layer else None)
         return text, layer, False
+
+    @staticmethod
+    def key_after(state: StageState, inst: Instruction, key: str | None) -> str | None:
+        """The stage's key once this step is done. A step's own key is chained from the stage's, except a --link
+        copy's (``independent_of_below``): the stage's key then chains the two, so what comes next still depends
+        on every layer below."""
+        if key is None or not _independent_of_below(inst):
+            return key
+        return compute_link_chain(state.key, key) if state.key is not None else None
 
     def apply_hit(self, state: StageState, entry: CacheEntry) -> LayerRef | None:
         """A cache hit: its layer joins the image; the blob is only fetched if a later step needs the rootfs."""
@@ -375,7 +391,7 @@ class _Build:
 
     def cacheable(self, inst: Instruction) -> bool:
         if isinstance(inst, Run):
-            return self.options.cache_run_layers and not any(_binds_context(m) for m in inst.mounts)
+            return self.options.cache_run_layers
         if isinstance(inst, Copy):
             if inst.keyword == "ADD" and any(_is_remote(s) for s in inst.sources) and not inst.checksum:
                 return False  # content unknown until downloaded: keyed by what it produced instead
@@ -385,7 +401,7 @@ class _Build:
     def step_key(self, state: StageState, inst: Instruction) -> str | None:
         """The step's cache key, or None when it cannot be known before running (a step before it was not cacheable
         and has not run, or a stage it copies from has no key). The plan's keys are reused (no second hashing)."""
-        if state.key is None:
+        if state.key is None and not _independent_of_below(inst):
             return None
         memo = (state.stage.index, inst.line, state.key)
         if memo not in self.keys:
@@ -393,16 +409,17 @@ class _Build:
         return self.keys[memo]
 
     def compute_key(self, state: StageState, inst: Instruction) -> str | None:
-        assert state.key is not None
         inputs: dict[str, str] = {}
+        config: Mapping[str, Any] = state.config
+        parent = state.key
         if isinstance(inst, Run):
             inputs["heredocs"] = "\n".join(h.content for h in inst.heredocs)
-            for raw in filter(None, (mount_from(m) for m in inst.mounts)):
-                source_key = self.source_key(state, inst, metadata.expand(inst, raw, state.expansion_env(),
-                                                                          self.escape))
+            for raw in inst.mounts:
+                source_key = self.mount_source_key(state, inst, raw)
                 if source_key is None:
                     return None
-                inputs[f"mount-from:{raw}"] = source_key
+                if source_key:
+                    inputs[f"mount:{raw}"] = source_key
         elif isinstance(inst, Copy):
             inputs["heredocs"] = "\n".join(f"{h.name}\0{h.content}" for h in inst.heredocs)
             if inst.from_stage:
@@ -415,12 +432,33 @@ class _Build:
                 inputs["sources"] = hash_copy_sources(state, inst, ContextSource(self.context), self.escape)
             if inst.checksum:
                 inputs["checksum"] = inst.checksum
+            if _independent_of_below(inst):
+                # a --link layer is made without the layers below: only what expands its arguments counts
+                parent = LINK_PARENT
+                config = {name: state.config.get(name) for name in ("Env", "WorkingDir")}
+        if parent is None:
+            return None
         # the same key must always mean the same layer bytes: compression and clamped timestamps shape them
         inputs["compression"] = self.options.compression
         epoch = self.options.source_date_epoch
         inputs["source-date-epoch"] = "" if epoch is None else str(epoch)
-        return compute_step_key(state.key, instruction=inst.original, config=state.config, args=state.args,
+        return compute_step_key(parent, instruction=inst.original, config=config, args=state.args,
                                 platform=str(state.platform), inputs=inputs)
+
+    def mount_source_key(self, state: StageState, inst: Run, raw: str) -> str | None:
+        """What a RUN --mount reads into the step's key: for a bind of the build context, a digest of the bound
+        files (as BuildKit keys it on their content); for a bind or cache seeded ``from`` a stage or an image,
+        that source's key; "" for mounts whose content never enters a key (cache, tmpfs, secret, ssh). None when
+        the source's key is not known yet. A mount that does not parse gives "" here: running the step reports it."""
+        try:
+            mount = parse_mount(metadata.expand(inst, raw, state.expansion_env(), self.escape), state.workdir)
+        except (ValueError, LaminaError):
+            return ""
+        if isinstance(mount, BindMount) and mount.from_stage is None:
+            return hash_source_paths(ContextSource(self.context), [mount.source])
+        if isinstance(mount, (BindMount, CacheMount)) and mount.from_stage is not None:
+            return self.source_key(state, inst, mount.from_stage)
+        return ""
 
     def source_key(self, state: StageState, inst: Instruction, name: str) -> str | None:
         """What COPY --from / --mount from= reads: a stage's key, or an image's manifest digest."""
@@ -469,7 +507,7 @@ class _Build:
         if isinstance(inst, Copy) and inst.keyword == "ADD":
             scratch = Path(tempfile.mkdtemp(prefix="add-", dir=self.workspace.root))
             try:
-                if inst.link:
+                if inst.linked:
                     linked = Path(tempfile.mkdtemp(prefix="link-", dir=self.workspace.root))
                     linked.chmod(0o755)
                     add_files(state, inst, self.context, self.escape, scratch, into=linked)
@@ -483,7 +521,7 @@ class _Build:
             try:
                 copy, with_inline = prepare_copy_heredocs(inst, state.expansion_env(), inline)
                 source = with_inline(self.copy_source(state, copy))
-                if inst.link:
+                if inst.linked:
                     linked = Path(tempfile.mkdtemp(prefix="link-", dir=self.workspace.root))
                     linked.chmod(0o755)
                     copy_files(state, copy, source, self.escape, into=linked)

@@ -38,3 +38,9 @@ def compute_executed_key(parent: str, instruction: str, diff_id: str | None) -> 
     """The key after a step whose inputs cannot be known before it runs (ADD of a URL without --checksum):
     chained from what it produced, so later steps never reuse entries made from different content."""
     return _digest({"version": KEY_VERSION, "parent": parent, "instruction": instruction, "produced": diff_id or ""})
+
+
+def compute_link_chain(parent: str, step: str) -> str:
+    """The stage's key after a --link copy, whose own key ``step`` is not chained from the layers below: the two
+    chained, so later steps still depend on everything below."""
+    return _digest({"version": KEY_VERSION, "parent": parent, "linked": step})

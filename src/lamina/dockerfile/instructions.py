@@ -7,6 +7,7 @@ accepts so that a typo fails before anything runs. Every Dockerfile keyword Buil
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +86,13 @@ class Copy(Instruction):
     checksum: str | None = None  # ADD
     keep_git_dir: bool = False  # ADD
     unpack: bool | None = None  # ADD: None = auto (local archives are extracted, remote files are not)
+
+    @property
+    def linked(self) -> bool:
+        """Is the copy a layer of its own, made without the layers below it (``--link``)? BuildKit links only
+        without ``--chmod`` (``dispatchCopy``: ``cfg.link && cfg.chmod == ""``); with it, ``--link`` is a plain copy
+        onto the stage, so parents that exist keep their modes."""
+        return self.link and not self.chmod
 
 
 @dataclass(frozen=True)
@@ -200,7 +208,20 @@ def build_stages(parsed: ParsedDockerfile, *, file: str) -> Dockerfile:
                                   f"{stages[seen[stage.name]].base.line})", file=file, line=stage.base.line,
                                   column=1)
         seen[stage.name] = stage.index
-    return Dockerfile(file, tuple(meta), tuple(stages), parsed.directives.escape, parsed.warnings)
+    args = [*meta, *(inst for stage in stages for inst in stage.instructions if isinstance(inst, Arg))]
+    warnings = parsed.warnings + tuple(_arg_name_warnings(args, file))
+    return Dockerfile(file, tuple(meta), tuple(stages), parsed.directives.escape, warnings)
+
+
+def _arg_name_warnings(args: list[Arg], file: str) -> Iterator[str]:
+    """BuildKit takes an ARG's name as written (since Dockerfile frontend 1.8 its dispatch expands only the
+    default), so ``ARG ${name}=x`` declares an ARG called ``${name}``: say so where it is written, instead of
+    leaving the user with an unconsumed --build-arg later."""
+    for inst in args:
+        for name, _ in inst.pairs:
+            if "$" in name:
+                yield (f"{file}:{inst.line}: ARG {name}: variables are not expanded in an ARG name (as in BuildKit);"
+                       f" this declares an ARG named {name!r}")
 
 
 def _stage(index: int, base: From, instructions: list[Instruction]) -> Stage:

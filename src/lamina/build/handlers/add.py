@@ -45,7 +45,7 @@ import zstandard
 from isal import igzip
 
 from lamina.build import remote
-from lamina.build.context import BuildContext
+from lamina.build.context import BuildContext, has_glob
 from lamina.build.handlers.copy import ContextSource, CopyPlan, RootfsSource, Writer, expand_copy_arguments
 from lamina.build.handlers.metadata import expand
 from lamina.build.state import StageState
@@ -460,6 +460,8 @@ def add_files(state: StageState, inst: Copy, context: BuildContext, escape: str,
             items.append(_Item("http", text))
         else:
             found = [rel for rel in source_tree.match(text) if not is_ignored(rel, excludes)]
+            if not found and has_glob(text):
+                continue  # BuildKit's AllowEmptyWildcard, as COPY
             if not found:
                 where = source_tree.description + (" (or excluded by .dockerignore)" if context.rules else "")
                 raise inst.error(f"{text}: not found in {where}", column=inst.column_of(text))

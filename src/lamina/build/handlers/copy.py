@@ -2,10 +2,13 @@
 
 Semantics follow BuildKit: sources are relative to their root and never leave it; a directory source copies its
 contents; several sources, or a destination ending in ``/``, make the destination a directory; a relative destination
-is relative to WORKDIR; files keep their mode and mtime; owners are 0:0 unless ``--chown`` (names resolved in this
-stage's /etc/passwd and /etc/group); ``--chmod`` sets the mode of everything copied. A symlink named as a source is
-followed (inside its root); symlinks inside a copied directory are copied as links. Every write goes through
-``resolve_in_root``: nothing lands outside the rootfs.
+is relative to WORKDIR; files keep their mode and mtime. ``--chown`` sets the owner of everything copied (names
+resolved in this stage's /etc/passwd and /etc/group); without it files from the build context become 0:0 and files
+from another stage or an image keep their owners. ``--chmod`` sets the mode of everything copied and of the parent
+directories COPY has to create (0755 without it; owned by ``--chown``'s owner, else 0:0), as BuildKit's fsutil does.
+A wildcard that matches nothing is skipped (BuildKit's ``AllowEmptyWildcard``); a plain path that is missing is an
+error. A symlink named as a source is followed (inside its root); symlinks inside a copied directory are copied as
+links. Every write goes through ``resolve_in_root``: nothing lands outside the rootfs.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import posixpath
 import re
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -38,6 +41,11 @@ class SourceTree(Protocol):
         """How to name the tree in messages ("the build context", "stage build")."""
         ...
 
+    @property
+    def keeps_owners(self) -> bool:
+        """Do copies keep the owners the files have here (another stage, an image), or become 0:0 (the context)?"""
+        ...
+
     def match(self, source: str) -> list[str]:
         """Relative paths named by ``source`` (wildcards expanded), sorted; empty when none."""
         ...
@@ -55,6 +63,7 @@ class SourceTree(Protocol):
 class ContextSource:
     context: BuildContext
     description: str = "the build context"
+    keeps_owners: bool = False
 
     def match(self, source: str) -> list[str]:
         return self.context.match(source)
@@ -75,6 +84,7 @@ class ContextSource:
 class RootfsSource:
     root: Path
     description: str
+    keeps_owners: bool = True
 
     def match(self, source: str) -> list[str]:
         rel = clean_source(source)
@@ -120,6 +130,13 @@ class CopyPlan:
     mode: int | None  # --chmod
     dest: str  # absolute path in the image
     dest_is_dir: bool
+    keep_owners: bool = False  # copies keep their source's owner (COPY --from without --chown)
+
+    def owner(self, source: os.stat_result | None) -> tuple[int, int]:
+        """The owner of a copy of ``source`` (None: a directory the copy has to create)."""
+        if self.keep_owners and source is not None:
+            return source.st_uid, source.st_gid
+        return self.uid, self.gid
 
 
 def parse_chmod(inst: Copy, text: str) -> int:
@@ -169,6 +186,8 @@ def copy_files(state: StageState, inst: Copy, source: SourceTree, escape: str, *
     matched: list[tuple[str, str]] = []  # (path in the source, the part kept under dest with --parents)
     for text in sources:
         found = [rel for rel in source.match(text) if not is_ignored(rel, excludes)]
+        if not found and has_glob(text):
+            continue  # BuildKit's AllowEmptyWildcard: a pattern may match nothing
         if not found:
             where = source.description
             if isinstance(source, ContextSource) and source.context.rules:
@@ -180,7 +199,8 @@ def copy_files(state: StageState, inst: Copy, source: SourceTree, escape: str, *
             matched.append((rel, kept))
     absolute = dest if dest.startswith("/") else posixpath.join(state.workdir, dest)
     dest_is_dir = dest.endswith(("/", "/.")) or dest in (".", "..") or len(matched) > 1 or inst.parents
-    plan = CopyPlan(uid, gid, mode, posixpath.normpath(absolute), dest_is_dir)
+    plan = CopyPlan(uid, gid, mode, posixpath.normpath(absolute), dest_is_dir,
+                    keep_owners=source.keeps_owners and not inst.chown)
     writer = Writer(root, plan, inst)
     for rel, kept in matched:
         host = source.host_path(rel)
@@ -235,7 +255,10 @@ class Writer:
         return host
 
     def ensure_dir(self, path: str, source: os.stat_result | None) -> Path:
-        """Make directory ``path`` (and its parents) exist; a new one gets ``source``'s mode and mtime (or 0755)."""
+        """Make directory ``path`` (and its parents) exist. A new one is the copy of directory ``source`` (its mode
+        or --chmod, its owner or --chown, its mtime), or, with ``source`` None, a parent COPY has to create: mode
+        --chmod or else 0755, owned by --chown's owner or else 0:0, as BuildKit's fsutil makes them (its
+        testCopyChmod: ``COPY --chmod=770 foo /parent/sub/foo`` makes /parent/sub 0770)."""
         host = resolve_in_root(self.rootfs, path)
         if host.is_dir():
             return host
@@ -248,13 +271,13 @@ class Writer:
         except OSError as exc:
             raise self._error(path, exc) from None
         mode = stat.S_IMODE(source.st_mode) if source is not None else 0o755
-        self._meta(host, self.plan.mode if self.plan.mode is not None else mode, directory=True)
+        self._meta(host, self.plan.mode if self.plan.mode is not None else mode, source)
         if source is not None:
             self.dir_times.append((host, host.lstat().st_ino, source.st_mtime_ns))
         return host
 
-    def _meta(self, host: Path, mode: int, *, directory: bool = False) -> None:
-        os.lchown(host, self.plan.uid, self.plan.gid)
+    def _meta(self, host: Path, mode: int, source: os.stat_result | None) -> None:
+        os.lchown(host, *self.plan.owner(source))
         os.chmod(host, mode)  # after chown, which clears set-id bits
 
     def copy_entry(self, path: str, source: Path) -> None:
@@ -273,14 +296,14 @@ class Writer:
                     os.unlink(host)
                 if not os.path.lexists(host):
                     os.mkdir(host)
-                self._meta(host, mode, directory=True)
+                self._meta(host, mode, st)
                 self.dir_times.append((host, host.lstat().st_ino, st.st_mtime_ns))
                 return
             self._remove(host)
             self.forget(path)
             if stat.S_ISLNK(st.st_mode):
                 os.symlink(os.readlink(source), host)
-                os.lchown(host, self.plan.uid, self.plan.gid)
+                os.lchown(host, *self.plan.owner(st))
                 os.utime(host, ns=(st.st_mtime_ns, st.st_mtime_ns), follow_symlinks=False)
                 return
             if not stat.S_ISREG(st.st_mode):
@@ -294,7 +317,7 @@ class Writer:
             with open(source, "rb") as src, open(os.open(host, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
                                                          0o600), "wb") as dst:
                 shutil.copyfileobj(src, dst, 1024 * 1024)
-            self._meta(host, mode)
+            self._meta(host, mode, st)
             os.utime(host, ns=(st.st_mtime_ns, st.st_mtime_ns))
         except OSError as exc:
             raise self._error(path, exc) from None
@@ -314,7 +337,7 @@ class Writer:
                     if sent == 0:
                         break  # the source shrank while we copied: what was read is what the layer gets
                     offset += sent
-            os.fchown(fd, self.plan.uid, self.plan.gid)
+            os.fchown(fd, *self.plan.owner(st))
             os.fchmod(fd, mode)  # after chown, which clears set-id bits
             os.utime(fd, ns=(st.st_mtime_ns, st.st_mtime_ns))
         finally:
@@ -341,12 +364,22 @@ class Writer:
 
 
 def hash_copy_sources(state: StageState, inst: Copy, source: SourceTree, escape: str) -> str:
-    """A digest of everything COPY/ADD would read from ``source``: each path (after .dockerignore and --exclude),
-    its type, permission bits and content (or link target). Owners and mtimes are left out: a fresh checkout has
-    new mtimes, and COPY sets owners itself. Sources that do not exist are hashed as missing (the step fails when
-    it runs)."""
+    """A digest of everything COPY/ADD would read from ``source`` (heredoc sources aside: their bodies are in the
+    instruction), after ``--exclude``; see ``hash_source_paths``."""
     env = state.expansion_env()
     excludes = parse_ignore("\n".join(expand(inst, e, env, escape) for e in inst.excludes))
+    texts = [expand(inst, text, env, escape) for text in inst.sources
+             if not any(text.startswith(f"<<{h.name}") or text.lstrip("0123456789").startswith("<<")
+                        for h in inst.heredocs)]
+    return hash_source_paths(source, texts, excludes)
+
+
+def hash_source_paths(source: SourceTree, texts: Sequence[str], excludes: tuple[IgnoreRule, ...] = ()) -> str:
+    """A digest of what the (expanded) source paths ``texts`` name in ``source``: each path (after .dockerignore
+    and ``excludes``), its type, permission bits and content (or link target), directories walked. Owners and mtimes
+    are left out: a fresh checkout has new mtimes, and a copy from the context sets owners itself. Sources that do
+    not exist are hashed as missing (the step fails when it runs). Used for COPY/ADD sources and for the context
+    files a ``RUN --mount=type=bind`` shows."""
     digest = hashlib.sha256()
 
     def add(name: str, host: Path) -> None:
@@ -365,12 +398,9 @@ def hash_copy_sources(state: StageState, inst: Copy, source: SourceTree, escape:
                     digest.update(chunk)
         digest.update(b"\n")
 
-    for text in inst.sources:
-        if any(text.startswith(f"<<{h.name}") or text.lstrip("0123456789").startswith("<<") for h in inst.heredocs):
-            continue
-        expanded = expand(inst, text, env, escape)
-        found = [rel for rel in source.match(expanded) if not is_ignored(rel, excludes)]
-        digest.update(f"source\0{expanded}\0{len(found)}\n".encode())
+    for text in texts:
+        found = [rel for rel in source.match(text) if not is_ignored(rel, excludes)]
+        digest.update(f"source\0{text}\0{len(found)}\n".encode())
         for rel in found:
             host = source.host_path(rel)
             add(rel, host)

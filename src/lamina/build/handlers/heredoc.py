@@ -134,6 +134,10 @@ class InlineFiles:
     def description(self) -> str:
         return self.inner.description
 
+    @property
+    def keeps_owners(self) -> bool:
+        return self.inner.keeps_owners  # the heredoc files themselves are 0:0, written by lamina
+
     def match(self, source: str) -> list[str]:
         if source.startswith(HEREDOC_SOURCE):
             index = int(source[len(HEREDOC_SOURCE):])
