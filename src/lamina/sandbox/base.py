@@ -37,6 +37,9 @@ class RunSpec:
     mounts: tuple[MountSpec, ...] = ()  # RUN --mount, in the order to mount them
     network: str = "default"  # "default" or "host": the host's network; "none": a new namespace with only lo
     secret_env: tuple[tuple[str, Path], ...] = ()  # NAME, host file holding its value (read just before exec)
+    # "sandbox": Docker's default capability set (CapBnd 00000000a80425fb, as BuildKit); "insecure" (RUN
+    # --security=insecure, BuildKit's security.insecure entitlement): the capabilities lamina runs with
+    security: str = "sandbox"
 
 
 class Runner(Protocol):

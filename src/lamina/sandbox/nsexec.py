@@ -3,16 +3,25 @@
 It unshares mount, PID, UTS and IPC namespaces (and network, with only ``lo`` up, for ``network="none"``), makes
 every mount private, mounts /dev (tmpfs with the usual nodes bound in), /sys (read-only) and the resolv.conf/hosts
 files into the rootfs, then the ``RUN --mount`` binds and tmpfs mounts, then forks the command as PID 1 of
-the new PID namespace, which mounts /proc, chroots, drops to the user and execs. When PID 1 ends, the kernel kills
-everything else in the namespace; when this process ends, the mounts go with the mount namespace. Its exit status is
-the command's (128 + signal when killed). Linux only, as root (or root of a user namespace: the rootless sandbox).
+the new PID namespace, which mounts /proc, bounds its capabilities to Docker's default set, chroots, drops to the
+user and execs. When PID 1 ends, the kernel kills everything else in the namespace; when this process ends, the
+mounts go with the mount namespace. Its exit status is the command's (128 + signal when killed). Linux only, as root
+(or root of a user namespace: the rootless sandbox).
 
 ``python -m lamina.sandbox.nsexec --chroot SPEC.json`` is the chroot sandbox's half: no namespaces and no mounts,
-only chroot, user and exec, in this process.
+only capabilities, chroot, user and exec, in this process.
+
+Capabilities are BuildKit's (containerd's default OCI spec): the bounding set is cut down to Docker's default set
+(CapBnd 00000000a80425fb) and the inheritable and ambient sets to at most that, so the command run as root has
+exactly that set permitted and effective, and as another user none (a setuid or file-capability program it runs
+gets no more than that set either). ``security="insecure"`` (``RUN --security=insecure``, BuildKit's
+``security.insecure`` entitlement) keeps the set lamina runs with. Without CAP_SETPCAP (an unprivileged container,
+whose bounding set is Docker's default already) the bounding set is left as it is.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -31,6 +40,7 @@ from lamina.syscalls import (
     CLONE_NEWNS,
     CLONE_NEWPID,
     CLONE_NEWUTS,
+    DOCKER_DEFAULT_CAPS,
     MS_BIND,
     MS_NODEV,
     MS_NOEXEC,
@@ -156,16 +166,38 @@ def _secret_environment(spec: dict[str, object]) -> dict[str, str]:
     return out
 
 
-def _exec_command(libc: Libc, spec: dict[str, object], rootfs: Path, *, mount_proc: bool = True) -> None:
-    """In the child (PID 1 of the new namespace): /proc, chroot, user, exec. Never returns.
+def _restrict_capabilities(libc: Libc, spec: dict[str, object]) -> None:
+    """Bound this process's capabilities to Docker's default set before the exec (see the module's text)."""
+    if spec.get("security") == "insecure":
+        return
+    keep = sum(1 << cap for cap in DOCKER_DEFAULT_CAPS)
+    libc.ambient_clear()
+    libc.restrict_inheritable(keep)
+    for cap in range(libc.cap_last_cap() + 1):
+        if cap in DOCKER_DEFAULT_CAPS:
+            continue
+        try:
+            libc.capbset_drop(cap)
+        except OSError as exc:
+            if exc.errno == errno.EPERM:  # no CAP_SETPCAP: the container already bounds the set; leave it
+                return
+            if exc.errno == errno.EINVAL:  # beyond what this kernel knows
+                return
+            raise
 
-    ``mount_proc=False`` (the chroot sandbox: no namespaces, no mounts) only chroots, switches user and execs."""
+
+def _exec_command(libc: Libc, spec: dict[str, object], rootfs: Path, *, mount_proc: bool = True) -> None:
+    """In the child (PID 1 of the new namespace): /proc, capabilities, chroot, user, exec. Never returns.
+
+    ``mount_proc=False`` (the chroot sandbox: no namespaces, no mounts) only bounds the capabilities, chroots,
+    switches user and execs."""
     try:
         libc.pdeathsig(signal.SIGKILL)
         proc = _safe_target(rootfs, "proc", directory=True) if mount_proc else None
         if proc:
             libc.mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         secret_env = _secret_environment(spec)
+        _restrict_capabilities(libc, spec)  # before chroot (/proc/sys may be missing there) and setuid (CAP_SETPCAP)
         os.chroot(str(rootfs))
         os.chdir(str(spec["cwd"]))
         groups = spec["groups"]
