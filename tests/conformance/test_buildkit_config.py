@@ -57,9 +57,6 @@ TARGETSTAGE = ("lamina: the automatic ARG TARGETSTAGE is not set (BuildKit docke
                " target stage's name, 'default' when it has none)")
 PROXY_CASE = ("lamina: --build-arg http_proxy=X sets only http_proxy in RUN; BuildKit sets HTTP_PROXY and http_proxy"
               " both (solver/llbsolver/ops/exec.go proxyEnvList, from dockerfile2llb/convert.go's EqualFold match)")
-OUT_OF_ORDER = ("lamina: COPY --from a stage defined later in the Dockerfile is accepted; BuildKit refuses it"
-                " (dockerfile2llb/convert.go: 'cannot copy from stage %q, it needs to be defined before current"
-                " stage %q')")
 ONBUILD_DEPS = ("lamina: a stage named by an inherited ONBUILD trigger (COPY --from=src) is not built first: 'stage"
                 " src has not been built'; BuildKit adds the triggers' dependencies when it resolves the base")
 
@@ -398,7 +395,7 @@ CASES: list[Any] = [
         context={"foo": "foo-contents"}, target="Stage1",
         files={"baz": F(content="foo-contents")}, listing={"": ("baz",)},
     ),
-    xfail(Case(
+    Case(
         "testOutOfOrderStage",
         """
         FROM busybox AS target
@@ -410,8 +407,8 @@ CASES: list[Any] = [
         FROM target
         """,
         fails_with=r"cannot copy from stage(?s:.*)needs to be defined before current stage",
-    ), OUT_OF_ORDER),
-    xfail(Case(
+    ),
+    Case(
         "testOutOfOrderStage-2",
         """
         FROM busybox AS target
@@ -423,7 +420,7 @@ CASES: list[Any] = [
         FROM target
         """,
         fails_with=r"cannot copy from stage(?s:.*)needs to be defined before current stage",
-    ), OUT_OF_ORDER),
+    ),
     Case(
         "testEmptyStages",
         """

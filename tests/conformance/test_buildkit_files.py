@@ -568,26 +568,10 @@ CASES: list[Case] = [
          files={"mydir": F(kind="dir", uid=1000, gid=1000)}),
 ]
 
-CHMOD_WORDING = ("lamina: a bad --chmod fails with its own wording, not BuildKit's \"invalid chmod parameter: '..'. it"
-                 " should be octal string and between 0 and 07777\"")
-EMPTY_DEST = "lamina: a destination that expands to '' is refused; BuildKit copies into the working directory"
 PARENTS_PIVOT = ("lamina: COPY --parents with a wildcard before the /./ pivot keeps the whole path, and `**` patterns"
                  " after it miss files")
 PARENTS_NO_MATCH = "lamina: COPY --parents whose pattern matches nothing does not create the destination directory"
 XFAIL: dict[str, str] = {
-    "testDockerfileCopyFromArgs": "lamina: COPY --from=$FOO is expanded instead of refused with BuildKit's error",
-    "testDockerfileCopyFromArgs-declared": "lamina: COPY --from=$FOO is expanded instead of refused with BuildKit's"
-                                           " error",
-    "testEmptyDestDir": EMPTY_DEST,
-    "testCopyLinkEmptyDestDir": EMPTY_DEST,
-    "testCopyChownExistingDir-copy_from": "lamina: COPY --from=stage /dir /newdir gives /newdir the owner of /dir;"
-                                          " BuildKit creates it as root (or the --chown user)",
-    "testCopyChmod": "lamina: --chmod=0 is refused (BuildKit: mode 0000)",
-    "testCopyInvalidChmod-1": CHMOD_WORDING,
-    "testCopyInvalidChmod-2": CHMOD_WORDING,
-    "testAddInvalidChmod-1": CHMOD_WORDING,
-    "testAddInvalidChmod-2": CHMOD_WORDING,
-    "testChmodNonOctal": "lamina: --chmod takes octal modes only; BuildKit also takes symbolic ones (go-w, a+X, ...)",
     "testCopySocket": "lamina: a socket in the context is left out; BuildKit copies it as an empty regular file",
     "testCopyRelativeParents-doublewildcard": PARENTS_PIVOT,
     "testCopyRelativeParents-doubleinputs": PARENTS_PIVOT,

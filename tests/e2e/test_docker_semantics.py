@@ -51,7 +51,8 @@ CASES: list[Case] = [
                "plain/dir/foo": F(content="foo\n", uid=0, gid=0)},
     ),
     # COPY --from keeps the owners the files have in the source stage (fsutil copies with the identity chowner when
-    # --chown is not given); only files from the build context become 0:0.
+    # --chown is not given); only files from the build context become 0:0. The directory a directory's contents are
+    # copied into is made by the copy, as root (BuildKit's testCopyChownExistingDir: /dir is 0:0).
     Case(
         "copy-from-stage-keeps-owners",
         """
@@ -66,7 +67,7 @@ CASES: list[Case] = [
         COPY ctx.txt /ctx.txt
         """,
         context={"ctx.txt": "from the context\n"},
-        files={"f": F(uid=123, gid=456), "d2": F(kind="dir", uid=7, gid=8), "d2/sub": F(uid=7, gid=8),
+        files={"f": F(uid=123, gid=456), "d2": F(kind="dir", uid=0, gid=0, mode=0o755), "d2/sub": F(uid=7, gid=8),
                "d2/sub/g": F(uid=7, gid=8), "d2/sub/link": F(link="g", uid=9, gid=10),
                "f-chowned": F(uid=1, gid=2), "f-chmod": F(uid=123, gid=456, mode=0o600),
                "ctx.txt": F(uid=0, gid=0)},

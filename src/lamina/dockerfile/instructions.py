@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from lamina.dockerfile.lex import ExpansionError, expand_word
 from lamina.dockerfile.parse import Heredoc, Node, ParsedDockerfile, parse_dockerfile
 from lamina.errors import DockerfileError
 
@@ -208,9 +209,27 @@ def build_stages(parsed: ParsedDockerfile, *, file: str) -> Dockerfile:
                                   f"{stages[seen[stage.name]].base.line})", file=file, line=stage.base.line,
                                   column=1)
         seen[stage.name] = stage.index
+    for stage in stages:
+        for inst in stage.instructions:
+            _check_copy_from(inst, parsed.directives.escape)
     args = [*meta, *(inst for stage in stages for inst in stage.instructions if isinstance(inst, Arg))]
     warnings = parsed.warnings + tuple(_arg_name_warnings(args, file))
     return Dockerfile(file, tuple(meta), tuple(stages), parsed.directives.escape, warnings)
+
+
+def _check_copy_from(inst: Instruction, escape: str) -> None:
+    """BuildKit refuses a COPY --from that variable expansion would change (``toCommand``): which stage it reads
+    must be known before any ARG has a value."""
+    if not isinstance(inst, Copy) or not inst.from_stage:
+        return
+    try:
+        unchanged = expand_word(inst.from_stage, {}, escape) == inst.from_stage
+    except ExpansionError:
+        unchanged = False
+    if not unchanged:
+        raise inst.error(f"--from={inst.from_stage}: variable expansion is not supported for --from, define a new "
+                         "stage with FROM using ARG from global scope as a workaround",
+                         column=inst.column_of("--from"))
 
 
 def _arg_name_warnings(args: list[Arg], file: str) -> Iterator[str]:

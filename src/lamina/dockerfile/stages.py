@@ -15,8 +15,9 @@ from lamina.oci.model import Platform
 def needed_stages(dockerfile: Dockerfile, target: Stage, meta: Mapping[str, str]) -> list[Stage]:
     """The stages ``target`` depends on (FROM <stage>, COPY --from), each after the stages it needs.
 
-    A stage is only looked up by FROM among the stages before it (a later name is an image, as BuildKit);
-    COPY --from may name any stage, so a cycle is possible and is an error."""
+    A stage is only looked up by FROM among the stages before it (a later name is an image, as BuildKit); COPY
+    --from naming a later stage is an error, as in BuildKit; RUN --mount from= may name any stage, so a cycle is
+    possible and is an error."""
     order: list[Stage] = []
     state: dict[int, str] = {}  # "visiting" or "done"
 
@@ -31,13 +32,11 @@ def needed_stages(dockerfile: Dockerfile, target: Stage, meta: Mapping[str, str]
         if parent is not None:
             visit(parent, stage.base)
         for inst in stage.instructions:
-            if isinstance(inst, Copy) and inst.from_stage:
-                try:
-                    name = expand_word(inst.from_stage, meta, dockerfile.escape)
-                except ExpansionError:
-                    continue
-                source = find_stage(dockerfile, name)
+            if isinstance(inst, Copy) and inst.from_stage:  # load_dockerfile refused variables in it
+                source = find_stage(dockerfile, inst.from_stage)
                 if source is not None:
+                    if source.index >= stage.index:
+                        forward.append((inst, source, stage))
                     visit(source, inst)
             if isinstance(inst, Run):
                 for raw in filter(None, (mount_from(m) for m in inst.mounts)):
@@ -51,7 +50,11 @@ def needed_stages(dockerfile: Dockerfile, target: Stage, meta: Mapping[str, str]
         state[stage.index] = "done"
         order.append(stage)
 
+    forward: list[tuple[Copy, Stage, Stage]] = []  # COPY --from a stage defined later: an error after cycles
     visit(target, None)
+    for inst, source, stage in forward:
+        raise inst.error(f"--from={inst.from_stage}: cannot copy from stage {source.label!r}, it needs to be defined "
+                         f"before current stage {stage.label!r}", column=inst.column_of("--from"))
     return order
 
 

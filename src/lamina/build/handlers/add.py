@@ -444,7 +444,7 @@ def add_files(state: StageState, inst: Copy, context: BuildContext, escape: str,
     env = state.expansion_env()
     root = into if into is not None else state.rootfs
     args = expand_copy_arguments(state, inst, escape)
-    sources, dest, uid, gid, mode, excludes = args.sources, args.dest, args.uid, args.gid, args.mode, args.excludes
+    sources, dest, uid, gid, chmod, excludes = args.sources, args.dest, args.uid, args.gid, args.chmod, args.excludes
     checksum = expand(inst, inst.checksum, env, escape) if inst.checksum else None
 
     items: list[_Item] = []
@@ -479,7 +479,7 @@ def add_files(state: StageState, inst: Copy, context: BuildContext, escape: str,
 
     absolute = dest if dest.startswith("/") else posixpath.join(state.workdir, dest)
     dest_is_dir = dest.endswith(("/", "/.")) or dest in (".", "..") or len(items) > 1
-    plan = CopyPlan(uid, gid, mode, posixpath.normpath(absolute), dest_is_dir)
+    plan = CopyPlan(uid, gid, chmod, posixpath.normpath(absolute), dest_is_dir)
     writer = Writer(root, plan, inst)
     owner = (uid, gid) if inst.chown else None
     for index, item in enumerate(items):

@@ -17,7 +17,6 @@ import fnmatch
 import hashlib
 import os
 import posixpath
-import re
 import shutil
 import stat
 from collections.abc import Iterator, Sequence
@@ -28,6 +27,7 @@ from typing import Protocol
 from lamina.build.context import BuildContext, clean_source, has_glob
 from lamina.build.handlers.metadata import expand
 from lamina.build.state import StageState
+from lamina.dockerfile.chmod import Chmod, parse_chmod
 from lamina.dockerfile.ignore import IgnoreRule, is_ignored, parse_ignore
 from lamina.dockerfile.instructions import Copy
 from lamina.errors import DockerfileError
@@ -127,7 +127,7 @@ def _fnmatch(name: str, pattern: str) -> bool:
 class CopyPlan:
     uid: int
     gid: int
-    mode: int | None  # --chmod
+    chmod: Chmod | None  # --chmod
     dest: str  # absolute path in the image
     dest_is_dir: bool
     keep_owners: bool = False  # copies keep their source's owner (COPY --from without --chown)
@@ -139,12 +139,6 @@ class CopyPlan:
         return self.uid, self.gid
 
 
-def parse_chmod(inst: Copy, text: str) -> int:
-    if not re.fullmatch(r"[0-7]{3,4}", text):
-        raise inst.error(f"--chmod={text}: expected an octal mode such as 755 or 0644")
-    return int(text, 8)
-
-
 @dataclass(frozen=True)
 class CopyArguments:
     """COPY's and ADD's arguments, expanded: sources, destination, owner (--chown, 0:0 by default), --chmod,
@@ -154,16 +148,14 @@ class CopyArguments:
     dest: str
     uid: int
     gid: int
-    mode: int | None
+    chmod: Chmod | None
     excludes: tuple[IgnoreRule, ...]
 
 
 def expand_copy_arguments(state: StageState, inst: Copy, escape: str) -> CopyArguments:
     env = state.expansion_env()
     sources = [expand(inst, s, env, escape) for s in inst.sources]
-    dest = expand(inst, inst.dest, env, escape)
-    if not dest:
-        raise inst.error("the destination is empty")
+    dest = expand(inst, inst.dest, env, escape) or "./"  # BuildKit: "" is the working directory
     uid, gid = 0, 0
     if inst.chown:
         chown = expand(inst, inst.chown, env, escape)
@@ -171,9 +163,14 @@ def expand_copy_arguments(state: StageState, inst: Copy, escape: str) -> CopyArg
             uid, gid = resolve_owner(chown, read_user_db(state.rootfs))
         except UnknownUser as exc:
             raise inst.error(f"--chown={chown}: {exc}", column=inst.column_of("--chown")) from None
-    mode = parse_chmod(inst, expand(inst, inst.chmod, env, escape)) if inst.chmod else None
+    chmod = None
+    if inst.chmod:
+        try:
+            chmod = parse_chmod(expand(inst, inst.chmod, env, escape))
+        except ValueError as exc:
+            raise inst.error(str(exc), column=inst.column_of("--chmod")) from None
     excludes = parse_ignore("\n".join(expand(inst, e, env, escape) for e in inst.excludes))
-    return CopyArguments(sources, dest, uid, gid, mode, excludes)
+    return CopyArguments(sources, dest, uid, gid, chmod, excludes)
 
 
 def copy_files(state: StageState, inst: Copy, source: SourceTree, escape: str, *, into: Path | None = None) -> None:
@@ -181,7 +178,7 @@ def copy_files(state: StageState, inst: Copy, source: SourceTree, escape: str, *
     ``--link``: the layer then holds only what was copied, independent of the rootfs below it)."""
     root = into if into is not None else state.rootfs
     args = expand_copy_arguments(state, inst, escape)
-    sources, dest, uid, gid, mode, excludes = args.sources, args.dest, args.uid, args.gid, args.mode, args.excludes
+    sources, dest, uid, gid, chmod, excludes = args.sources, args.dest, args.uid, args.gid, args.chmod, args.excludes
 
     matched: list[tuple[str, str]] = []  # (path in the source, the part kept under dest with --parents)
     for text in sources:
@@ -199,7 +196,7 @@ def copy_files(state: StageState, inst: Copy, source: SourceTree, escape: str, *
             matched.append((rel, kept))
     absolute = dest if dest.startswith("/") else posixpath.join(state.workdir, dest)
     dest_is_dir = dest.endswith(("/", "/.")) or dest in (".", "..") or len(matched) > 1 or inst.parents
-    plan = CopyPlan(uid, gid, mode, posixpath.normpath(absolute), dest_is_dir,
+    plan = CopyPlan(uid, gid, chmod, posixpath.normpath(absolute), dest_is_dir,
                     keep_owners=source.keeps_owners and not inst.chown)
     writer = Writer(root, plan, inst)
     for rel, kept in matched:
@@ -255,23 +252,22 @@ class Writer:
         return host
 
     def ensure_dir(self, path: str, source: os.stat_result | None) -> Path:
-        """Make directory ``path`` (and its parents) exist. A new one is the copy of directory ``source`` (its mode
-        or --chmod, its owner or --chown, its mtime), or, with ``source`` None, a parent COPY has to create: mode
-        --chmod or else 0755, owned by --chown's owner or else 0:0, as BuildKit's fsutil makes them (its
-        testCopyChmod: ``COPY --chmod=770 foo /parent/sub/foo`` makes /parent/sub 0770)."""
+        """Make directory ``path`` (and its parents) exist, as BuildKit's fsutil makes the directories a copy needs:
+        a new one gets mode --chmod or else 0755 and owner --chown or else 0:0 (its testCopyChmod: ``COPY
+        --chmod=770 foo /parent/sub/foo`` makes /parent/sub 0770; testCopyChownExistingDir: ``COPY --from=s /dir
+        /dir`` makes /dir 0:0 whatever the source's owner). ``source`` is the directory whose contents are copied
+        into ``path``: ``path`` then takes its mtime, new or not, and nothing else of it."""
         host = resolve_in_root(self.rootfs, path)
-        if host.is_dir():
-            return host
-        if path not in ("/", ""):
-            self._parent(path)
-        try:
-            if os.path.lexists(host):
-                os.unlink(host)
-            os.mkdir(host)
-        except OSError as exc:
-            raise self._error(path, exc) from None
-        mode = stat.S_IMODE(source.st_mode) if source is not None else 0o755
-        self._meta(host, self.plan.mode if self.plan.mode is not None else mode, source)
+        if not host.is_dir():
+            if path not in ("/", ""):
+                self._parent(path)
+            try:
+                if os.path.lexists(host):
+                    os.unlink(host)
+                os.mkdir(host)
+            except OSError as exc:
+                raise self._error(path, exc) from None
+            self._meta(host, self.plan.chmod.directory_mode if self.plan.chmod else 0o755, None)
         if source is not None:
             self.dir_times.append((host, host.lstat().st_ino, source.st_mtime_ns))
         return host
@@ -284,19 +280,20 @@ class Writer:
         st = source.lstat()
         parent = self._parent(path)
         host = parent / posixpath.basename(path)
-        mode = self.plan.mode if self.plan.mode is not None else stat.S_IMODE(st.st_mode)
+        chmod = self.plan.chmod
+        mode = chmod.apply(st.st_mode, is_dir=stat.S_ISDIR(st.st_mode)) if chmod else stat.S_IMODE(st.st_mode)
         try:
             if stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and self._create_file(host, source, st, mode):
                 return
             if stat.S_ISDIR(st.st_mode):
                 resolved = resolve_in_root(self.rootfs, path)
-                if resolved.is_dir():  # a directory, or a link to one (merged /usr: /lib -> usr/lib): copy into it
-                    host = resolved
-                elif os.path.lexists(host):
-                    os.unlink(host)
-                if not os.path.lexists(host):
+                if resolved.is_dir():  # a directory, or a link to one (merged /usr: /lib -> usr/lib): copy into it,
+                    host = resolved  # keeping its mode and owner (fsutil copies a directory's metadata only when
+                else:  # it creates it); it takes the source's mtime either way
+                    if os.path.lexists(host):
+                        os.unlink(host)
                     os.mkdir(host)
-                self._meta(host, mode, st)
+                    self._meta(host, mode, st)
                 self.dir_times.append((host, host.lstat().st_ino, st.st_mtime_ns))
                 return
             self._remove(host)
