@@ -72,6 +72,23 @@ CASES: list[Case] = [
                "f-chowned": F(uid=1, gid=2), "f-chmod": F(uid=123, gid=456, mode=0o600),
                "ctx.txt": F(uid=0, gid=0)},
     ),
+    # A directory copied onto one that exists leaves its mode and owner alone (fsutil copies a directory's metadata
+    # only when it creates it): lamina made /etc 0700 from a context's rootfs/etc before.
+    Case(
+        "copy-onto-existing-directories-keeps-their-mode-and-owner",
+        """
+        FROM @BUSYBOX@
+        RUN mkdir -m 0750 /srv && chown 33:33 /srv
+        COPY rootfs/ /
+        USER nobody
+        RUN cat /etc/passwd > /tmp/readable
+        """,
+        context={"rootfs/etc/app.conf": "x\n", "rootfs/srv/data/f": "f\n"},
+        modes={"rootfs/etc": 0o700, "rootfs/srv": 0o777, "rootfs/srv/data": 0o700},
+        files={"etc": F(mode=0o755, uid=0, gid=0), "etc/app.conf": F(content="x\n", uid=0, gid=0),
+               "srv": F(mode=0o750, uid=33, gid=33), "srv/data": F(mode=0o700, uid=0, gid=0),
+               "tmp/readable": F(uid=65534)},
+    ),
     # BuildKit's testEmptyWildcard: a wildcard that matches nothing is allowed (AllowEmptyWildcard: true for
     # every local source in convert_copy.go), for ADD too; a path without wildcards must exist.
     Case(
