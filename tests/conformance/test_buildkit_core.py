@@ -398,16 +398,10 @@ CASES: list[Case] = [
 ]
 
 XFAIL: dict[str, str] = {
-    "testRunShebangHeredoc": "lamina: in RUN <<-EOF the #! line is looked for before the leading tabs are stripped,"
-                             " so the script runs with /bin/sh",
     "testSymlinkDestination": "lamina: COPY into a destination that is a dangling symlink fails (cannot write"
                               " /symlink); BuildKit follows it and creates its target",
-    "testDockerfileLowercase": "lamina: a context with only `dockerfile` (lower case) is not built; BuildKit falls back"
-                               " to it",
     "testDockerfileCheckHostname-arg": "lamina: the build argument BUILDKIT_SANDBOX_HOSTNAME does not set RUN's"
                                        " hostname",
-    "testTargetMistype": "lamina: an unknown --target fails with its own wording, without BuildKit's 'target stage"
-                         " \"bulid\" could not be found (did you mean build?)'",
 }
 
 

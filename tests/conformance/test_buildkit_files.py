@@ -577,11 +577,6 @@ XFAIL: dict[str, str] = {
     "testCopyRelativeParents-doubleinputs": PARENTS_PIVOT,
     "testCopyParentsMissingDirectory-wildcard-nonexistent": PARENTS_NO_MATCH,
     "testCopyParentsMissingDirectory-wildcard-afterpivot": PARENTS_NO_MATCH,
-    "testDockerignoreInvalid": "lamina: the .dockerignore pattern '!' is accepted; BuildKit refuses it",
-    "testExcludedFilesOnCopy": "lamina: --exclude patterns are matched against the source itself (ADD --exclude=*"
-                               " dir* /6 copies nothing and creates no /6); BuildKit matches paths inside it",
-    "testExcludedFilesOnCopy-git": "lamina: --exclude patterns are matched against the source itself (COPY"
-                                   " --exclude=* dir* /6 creates no /6); BuildKit matches paths inside it",
     "testWorkdirSourceDateEpochReproducible-build-arg": "lamina: --build-arg SOURCE_DATE_EPOCH does not set the build's"
                                                        " epoch (only the environment variable does)",
 }
@@ -792,7 +787,6 @@ def test_copy_socket(lamina: Lamina, tmp_path: Path) -> None:
     assert not problems, problems
 
 
-@pytest.mark.xfail(strict=True, reason=XFAIL["testExcludedFilesOnCopy-git"])
 def test_excluded_files_on_copy_from_git(lamina: Lamina, tmp_path: Path) -> None:
     """testExcludedFilesOnCopy, second half: the same files cloned by ADD from a Git repository over (dumb) HTTP,
     then copied with COPY --from --exclude."""

@@ -47,8 +47,9 @@ RUN_CASES = [
     ("RUN <<-SCRIPT\n#!/usr/bin/env python3\n\tprint(1)\nSCRIPT\n",
      RunHeredocPlan((*SH, "/dev/pipes/SCRIPT"),
                     (("/dev/pipes/SCRIPT", b"#!/usr/bin/env python3\nprint(1)\n", 0o755),))),
-    # a chomped body whose raw text starts with a tab is not a shebang script (BuildKit looks at the raw body)
-    ("RUN <<-EOF\n\t#!/bin/sh\n\techo x\nEOF\n", RunHeredocPlan((*SH, "#!/bin/sh\necho x\n"))),
+    # <<- strips the tabs before BuildKit looks for the shebang (2eadae25e "Chomp heredoc before parsing shebang")
+    ("RUN <<-EOF\n\t#!/bin/sh\n\techo x\nEOF\n",
+     RunHeredocPlan((*SH, "/dev/pipes/EOF"), (("/dev/pipes/EOF", b"#!/bin/sh\necho x\n", 0o755),))),
     # anything else: the shell gets the line, then each body and its delimiter, raw (it handles <<- itself)
     ("RUN python3 <<EOF\nprint(1)\nEOF\n", RunHeredocPlan((*SH, "python3 <<EOF\nprint(1)\nEOF"))),
     ("RUN cat <<A > /a <<B\na\nA\nb\nB\n", RunHeredocPlan((*SH, "cat <<A > /a <<B\na\nA\nb\nB"))),

@@ -55,6 +55,8 @@ class BuildContext:
                     return cls(root, parse_ignore(candidate.read_text(encoding="utf-8")))
                 except (OSError, UnicodeDecodeError) as exc:
                     raise ContextError(f"cannot read {candidate}: {exc}") from None
+                except ValueError as exc:
+                    raise ContextError(f"{candidate}: {exc}") from None
         return cls(root, ())
 
     def ignored(self, rel: str) -> bool:

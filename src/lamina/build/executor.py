@@ -69,7 +69,7 @@ from lamina.dockerfile.instructions import (
 )
 from lamina.dockerfile.mounts import BindMount, CacheMount, parse_mount
 from lamina.dockerfile.parse import parse_dockerfile
-from lamina.dockerfile.stages import expand_meta, find_stage, needed_stages, platform_args, select_target
+from lamina.dockerfile.stages import automatic_args, expand_meta, find_stage, needed_stages, select_target
 from lamina.errors import (
     ContextError,
     DockerfileError,
@@ -138,15 +138,18 @@ def read_dockerfile(options: BuildOptions) -> tuple[Dockerfile, BuildContext]:
         raise ContextError(f"the build context {options.context} does not exist")
     if not options.context.is_dir():
         raise ContextError(f"the build context {options.context} is not a directory")
-    if not options.dockerfile.is_file():
-        raise ContextError(f"no Dockerfile at {options.dockerfile}"
-                           + ("" if options.dockerfile.exists() else " (the file does not exist; pass --dockerfile)"))
+    path = options.dockerfile
+    if not path.is_file() and path.name == "Dockerfile" and path.with_name("dockerfile").is_file():
+        path = path.with_name("dockerfile")  # BuildKit reads the lower-case name too (moby/moby#10858)
+    if not path.is_file():
+        raise ContextError(f"no Dockerfile at {path}"
+                           + ("" if path.exists() else " (the file does not exist; pass --dockerfile)"))
     try:
-        text = options.dockerfile.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ContextError(f"cannot read {options.dockerfile}: {exc}") from None
-    dockerfile = load_dockerfile(text, file=display_path(options.dockerfile))
-    return dockerfile, BuildContext.load(options.context, options.dockerfile)
+        raise ContextError(f"cannot read {path}: {exc}") from None
+    dockerfile = load_dockerfile(text, file=display_path(path))
+    return dockerfile, BuildContext.load(options.context, path)
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,17 @@ class PlannedStep:
     stage: str
     instruction: Instruction
     key: str | None  # None: not cacheable, or not knowable before the steps before it run
+
+
+def proxy_environment(build_args: Mapping[str, str]) -> dict[str, str]:
+    """The proxy variables a RUN gets from the build args, as BuildKit's ``proxyEnvFromBuildArgs`` and its
+    executor's ``proxyEnvList``: each of http, https, ftp, no and all proxy under both spellings, from a build arg
+    of either case (the lower-case one wins when both are given)."""
+    out: dict[str, str] = {}
+    for name in sorted(build_args):
+        if name.upper() in PROXY_ARGS and build_args[name]:
+            out[name.upper()] = out[name.lower()] = build_args[name]
+    return out
 
 
 LINK_PARENT = "link"  # what a --link copy's key is chained from instead of the layers below it
@@ -215,9 +229,9 @@ class _Build:
             return datetime.fromtimestamp(self.options.source_date_epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
-    def evaluate_meta_args(self) -> None:
+    def evaluate_meta_args(self, target: Stage) -> None:
         build_args = self.options.build_arg_map
-        self.meta.update(platform_args(self.platform, Platform.host()))
+        self.meta.update(automatic_args(self.platform, Platform.host(), target))
         for name in PROXY_ARGS:
             if name in build_args:  # usable without ARG, never persisted (BuildKit)
                 self.used_args.add(name)
@@ -638,7 +652,7 @@ class _Build:
         """RUN with its --mount and --network options, through the sandbox."""
         mounts = parse_run_mounts(state, inst, self.escape)
         environ = self.options.secret_environ if self.options.secret_environ is not None else os.environ
-        proxies = {k: v for k, v in self.options.build_arg_map.items() if k in PROXY_ARGS}
+        proxies = proxy_environment(self.options.build_arg_map)
         with prepare_mounts(inst, mounts, context=self.context,
                             stage_rootfs=lambda name: self.mount_source(state, inst, name),
                             secrets=self.options.secrets, environ=environ,
@@ -773,7 +787,7 @@ def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, prog
             run = _Build(options, client, runner, progress, workspace, dockerfile, context, platform, cache=cache,
                          planning=planning, inplace=inplace)
             run.created = run.timestamp()
-            run.evaluate_meta_args()
+            run.evaluate_meta_args(target)
             stages = needed_stages(dockerfile, target, run.meta)
             run.step_total = sum(1 + len(s.instructions) for s in stages)
             return run, stages

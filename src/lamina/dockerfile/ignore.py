@@ -59,12 +59,16 @@ def _to_regex(pattern: str) -> re.Pattern[str]:
 
 
 def parse_ignore(text: str) -> tuple[IgnoreRule, ...]:
+    """The rules of a .dockerignore file (or of --exclude values, one a line); ValueError for a pattern BuildKit's
+    patternmatcher refuses (a lone ``!``)."""
     rules = []
     for raw in text.splitlines():
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         exclude = True
+        if line == "!":
+            raise ValueError('illegal exclusion pattern: "!"')
         if line.startswith("!"):
             exclude = False
             line = line[1:].strip()

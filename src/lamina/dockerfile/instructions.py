@@ -6,6 +6,7 @@ accepts so that a typo fails before anything runs. Every Dockerfile keyword Buil
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -292,7 +293,9 @@ def instruction_from_node(node: Node, file: str) -> Instruction:
     base: dict[str, Any] = {"keyword": upper, "line": node.start_line, "end_line": node.end_line,
                             "original": node.original.strip(), "file": file}
     if kw not in KNOWN:
-        raise DockerfileError(f"unknown instruction: {upper}", file=file, line=node.start_line, column=1)
+        close = difflib.get_close_matches(kw, KNOWN, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0].upper()}?)" if close else ""
+        raise DockerfileError(f"unknown instruction: {upper}{hint}", file=file, line=node.start_line, column=1)
     flags = parse_flags(node, file)
     args = node.args
 

@@ -3,6 +3,7 @@ global ARG scope of FROM lines. Pure: no I/O."""
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 
 from lamina.dockerfile.instructions import Copy, Dockerfile, Instruction, Run, Stage
@@ -67,8 +68,14 @@ def find_stage(dockerfile: Dockerfile, name: str, *, before: int | None = None) 
     return None
 
 
+def automatic_args(target: Platform, build: Platform, stage: Stage) -> dict[str, str]:
+    """BuildKit's automatic args (``defaultArgs``), in the global scope (FROM lines; a stage declares ``ARG X`` to
+    use one): the platforms, and TARGETSTAGE, the name of the stage being built (``default`` when it has none)."""
+    return {"TARGETSTAGE": stage.name or "default", **platform_args(target, build)}
+
+
 def platform_args(target: Platform, build: Platform) -> dict[str, str]:
-    """BuildKit's automatic platform args, in the global scope (FROM lines; a stage declares ``ARG X`` to use one)."""
+    """BuildKit's automatic platform args."""
     return {
         "TARGETPLATFORM": str(target), "TARGETOS": target.os, "TARGETARCH": target.architecture,
         "TARGETVARIANT": target.variant,
@@ -91,7 +98,10 @@ def select_target(dockerfile: Dockerfile, target: str | None) -> Stage:
     for stage in dockerfile.stages:
         if stage.name == lowered:
             return stage
-    names = ", ".join(s.name for s in dockerfile.stages if s.name) or "none"
-    raise OptionsError(f"--target {target}: no stage with that name in {dockerfile.file} (named stages: {names})")
+    named = [s.name for s in dockerfile.stages if s.name]
+    close = difflib.get_close_matches(lowered, named, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    raise OptionsError(f'--target {target}: target stage "{target}" could not be found{hint} in {dockerfile.file} '
+                       f"(named stages: {', '.join(named) or 'none'})")
 
 

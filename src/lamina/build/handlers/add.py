@@ -459,7 +459,7 @@ def add_files(state: StageState, inst: Copy, context: BuildContext, escape: str,
         elif is_http_source(text):
             items.append(_Item("http", text))
         else:
-            found = [rel for rel in source_tree.match(text) if not is_ignored(rel, excludes)]
+            found = source_tree.match(text)
             if not found and has_glob(text):
                 continue  # BuildKit's AllowEmptyWildcard, as COPY
             if not found:
@@ -492,8 +492,7 @@ def add_files(state: StageState, inst: Copy, context: BuildContext, escape: str,
             if stat.S_ISDIR(st.st_mode):
                 writer.ensure_dir(plan.dest, st)
                 for below, child in source_tree.walk(host, item.text):
-                    if excludes and (is_ignored(posixpath.join(item.text, below), excludes)
-                                     or is_ignored(below, excludes)):
+                    if excludes and is_ignored(below, excludes):
                         continue
                     writer.copy_entry(posixpath.join(plan.dest, below), child)
             elif inst.unpack is not False and is_archive(host):

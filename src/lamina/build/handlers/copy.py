@@ -19,7 +19,7 @@ import os
 import posixpath
 import shutil
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -169,8 +169,15 @@ def expand_copy_arguments(state: StageState, inst: Copy, escape: str) -> CopyArg
             chmod = parse_chmod(expand(inst, inst.chmod, env, escape))
         except ValueError as exc:
             raise inst.error(str(exc), column=inst.column_of("--chmod")) from None
-    excludes = parse_ignore("\n".join(expand(inst, e, env, escape) for e in inst.excludes))
-    return CopyArguments(sources, dest, uid, gid, chmod, excludes)
+    return CopyArguments(sources, dest, uid, gid, chmod, expand_excludes(inst, env, escape))
+
+
+def expand_excludes(inst: Copy, env: Mapping[str, str], escape: str) -> tuple[IgnoreRule, ...]:
+    """The --exclude patterns, expanded; matched against the paths inside each source, relative to it."""
+    try:
+        return parse_ignore("\n".join(expand(inst, e, env, escape) for e in inst.excludes))
+    except ValueError as exc:
+        raise inst.error(f"--exclude: {exc}", column=inst.column_of("--exclude")) from None
 
 
 def copy_files(state: StageState, inst: Copy, source: SourceTree, escape: str, *, into: Path | None = None) -> None:
@@ -182,7 +189,7 @@ def copy_files(state: StageState, inst: Copy, source: SourceTree, escape: str, *
 
     matched: list[tuple[str, str]] = []  # (path in the source, the part kept under dest with --parents)
     for text in sources:
-        found = [rel for rel in source.match(text) if not is_ignored(rel, excludes)]
+        found = source.match(text)  # --exclude applies inside what a source names, relative to it (fsutil)
         if not found and has_glob(text):
             continue  # BuildKit's AllowEmptyWildcard: a pattern may match nothing
         if not found:
@@ -211,7 +218,7 @@ def copy_files(state: StageState, inst: Copy, source: SourceTree, escape: str, *
                 writer.ensure_dir(posixpath.dirname(top), None)
             writer.ensure_dir(top, st)
             for below, child in source.walk(host, rel):
-                if excludes and (is_ignored(posixpath.join(rel, below), excludes) or is_ignored(below, excludes)):
+                if excludes and is_ignored(below, excludes):
                     continue
                 writer.copy_entry(posixpath.join(top, below), child)
         else:
@@ -364,7 +371,7 @@ def hash_copy_sources(state: StageState, inst: Copy, source: SourceTree, escape:
     """A digest of everything COPY/ADD would read from ``source`` (heredoc sources aside: their bodies are in the
     instruction), after ``--exclude``; see ``hash_source_paths``."""
     env = state.expansion_env()
-    excludes = parse_ignore("\n".join(expand(inst, e, env, escape) for e in inst.excludes))
+    excludes = expand_excludes(inst, env, escape)
     texts = [expand(inst, text, env, escape) for text in inst.sources
              if not any(text.startswith(f"<<{h.name}") or text.lstrip("0123456789").startswith("<<")
                         for h in inst.heredocs)]
@@ -396,14 +403,14 @@ def hash_source_paths(source: SourceTree, texts: Sequence[str], excludes: tuple[
         digest.update(b"\n")
 
     for text in texts:
-        found = [rel for rel in source.match(text) if not is_ignored(rel, excludes)]
+        found = source.match(text)
         digest.update(f"source\0{text}\0{len(found)}\n".encode())
         for rel in found:
             host = source.host_path(rel)
             add(rel, host)
             if host.is_dir() and not host.is_symlink():
                 for below, child in source.walk(host, rel):
-                    if excludes and (is_ignored(posixpath.join(rel, below), excludes) or is_ignored(below, excludes)):
+                    if excludes and is_ignored(below, excludes):
                         continue
                     add(posixpath.join(rel, below), child)
     return "sha256:" + digest.hexdigest()

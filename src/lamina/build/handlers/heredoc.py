@@ -81,7 +81,7 @@ def run_heredoc_plan(args: Sequence[str], heredocs: Sequence[Heredoc], shell: Se
         single = False
     if single:
         first = heredocs[0]
-        if first.content.startswith("#!"):
+        if _body(first).startswith("#!"):  # after <<- strips the tabs, as BuildKit looks
             path = f"{script_dir.rstrip('/')}/{_file_name(first)}"
             return RunHeredocPlan((*shell, path), ((path, _body(first).encode("utf-8", "surrogateescape"),
                                                     SCRIPT_MODE),))
