@@ -77,9 +77,6 @@ def digest_of(dest: str) -> str:
 
 
 CAP_DEFAULT = "CapBnd:\t00000000a80425fb"  # Docker's default capability set (runc's default spec)
-REPRO_IDS = ("lamina: a rebuild served entirely by the registry cache gets new timestamps (config created, history"
-             " created), so a new digest; BuildKit's image is the same (history times come from the cached layers)")
-
 CASES: list[Any] = [
     # ======================================================================================= dockerfile_mount_test.go
     Case(
@@ -801,7 +798,6 @@ def test_testCacheMultiPlatformImportExport(lamina: Lamina, tmp_path: Path) -> N
     assert firsts["linux/amd64"][1] != firsts["linux/arm/v7"][1]
 
 
-@pytest.mark.xfail(strict=True, reason=REPRO_IDS)
 def test_testImportExportReproducibleIDs(lamina: Lamina, tmp_path: Path) -> None:
     """Built again from the registry cache, the image is the same: the same manifest digest."""
     dockerfile = """

@@ -170,6 +170,34 @@ def proxy_environment(build_args: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+def fill_history_times(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """History with a time on every entry, as BuildKit's exporter fills them (``normalizeLayersAndHistory``):
+    an entry without one (a step that made no layer) takes the time of the first layer made after such an entry,
+    and from there on the time of the latest layer before it; with no such layer, the last time there is. So a
+    rebuild from the cache, whose layers keep their times, gives the same config."""
+    created: str | None = None
+    seen_untimed = False
+    for entry in history:
+        if entry.get("created"):
+            created = entry["created"]
+            if seen_untimed:
+                break
+        else:
+            seen_untimed = True
+    filled: list[dict[str, Any]] = []
+    seen_untimed = False
+    for entry in history:
+        if entry.get("created"):
+            if seen_untimed:
+                created = entry["created"]
+        else:
+            seen_untimed = True
+            if created is not None:
+                entry = {"created": created, **entry}
+        filled.append(entry)
+    return filled
+
+
 LINK_PARENT = "link"  # what a --link copy's key is chained from instead of the layers below it
 
 
@@ -337,49 +365,56 @@ class _Build:
         self.step_started(state.stage, inst.original)
         layer: LayerRef | None = None
         cached = False
+        created: str | None = None
         if isinstance(inst, Run | Copy) or (isinstance(inst, Single) and inst.keyword == "WORKDIR"):
-            text, layer, cached = self.filesystem_step(state, inst)
+            text, layer, cached, created = self.filesystem_step(state, inst)
         else:
             text = self.metadata_step(state, inst)
         if not isinstance(inst, Onbuild):  # BuildKit records ONBUILD in the config only
-            state.history.append(self.history_entry(text, layer))
+            state.history.append(self.history_entry(text, layer, created))
         self.step_finished(state.stage, inst.original, started, layer, cached)
 
-    def history_entry(self, text: str, layer: LayerRef | None) -> dict[str, Any]:
-        entry: dict[str, Any] = {"created": self.created, "created_by": text, "comment": HISTORY_COMMENT}
+    def history_entry(self, text: str, layer: LayerRef | None, created: str | None = None) -> dict[str, Any]:
+        """A history entry; ``created`` is the layer's time (a cached layer keeps the time it was made), and entries
+        without a layer get theirs when the image is written (``fill_history_times``), as BuildKit's exporter."""
+        entry: dict[str, Any] = {"created_by": text, "comment": HISTORY_COMMENT}
         if layer is None:
             entry["empty_layer"] = True
+        elif created is not None:
+            entry["created"] = created
         return entry
 
-    def filesystem_step(self, state: StageState, inst: Instruction) -> tuple[str, LayerRef | None, bool]:
-        """RUN, COPY, ADD and WORKDIR: from the cache when an entry matches, else executed on the rootfs."""
+    def filesystem_step(self, state: StageState, inst: Instruction) -> tuple[str, LayerRef | None, bool, str | None]:
+        """RUN, COPY, ADD and WORKDIR: from the cache when an entry matches, else executed on the rootfs. Returns
+        the history text, the layer (if any), whether it came from the cache, and the time the layer was made."""
         text = self.filesystem_text(state, inst)
         if self.cache is None and not self.planning:
-            return text, self.execute(state, inst), False
+            return text, self.execute(state, inst), False, self.created
         key = self.step_key(state, inst)
         cacheable = key is not None and self.cacheable(inst)
         if self.planning:
             self.plan.append(PlannedStep(state.stage.label, inst, key if cacheable else None))
             state.key = self.key_after(state, inst, key) if cacheable else None
-            return text, None, False
+            return text, None, False, None
         assert self.cache is not None
         entry = self.cache.lookup(key) if cacheable and key is not None else None
         if entry is not None:
             state.key = self.key_after(state, inst, key)
-            return text, self.apply_hit(state, entry), True
+            return text, self.apply_hit(state, entry), True, entry.layer_created or self.created
         self.materialize(state)
         layer = self.execute(state, inst)
         if cacheable and key is not None:
             state.key = self.key_after(state, inst, key)
             self.cache.push(key, layer.descriptor if layer else None, layer.diff_id if layer else None,
-                            layer.path if layer else None, self.history_entry(text, layer), state.platform)
+                            layer.path if layer else None, self.history_entry(text, layer, self.created),
+                            state.platform)
             if layer is not None and self.cache.push_enabled:
                 # the destination push mounts it from the cache entry instead of uploading the blob a second time
                 layer = replace(layer, source=self.cache.entry_ref(key))
                 state.layers[-1] = layer
         elif state.key is not None:
             state.key = compute_executed_key(state.key, inst.original, layer.diff_id if layer else None)
-        return text, layer, False
+        return text, layer, False, self.created
 
     @staticmethod
     def key_after(state: StageState, inst: Instruction, key: str | None) -> str | None:
@@ -729,8 +764,10 @@ class _Build:
             config["author"] = state.author
         if state.config:
             config["config"] = state.config
-        config["created"] = self.created
-        config["history"] = state.history
+        history = fill_history_times(state.history)
+        config["created"] = self.created if self.options.source_date_epoch is not None else \
+            next((h["created"] for h in reversed(history) if h.get("created")), self.created)
+        config["history"] = history
         config["os"] = platform.os
         config["rootfs"] = {"type": "layers", "diff_ids": [layer.diff_id for layer in state.layers]}
         if platform.variant:

@@ -1,7 +1,8 @@
 """The layer cache in a registry repository: one small image manifest per cached step, tagged with the step's key.
 
 An entry's manifest holds the step's layer (none when the step changed nothing) and annotations that make a lookup
-one GET: when it was made (for --cache-ttl), the layer's diff_id, and the key. Its config blob records the step's
+one GET: when it was made (for --cache-ttl), the layer's diff_id and history time (a hit keeps it, so a rebuild
+from the cache gives the same image), and the key. Its config blob records the step's
 history entry. Lookups run in parallel; pushes run in the background and never fail the build (they warn).
 
 Base image configs are kept too, tagged ``config-<hex of the config digest>``, inside the entry's manifest (the
@@ -29,6 +30,7 @@ from lamina.oci.registry.client import RegistryClient
 log = logging.getLogger(__name__)
 
 DIFF_ID = "dev.lamina.cache.diff-id"
+LAYER_CREATED = "dev.lamina.cache.layer-created"  # the layer's history time, which a hit keeps
 KEY = "dev.lamina.cache.key"
 LOOKUP_WORKERS = 8
 PUSH_WORKERS = 2
@@ -40,6 +42,7 @@ class CacheEntry:
     layer: Descriptor | None  # None: the step changed nothing
     diff_id: str | None
     created: datetime
+    layer_created: str | None = None  # the history time of the layer (entries made before lamina kept it: None)
 
 
 def parse_entry(key: str, body: bytes) -> CacheEntry | None:
@@ -58,7 +61,7 @@ def parse_entry(key: str, body: bytes) -> CacheEntry | None:
         return CacheEntry(key, None, None, created)
     if len(manifest.layers) != 1 or DIFF_ID not in notes:
         return None
-    return CacheEntry(key, manifest.layers[0], notes[DIFF_ID], created)
+    return CacheEntry(key, manifest.layers[0], notes[DIFF_ID], created, notes.get(LAYER_CREATED) or None)
 
 
 def entry_manifest(key: str, layer: Descriptor | None, diff_id: str | None, history: dict[str, object],
@@ -72,6 +75,8 @@ def entry_manifest(key: str, layer: Descriptor | None, diff_id: str | None, hist
     notes = {CREATED_ANNOTATION: created.strftime("%Y-%m-%dT%H:%M:%SZ"), KEY: key}
     if diff_id:
         notes[DIFF_ID] = diff_id
+    if isinstance(history.get("created"), str):
+        notes[LAYER_CREATED] = str(history["created"])
     manifest = Manifest(Descriptor(OCI_CONFIG, compute_digest(config), len(config)),
                         (layer,) if layer is not None else (), OCI_MANIFEST, notes)
     return config, manifest.to_bytes()
