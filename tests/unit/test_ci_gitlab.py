@@ -21,9 +21,9 @@ from lamina.ci.gitlab import (
     settings_from,
     tag_from,
 )
-from lamina.cli import options_from
 from lamina.errors import OptionsError
 from lamina.progress import StepResult
+from lamina.settings import options_from
 
 IMAGE = "registry.example.com/group/project"
 PASSWORD = "job-token-value-123"

@@ -6,14 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from lamina.cli import BUILD_FLAGS, options_from, parse_build_args, parser, resolve_flags
+from lamina.cli import build_flag_values, parser
 from lamina.errors import OptionsError
+from lamina.settings import BUILD_FLAGS, options_from, parse_build_args
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def values(argv: list[str], environ: dict[str, str] | None = None) -> dict[str, object]:
-    return resolve_flags(parser().parse_args(["build", *argv]), environ or {})
+    return build_flag_values(parser().parse_args(["build", *argv]), environ or {})
 
 
 def test_kaniko_flag_names_and_defaults(tmp_path: Path) -> None:

@@ -28,11 +28,9 @@ line this adapter prints.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
 import json
-import logging
 import os
 import re
 import shutil
@@ -44,14 +42,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lamina.build.executor import BuildResult, build
-from lamina.cli import BUILD_FLAGS, FALSE, TRUE, options_from, registry_config, resolve_flags
+from lamina.build.executor import BuildResult
 from lamina.console import LEVELS, human_size, level_at_least
 from lamina.errors import InvalidReference, LaminaError, OptionsError, StepFailed
+from lamina.launch import configure_logging, launch_build
 from lamina.oci.reference import Reference
-from lamina.oci.registry.client import RegistryClient
 from lamina.progress import StepResult
-from lamina.sandbox.runners import select_runner, terminating
+from lamina.settings import BUILD_FLAGS, FALSE, TRUE, env_value, flag_values, options_from
 
 JOB_TOKEN_USER = "gitlab-ci-token"
 DOTENV_NAME = "lamina.env"
@@ -74,7 +71,7 @@ _SECTION_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 
 @dataclass(frozen=True)
 class GitLabSettings:
-    """What a GitLab job's environment asks for. ``values`` feeds :func:`lamina.cli.options_from`."""
+    """What a GitLab job's environment asks for. ``values`` are the build's flag values (``lamina.settings``)."""
 
     values: dict[str, object]
     auths: dict[str, dict[str, str]]  # config.json ``auths`` entries made from the CI variables
@@ -181,16 +178,14 @@ def _config_secrets(config: Mapping[str, Any]) -> list[str]:
 
 def settings_from(environ: Mapping[str, str], *, mr_note: bool | None = None) -> GitLabSettings:
     """Read a GitLab job's environment. Pure: touches no file and no network."""
-    # LAMINA_<FLAG> wins; blank ones count as unset, so a component input left empty keeps the GitLab default.
-    lamina_env = {k: v for k, v in environ.items() if not k.startswith("LAMINA_") or v.strip()}
-    values = resolve_flags(argparse.Namespace(**{flag.dest: None for flag in BUILD_FLAGS}), lamina_env)
-    given = {flag.dest for flag in BUILD_FLAGS if flag.env in lamina_env}
+    # what the job's variables imply; LAMINA_<FLAG> wins over it (a blank one counts as unset, so a component
+    # input left empty keeps the GitLab default)
+    given = {flag.dest for flag in BUILD_FLAGS if env_value(flag, environ) is not None}
     notes: list[str] = []
     defaults: dict[str, object] = {}
 
     def default(dest: str, value: object) -> None:
         if dest not in given:
-            values[dest] = value
             defaults[dest] = value
 
     project_dir = _set(environ, "CI_PROJECT_DIR")
@@ -250,7 +245,7 @@ def settings_from(environ: Mapping[str, str], *, mr_note: bool | None = None) ->
     dotenv_text = _set(environ, DOTENV)
     dotenv = Path(dotenv_text) if dotenv_text else Path(project_dir or ".") / DOTENV_NAME
     want_note = _boolean(environ, MR_NOTE, False) if mr_note is None else mr_note
-    return GitLabSettings(values=values, auths=auths, docker_auth_config=docker_auth_config,
+    return GitLabSettings(values=flag_values({}, environ, defaults), auths=auths, docker_auth_config=docker_auth_config,
                           secrets=tuple(sorted({s for s in secrets if len(s) >= 3}, key=len, reverse=True)),
                           dotenv=dotenv, mr_note=want_note, notes=tuple(notes),
                           merge_request_iid=_set(environ, "CI_MERGE_REQUEST_IID"), defaults=defaults)
@@ -483,12 +478,8 @@ def run(environ: Mapping[str, str], write: Callable[[str], None], *, mr_note: bo
         if options.cache:
             progress.line(f"layer cache in {options.cache_repo or '<first destination>/cache'}")
         progress.end_section()
-        client = RegistryClient(registry_config(options), progress)
         try:
-            choice, runner = select_runner(options.sandbox, force=options.force, warn=progress.message)
-            progress.message(f"sandbox: {choice.name} ({choice.reason})")
-            with terminating():
-                result = build(options, client=client, runner=runner, progress=progress)
+            result = launch_build(options, progress, env)
         except StepFailed as exc:
             progress.end_section()
             if not progress.show_steps and exc.output_tail:
@@ -497,7 +488,6 @@ def run(environ: Mapping[str, str], write: Callable[[str], None], *, mr_note: bo
             raise
         finally:
             progress.end_section()
-            client.close()
     finally:
         shutil.rmtree(config_dir, ignore_errors=True)
     progress.start_section("result", "lamina: result")
@@ -522,9 +512,7 @@ def main(environ: Mapping[str, str], *, mr_note: bool | None = None) -> int:
         sys.stdout.write(text)
         sys.stdout.flush()
 
-    verbosity = (environ.get("LAMINA_VERBOSITY") or "info").strip()
-    logging.basicConfig(level=logging.DEBUG if verbosity in ("debug", "trace") else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    configure_logging((environ.get("LAMINA_VERBOSITY") or "info").strip())
     secrets: Sequence[str] = ()
     try:
         try:
