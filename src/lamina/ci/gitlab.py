@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from lamina.build.executor import BuildResult
+from lamina.ci.summary import cache_line
 from lamina.console import LEVELS, human_size, level_at_least
 from lamina.errors import InvalidReference, LaminaError, OptionsError, StepFailed
 from lamina.launch import configure_logging, launch_build
@@ -404,7 +405,6 @@ def write_dotenv(path: Path, result: BuildResult) -> None:
 
 def report_markdown(result: BuildResult, environ: Mapping[str, str]) -> str:
     """The build report for a merge request note."""
-    cached = sum(1 for step in result.steps if step.cached)
     lines = ["### lamina build", ""]
     commit = _set(environ, "CI_COMMIT_SHORT_SHA")
     job_url = _set(environ, "CI_JOB_URL")
@@ -412,7 +412,7 @@ def report_markdown(result: BuildResult, environ: Mapping[str, str]) -> str:
         lines += [" ".join(part for part in (f"Commit `{commit}`" if commit else "",
                                               f"([job]({job_url}))" if job_url else "") if part), ""]
     lines += [f"- digest: `{result.digest}`", f"- size: {human_size(result.size)}",
-              f"- steps: {len(result.steps)}, {cached} from the cache"]
+              f"- cache: {cache_line(result.steps)}"]
     if result.destinations:
         lines.append("- tags: " + ", ".join(f"`{d}`" for d in result.destinations))
     else:
@@ -492,9 +492,7 @@ def run(environ: Mapping[str, str], write: Callable[[str], None], *, mr_note: bo
         shutil.rmtree(config_dir, ignore_errors=True)
     progress.start_section("result", "lamina: result")
     if result.digest:
-        cached = sum(1 for step in result.steps if step.cached)
-        progress.line(f"built {result.digest} ({human_size(result.size)}, {len(result.steps)} step(s), "
-                      f"{cached} from the cache)")
+        progress.line(f"built {result.digest} ({human_size(result.size)}, {cache_line(result.steps)})")
     for dest in result.destinations:
         progress.line(f"pushed {dest}@{result.digest}")
     write_dotenv(settings.dotenv, result)
