@@ -161,7 +161,9 @@ def report(console: Console, result: BuildResult) -> None:
 
 
 def run_build(values: Mapping[str, object], environ: Mapping[str, str], out: Console, err: Console) -> int:
+    """``lamina build``: flag values → options → the build, with its progress and result on the console."""
     options = options_from(values, environ)
+    configure_logging(options.verbosity)
     progress = ConsoleProgress(out, options.verbosity)
     try:
         result = launch_build(options, progress, environ)
@@ -174,28 +176,6 @@ def run_build(values: Mapping[str, object], environ: Mapping[str, str], out: Con
         progress.close()
     report(out, result)
     return 0
-
-
-def report_error(err: Console, exc: LaminaError, *, debug: bool) -> int:
-    """One line on stderr (the traceback too at debug verbosity); the error's exit code."""
-    if debug:
-        err.print_exception()
-    err.print(f"error: {exc}", markup=False, highlight=False)
-    return exc.exit_code
-
-
-def run_build_reporting(values: Mapping[str, object], environ: Mapping[str, str], out: Console,
-                        err: Console) -> int:
-    """``lamina build`` with logging set from --verbosity and errors reported."""
-    verbosity = str(values.get("verbosity") or "info")
-    configure_logging(verbosity)
-    try:
-        return run_build(values, environ, out, err)
-    except LaminaError as exc:
-        return report_error(err, exc, debug=verbosity in ("debug", "trace"))
-    except KeyboardInterrupt:
-        err.print("error: interrupted", highlight=False)
-        return 130
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
@@ -221,9 +201,15 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         if args.command == "manifest":
             return run_manifest_create(args, env, out)
         values = build_flag_values(args, env)
-        return run_build_reporting(values, env, out, err)
+        return run_build(values, env, out, err)
     except LaminaError as exc:
-        return report_error(err, exc, debug=values.get("verbosity") in ("debug", "trace"))
+        if values.get("verbosity") in ("debug", "trace"):
+            err.print_exception()
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.print("error: interrupted", highlight=False)
+        return 130
 
 
 if __name__ == "__main__":

@@ -450,9 +450,8 @@ def main(environ: Mapping[str, str], stdout: TextIO | None = None) -> int:
         log.mask(secret)
     labelled: LabelledDockerfile | None = None
     title = "lamina build"
-    temp_root = environ.get("RUNNER_TEMP", "")
-    scratch = Path(tempfile.mkdtemp(prefix="lamina-", dir=temp_root if temp_root and Path(temp_root).is_dir()
-                                    else None))
+    # private (0700), inside the action's container: the runner does not mount $RUNNER_TEMP into container actions
+    scratch = Path(tempfile.mkdtemp(prefix="lamina-"))
     try:
         try:
             plan = plan_from_environ(environ)

@@ -1,8 +1,8 @@
 """The GitLab CI adapter: ``lamina ci gitlab``.
 
-GitLab's predefined variables → the build flags (every one still overridable with its ``LAMINA_<FLAG>`` variable,
-which always wins) → :func:`lamina.build.executor.build` → a dotenv report and a log with one collapsible section per
-stage.
+GitLab's predefined variables → the build's flag values (what the job implies; every flag's ``LAMINA_<FLAG>``
+variable wins over it) → :func:`lamina.launch.launch_build` → a dotenv report, a merge request note and a log with
+one collapsible section per stage.
 
 Defaults taken from the job:
 
@@ -44,7 +44,7 @@ from typing import Any
 
 from lamina.build.executor import BuildResult
 from lamina.ci.summary import cache_line
-from lamina.console import LEVELS, human_size, level_at_least
+from lamina.console import human_size, level_at_least
 from lamina.errors import InvalidReference, LaminaError, OptionsError, StepFailed
 from lamina.launch import configure_logging, launch_build
 from lamina.oci.reference import Reference
@@ -455,20 +455,16 @@ def _post_note(settings: GitLabSettings, result: BuildResult, environ: Mapping[s
     progress.line(f"posted the build report on !{settings.merge_request_iid}")
 
 
-def run(environ: Mapping[str, str], write: Callable[[str], None], *, mr_note: bool | None = None) -> int:
-    settings = settings_from(environ, mr_note=mr_note)
-    scrub = Scrubber(settings.secrets)
-    verbosity = str(settings.values.get("verbosity") or "info")
-    if verbosity not in LEVELS:
-        raise OptionsError(f"LAMINA_VERBOSITY={verbosity}: expected one of {', '.join(LEVELS)}")
-    progress = GitLabProgress(write, verbosity=verbosity, scrub=scrub)
+def run(settings: GitLabSettings, environ: Mapping[str, str], write: Callable[[str], None]) -> int:
+    """Build what ``settings`` ask for, logging to ``write``; then the dotenv report and the merge request note."""
     config_dir = Path(tempfile.mkdtemp(prefix="lamina-docker-config-"))
     try:
-        existing = _existing_docker_config(environ)
-        write_docker_config(config_dir, merged_docker_config(existing, settings.auths, settings.docker_auth_config))
-        env = dict(environ)
-        env["DOCKER_CONFIG"] = str(config_dir)
+        env = {**environ, "DOCKER_CONFIG": str(config_dir)}
         options = options_from(settings.values, env)
+        configure_logging(options.verbosity)
+        progress = GitLabProgress(write, verbosity=options.verbosity, scrub=Scrubber(settings.secrets))
+        write_docker_config(config_dir, merged_docker_config(_existing_docker_config(environ), settings.auths,
+                                                             settings.docker_auth_config))
         progress.start_section("setup", "lamina: configuration from the GitLab job", collapsed=True)
         for note in settings.notes:
             progress.line(note)
@@ -510,21 +506,15 @@ def main(environ: Mapping[str, str], *, mr_note: bool | None = None) -> int:
         sys.stdout.write(text)
         sys.stdout.flush()
 
-    configure_logging((environ.get("LAMINA_VERBOSITY") or "info").strip())
-    secrets: Sequence[str] = ()
+    scrub = Scrubber(())
     try:
-        try:
-            secrets = settings_from(environ).secrets
-        except LaminaError:
-            pass
-        return run(environ, write, mr_note=mr_note)
-    except LaminaError as exc:
+        settings = settings_from(environ, mr_note=mr_note)
+        scrub = Scrubber(settings.secrets)
+        return run(settings, environ, write)
+    except (LaminaError, OSError) as exc:
         sys.stdout.flush()
-        sys.stderr.write(f"error: {Scrubber(secrets)(str(exc))}\n")
-        return exc.exit_code
-    except OSError as exc:
-        sys.stderr.write(f"error: {Scrubber(secrets)(str(exc))}\n")
-        return 1
+        sys.stderr.write(f"error: {scrub(str(exc))}\n")
+        return exc.exit_code if isinstance(exc, LaminaError) else 1
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         return 130
