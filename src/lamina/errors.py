@@ -37,6 +37,18 @@ class LaminaError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickled as it is, whatever the subclass's ``__init__`` takes: the rootless sandbox sends an error from
+        the build in its user namespace back to the entry point this way."""
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type[LaminaError], args: tuple[object, ...], state: dict[str, object]) -> LaminaError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
 
 class OptionsError(LaminaError):
     """A flag or LAMINA_* variable is missing, malformed or contradicts another."""
@@ -118,12 +130,17 @@ class SandboxError(LaminaError):
 
 
 class StepFailed(LaminaError):
-    """A RUN command exited non-zero; lamina exits with the same code."""
+    """A RUN command exited non-zero; lamina exits with the same code. The message starts with the instruction's
+    ``file:line:1`` when it is known, as a DockerfileError's does; ``detail`` is the message without it."""
 
-    def __init__(self, message: str, *, exit_code: int, output_tail: str = "") -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, exit_code: int, output_tail: str = "", file: str | None = None,
+                 line: int | None = None) -> None:
+        super().__init__(f"{file}:{line}:1: {message}" if file is not None and line is not None else message)
         self.exit_code = exit_code if 0 < exit_code < 256 else 1
         self.output_tail = output_tail
+        self.file = file
+        self.line = line
+        self.detail = message
 
 
 class OutputError(LaminaError):

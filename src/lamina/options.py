@@ -66,6 +66,7 @@ class BuildOptions:
     sandbox: str = "auto"
     force: bool = False  # --force: the inplace sandbox outside lamina's runtime image
     cleanup: bool = False  # --cleanup: remove the directories the build created outside its work directory
+    verbosity: str = "info"  # --verbosity: what the entry point shows and logs (lamina.console.LEVELS)
 
     @property
     def build_arg_map(self) -> dict[str, str]:

@@ -161,7 +161,10 @@ def test_failed_run_keeps_its_exit_code(tmp_path: Path, registry: RunningRegistr
     proc = run_action(workspace, tmp_path, {"insecure-registry": registry.host})
     assert proc.returncode == 7, describe(proc)
     lines = proc.stdout.splitlines()
-    assert any(line.startswith("::error title=lamina::") for line in lines)
+    # annotated on the RUN's line, as Dockerfile errors are (the workspace is the repository root)
+    errors = [line for line in lines if line.startswith("::error ")]
+    assert errors == [("::error title=Dockerfile,file=Dockerfile,line=2,col=1::RUN echo '::warning::forged'; "
+                       "exit 7 failed with exit code 7")], describe(proc)
     forged = lines.index("::warning::forged")  # printed while workflow commands were stopped
     assert any(line.startswith("::stop-commands::") for line in lines[:forged])
 

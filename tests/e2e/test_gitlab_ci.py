@@ -165,7 +165,7 @@ def test_failing_run_exits_with_its_code(tmp_path: Path, auth_registry: RunningR
     run = run_gitlab(environ, Path(environ["CI_PROJECT_DIR"]))
     assert run.returncode == 7, run.describe()
     [error] = run.error_lines()
-    assert error.startswith("error: ")
+    assert error.startswith("error: Dockerfile:2:1: RUN echo failing; exit 7"), run.describe()  # file:line named
     assert not (Path(environ["CI_PROJECT_DIR"]) / "lamina.env").exists()
     assert tags(auth_registry.host, image.split("/", 1)[1], creds=CREDS) == []
     starts, ends = sections(run.stdout)

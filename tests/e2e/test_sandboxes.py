@@ -179,22 +179,47 @@ def rootless_user() -> str:
     return ROOTLESS_USER
 
 
+def _source_digest() -> str:
+    """What the installed lamina is made of: pyproject.toml, README.md and every file under src/."""
+    digest = hashlib.sha256()
+    files = [ROOT / "pyproject.toml", ROOT / "README.md"]
+    files += sorted(p for p in (ROOT / "src").rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                    and ".egg-info" not in str(p))
+    for path in files:
+        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 @pytest.fixture(scope="session")
 def debian_venv() -> Path:
-    """A venv of Debian's python3 with lamina installed (editable), readable by every user; reused while
-    pyproject.toml does not change."""
+    """A venv of Debian's python3 with lamina installed, readable by every user. lamina is installed from a copy of
+    the checkout, not editable: the test users cannot read a checkout in a 0700 directory (a clone in /root). The
+    venv and its dependencies are reused while pyproject.toml does not change; lamina is reinstalled when its
+    source does."""
     _require_root()
     _debian_python_with("venv", "python3-venv")
     key = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + str(ROOT).encode()).hexdigest()[:12]
     venv = Path("/var/tmp") / f"lamina-tests-venv-{key}"
     python = venv / "bin" / "python"
-    if not (venv / ".complete").exists():
+    stamp = venv / ".lamina-source"  # the source installed last; absent: a new venv, or an editable one of old
+    installed = stamp.read_text() if stamp.exists() else None
+    if installed is None:
         shutil.rmtree(venv, ignore_errors=True)
         subprocess.run([str(DEBIAN_PYTHON), "-m", "venv", str(venv)], check=True, timeout=300)
-        pip = subprocess.run([str(python), "-m", "pip", "install", "-q", "-e", str(ROOT)], capture_output=True,
-                             text=True, timeout=600, check=False)
+    source = _source_digest()
+    if installed != source:
+        with tempfile.TemporaryDirectory(prefix="lamina-install-") as tmp:
+            copy = Path(tmp) / "lamina"
+            copy.mkdir()
+            for name in ("pyproject.toml", "README.md"):
+                shutil.copy2(ROOT / name, copy / name)
+            shutil.copytree(ROOT / "src", copy / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            again = [] if installed is None else ["--no-deps", "--force-reinstall"]  # the dependencies are there
+            pip = subprocess.run([str(python), "-m", "pip", "install", "-q", *again, str(copy)], capture_output=True,
+                                 text=True, timeout=600, check=False)
         assert pip.returncode == 0, pip.stdout + pip.stderr
-        (venv / ".complete").touch()
+        subprocess.run(["chmod", "-R", "a+rX", str(venv)], check=True)  # whatever root's umask was
+        stamp.write_text(source)
     return python
 
 

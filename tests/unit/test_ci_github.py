@@ -97,6 +97,14 @@ def test_no_cache_and_dry_run() -> None:
     assert any("no-cache" in note for note in p.notes)
 
 
+def test_source_date_epoch_sets_the_epoch() -> None:
+    """build-push-action users set SOURCE_DATE_EPOCH in the step's env for reproducible digests (issue 12)."""
+    env = runner_env(tags="ghcr.io/owner/repo:1")
+    assert github.plan_from_environ(env, now=NOW).options.source_date_epoch is None
+    env["SOURCE_DATE_EPOCH"] = "1700000000"
+    assert github.plan_from_environ(env, now=NOW).options.source_date_epoch == 1700000000
+
+
 def test_bad_inputs() -> None:
     for inputs in ({"push": "yes"}, {"push": "true"}, {"platform": "linux/amd64,linux/arm64"},
                    {"cache_ttl": "soon"}, {"tags": "type=ref,event=branch"}, {"build_args": "=x"},

@@ -21,9 +21,9 @@ from lamina.ci.gitlab import (
     settings_from,
     tag_from,
 )
-from lamina.cli import options_from
 from lamina.errors import OptionsError
 from lamina.progress import StepResult
+from lamina.settings import options_from
 
 IMAGE = "registry.example.com/group/project"
 PASSWORD = "job-token-value-123"
@@ -291,9 +291,18 @@ def test_dotenv_lines() -> None:
 
 def test_report_markdown() -> None:
     text = report_markdown(result(), {"CI_COMMIT_SHORT_SHA": "abcdef12", "CI_JOB_URL": "https://g/j/1"})
-    assert f"`{DIGEST}`" in text and "5.0 MB" in text and "1 from the cache" in text
+    assert f"`{DIGEST}`" in text and "5.0 MB" in text and "- cache: 1 of 2 filesystem steps cached" in text
     assert "RUN make \\| tee" in text and "| 3 | final |" in text and "cached" in text
     assert "Commit `abcdef12` ([job](https://g/j/1))" in text
+
+
+def test_report_markdown_says_when_the_build_was_fully_cached() -> None:
+    steps = (StepResult("final", 1, 4, "FROM busybox", 0.5, None),
+             StepResult("final", 2, 4, "RUN make", 0.1, 1234, cached=True),
+             StepResult("final", 3, 4, "COPY out /", 0.1, 99, cached=True),
+             StepResult("final", 4, 4, 'CMD ["/out"]', 0.0, None))
+    text = report_markdown(result(steps=steps), {})
+    assert "- cache: all 2 filesystem steps cached" in text and "of 4" not in text
 
 
 # -- the log --------------------------------------------------------------------------------------------------------

@@ -6,14 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from lamina.cli import BUILD_FLAGS, options_from, parse_build_args, parser, resolve_flags
+from lamina.cli import build_flag_values, parser
 from lamina.errors import OptionsError
+from lamina.settings import BUILD_FLAGS, options_from, parse_build_args
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def values(argv: list[str], environ: dict[str, str] | None = None) -> dict[str, object]:
-    return resolve_flags(parser().parse_args(["build", *argv]), environ or {})
+    return build_flag_values(parser().parse_args(["build", *argv]), environ or {})
 
 
 def test_kaniko_flag_names_and_defaults(tmp_path: Path) -> None:
@@ -103,3 +104,15 @@ def test_memory_budget_is_a_quarter_of_what_is_available_at_most_one_gib() -> No
     assert memory_budget(400 << 20) == 100 << 20
     assert memory_budget(64 << 30) == 1 << 30
     assert memory_budget(0) == 0
+
+
+def test_an_unknown_sandbox_is_a_bad_setting(capsys: pytest.CaptureFixture[str]) -> None:
+    """Checked with the other settings, before anything runs: exit 2, as for every bad flag (it was a sandbox error,
+    exit 1, found only when the build chose its sandbox)."""
+    from lamina.cli import main
+
+    assert main(["build", "--no-push", "--sandbox", "bogus"], environ={"HOME": "/nonexistent"}) == 2
+    err = capsys.readouterr().err
+    assert "--sandbox bogus: expected one of auto, namespace, rootless, chroot, inplace" in err
+    with pytest.raises(OptionsError, match="LAMINA_SANDBOX|--sandbox"):
+        options_from(values(["--no-push"], {"LAMINA_SANDBOX": "bogus"}), {})

@@ -1,5 +1,8 @@
-"""The GitHub Action: the runner's environment (``INPUT_*``, ``GITHUB_*``) → BuildOptions → build() → step outputs,
-job summary, annotations and log groups.
+"""The GitHub Action: the runner's environment (``INPUT_*``, ``GITHUB_*``) → build flag values (``lamina.settings``)
+→ ``lamina.launch.launch_build`` → step outputs, job summary, annotations and log groups.
+
+An input names a build flag (``ACTION_FLAGS``) and wins over its ``LAMINA_<FLAG>`` variable; every other flag is
+read from its ``LAMINA_<FLAG>`` variable (``env:`` of the step), as in ``lamina build``.
 
 Runner conventions followed: inputs arrive as ``INPUT_<NAME>`` with the name upper-cased and hyphens kept
 (``INPUT_BUILD-ARGS``; a shell drops such variables, Python reads them); outputs are appended to ``$GITHUB_OUTPUT`` as
@@ -16,7 +19,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -24,19 +27,17 @@ from typing import Any, TextIO
 from actions_toolkit.command import Command
 from actions_toolkit.file_command import prepare_key_value_message
 
-from lamina.build.executor import BuildResult, build, display_path
-from lamina.cache.prune import parse_duration_text
+from lamina.build.executor import BuildResult, display_path
 from lamina.ci import summary
 from lamina.ci.credentials import read_docker_config, write_docker_config
 from lamina.ci.tags import Event, expand_tags, lower_image, parse_flavor, parse_rules
-from lamina.cli import parse_build_args, registry_config
 from lamina.console import human_size
 from lamina.dockerfile.instructions import load_dockerfile
 from lamina.errors import DockerfileError, LaminaError, OptionsError, StepFailed
-from lamina.oci.registry.client import RegistryClient
-from lamina.options import BuildOptions, default_mount_cache_dir
+from lamina.launch import launch_build
+from lamina.options import BuildOptions
 from lamina.progress import StepResult
-from lamina.sandbox.runners import select_runner, terminating
+from lamina.settings import flag_values, options_from
 
 GHCR = "ghcr.io"
 TRUE = frozenset({"true", "True", "TRUE"})  # YAML 1.2 core schema, as core.getBooleanInput
@@ -114,9 +115,12 @@ def secret_values(environ: Mapping[str, str]) -> list[str]:
 
 @dataclass(frozen=True)
 class ActionPlan:
-    """What the inputs ask for: the build options (before credentials and labels are attached), and the rest."""
+    """What the inputs ask for: the build's flag values and environment (before logins and labels are attached,
+    which write files), and the rest."""
 
-    options: BuildOptions
+    values: dict[str, object]
+    environ: Mapping[str, str] = field(repr=False)
+    options: BuildOptions  # what the values give (checked here, so that bad inputs fail before anything is done)
     tags: tuple[str, ...]
     push: bool
     logins: Mapping[str, tuple[str, str]] = field(repr=False)
@@ -160,19 +164,34 @@ def resolve_tags(environ: Mapping[str, str], now: datetime) -> list[str]:
     return tags
 
 
+# inputs that are build flags: input → flag (Flag.dest); "list" inputs take one item a line or comma-separated,
+# "lines" inputs one item a line (build-push-action's build-args), "bool" inputs count only when true
+ACTION_FLAGS: dict[str, tuple[str, str]] = {
+    "context": ("context", "value"), "file": ("dockerfile", "value"), "build-args": ("build_arg", "lines"),
+    "target": ("target", "value"), "tar-path": ("tar_path", "value"), "oci-layout-path": ("oci_layout_path", "value"),
+    "registry-mirror": ("registry_mirror", "list"), "insecure-registry": ("insecure_registry", "list"),
+    "platform": ("platform", "value"), "cache": ("cache", "bool"), "cache-ttl": ("cache_ttl", "value"),
+    "dry-run": ("dry_run", "bool"),
+}
+
+
 def plan_from_environ(environ: Mapping[str, str], *, now: datetime | None = None) -> ActionPlan:
     """The environment → what to build, where to push and with which logins. Pure: reads no file but the event
     payload, writes nothing."""
     now = now or datetime.now(UTC)
     notes: list[str] = []
-    context_text = get_input(environ, "context") or "."
-    context_text = context_text.removeprefix("dir://")
-    if "://" in context_text:
-        raise OptionsError(f"input context: {context_text}: only directories are supported (check out the "
+    explicit: dict[str, object | None] = {}
+    for name, (dest, kind) in ACTION_FLAGS.items():
+        text = get_input(environ, name)
+        if kind == "bool":
+            explicit[dest] = True if get_bool(environ, name) else None
+        elif kind == "list" or kind == "lines":
+            explicit[dest] = split_list(text, commas=kind == "list") or None
+        else:
+            explicit[dest] = text or None
+    if "://" in str(explicit["context"] or "").removeprefix("dir://"):
+        raise OptionsError(f"input context: {explicit['context']}: only directories are supported (check out the "
                            "repository with actions/checkout and give its path)")
-    context = Path(context_text)
-    file_text = get_input(environ, "file")
-    dockerfile = Path(file_text) if file_text else context / "Dockerfile"
     tags = resolve_tags(environ, now)
     act = environ.get("ACT", "").lower() == "true"
     push = get_bool(environ, "push")
@@ -184,54 +203,31 @@ def plan_from_environ(environ: Mapping[str, str], *, now: datetime | None = None
         notes.append("running under act (ACT=true): the image is built but not pushed; set push: true to push")
     elif not push and tags and not dry_run:
         notes.append("push is false: the image is built but not pushed")
-    no_cache = get_bool(environ, "no-cache")
-    cache = get_bool(environ, "cache") and not no_cache
-    if no_cache and get_bool(environ, "cache"):
-        notes.append("no-cache is true: the registry layer cache is not used")
-    cache_ttl = 14 * 24 * 3600
-    ttl_text = get_input(environ, "cache-ttl")
-    if ttl_text:
-        try:
-            cache_ttl = int(parse_duration_text(ttl_text).total_seconds())
-        except ValueError as exc:
-            raise OptionsError(f"input cache-ttl: {ttl_text}: {exc}") from None
+    explicit["destination"] = list(tags) or None
+    explicit["no_push"] = not push  # build-push-action's default: build only
+    if get_bool(environ, "no-cache"):
+        if get_bool(environ, "cache"):
+            notes.append("no-cache is true: the registry layer cache is not used")
+        explicit["cache"] = False
+    cache_repo = get_input(environ, "cache-repo")
+    explicit["cache_repo"] = lower_image(cache_repo) if cache_repo else None
     platforms = split_list(get_input(environ, "platform"))
     if len(platforms) > 1:
         raise OptionsError(f"input platform: {', '.join(platforms)}: lamina builds one platform per step; "
                            "use a matrix with one platform each")
-    secret_environ: dict[str, str] = dict(environ)
-    secrets: list[tuple[str, str, str]] = []
+    build_environ: dict[str, str] = dict(environ)
+    secrets: list[str] = []
     for index, (secret_id, value) in enumerate(_key_values(split_list(get_input(environ, "secrets"), commas=False),
                                                            "secrets")):
         variable = SECRET_VARIABLE.format(index)
-        secret_environ[variable] = value
-        secrets.append((secret_id, "env", variable))
+        build_environ[variable] = value
+        secrets.append(f"id={secret_id},env={variable}")
     for secret_id, path in _key_values(split_list(get_input(environ, "secret-files"), commas=False), "secret-files"):
-        secrets.append((secret_id, "file", path.strip()))
-    tar_path = get_input(environ, "tar-path")
-    oci_layout = get_input(environ, "oci-layout-path")
-    cache_repo = get_input(environ, "cache-repo")
-    options = BuildOptions(
-        context=context,
-        dockerfile=dockerfile,
-        destinations=tuple(tags),
-        build_args=parse_build_args(split_list(get_input(environ, "build-args"), commas=False), environ),
-        target=get_input(environ, "target") or None,
-        no_push=not push,
-        tar_path=Path(tar_path) if tar_path else None,
-        oci_layout_path=Path(oci_layout) if oci_layout else None,
-        registry_mirrors=tuple(split_list(get_input(environ, "registry-mirror"))),
-        insecure_registries=frozenset(split_list(get_input(environ, "insecure-registry"))),
-        platform=platforms[0] if platforms else None,
-        secrets=tuple(secrets),
-        secret_environ=secret_environ,
-        mount_cache_dir=default_mount_cache_dir(environ),
-        cache=cache,
-        cache_repo=lower_image(cache_repo) if cache_repo else None,
-        cache_ttl_seconds=cache_ttl,
-        dry_run=dry_run,
-    )
-    return ActionPlan(options=options, tags=tuple(tags), push=push, logins=logins_from(environ),
+        secrets.append(f"id={secret_id},src={path.strip()}")
+    explicit["secret"] = secrets or None
+    values = flag_values(explicit, build_environ)
+    return ActionPlan(values=values, environ=build_environ, options=options_from(values, build_environ),
+                      tags=tuple(tags), push=push, logins=logins_from(environ),
                       labels=tuple(_key_values(split_list(get_input(environ, "labels"), commas=False), "labels")),
                       notes=tuple(notes))
 
@@ -424,8 +420,12 @@ def annotation_path(file: str, environ: Mapping[str, str]) -> str:
 
 def report_error(exc: LaminaError, environ: Mapping[str, str], log: Log,
                  labelled: LabelledDockerfile | None) -> None:
-    if isinstance(exc, DockerfileError):
+    """An error annotation; on its Dockerfile line when the error has one (a malformed instruction, a failed RUN)."""
+    located = isinstance(exc, DockerfileError) or (isinstance(exc, StepFailed) and exc.file is not None)
+    if located:
+        assert isinstance(exc, (DockerfileError, StepFailed)) and exc.file is not None
         file, line, detail = exc.file, exc.line, exc.detail
+        column = exc.column if isinstance(exc, DockerfileError) else 1
         if labelled is not None and file == display_path(labelled.path):
             file = display_path(labelled.original)
             if line is not None and line == labelled.inserted_line:
@@ -434,7 +434,7 @@ def report_error(exc: LaminaError, environ: Mapping[str, str], log: Log,
                 line -= 1
         if line is not None:
             log.command("error", detail, title="Dockerfile", file=annotation_path(file, environ), line=line,
-                        col=exc.column)
+                        col=column)
         else:
             log.command("error", f"{file}: {detail}", title="Dockerfile")
     else:
@@ -450,31 +450,29 @@ def main(environ: Mapping[str, str], stdout: TextIO | None = None) -> int:
         log.mask(secret)
     labelled: LabelledDockerfile | None = None
     title = "lamina build"
-    temp_root = environ.get("RUNNER_TEMP", "")
-    scratch = Path(tempfile.mkdtemp(prefix="lamina-", dir=temp_root if temp_root and Path(temp_root).is_dir()
-                                    else None))
+    # private (0700), inside the action's container: the runner does not mount $RUNNER_TEMP into container actions
+    scratch = Path(tempfile.mkdtemp(prefix="lamina-"))
     try:
         try:
             plan = plan_from_environ(environ)
-            options = plan.options
+            values, build_environ = dict(plan.values), dict(plan.environ)
             title = f"lamina: {plan.tags[0]}" if plan.tags else "lamina build"
             for note in plan.notes:
                 log.command("notice", note, title="lamina")
             if plan.logins:
                 base = read_docker_config(environ.get("DOCKER_CONFIG") or None)
-                config_dir = write_docker_config(scratch / "docker-config", plan.logins, base)
-                options = replace(options, docker_config_dir=str(config_dir))
+                build_environ["DOCKER_CONFIG"] = str(write_docker_config(scratch / "docker-config", plan.logins,
+                                                                         base))
                 log.line("registry logins: " + ", ".join(sorted(plan.logins)))
-            elif environ.get("DOCKER_CONFIG"):
-                options = replace(options, docker_config_dir=environ["DOCKER_CONFIG"])
             if plan.labels:
-                labelled = add_labels(options, plan.labels, scratch / "dockerfile")
-                options = replace(options, dockerfile=labelled.path)
-            result = run(options, log)
-        except StepFailed as exc:
-            report_error(exc, environ, log, labelled)
-            append_summary(environ, log, summary.failure_summary(title=title, message=str(exc)))
-            return exc.exit_code
+                labelled = add_labels(plan.options, plan.labels, scratch / "dockerfile")
+                values["dockerfile"] = str(labelled.path)
+            options = options_from(values, build_environ)
+            progress = GitHubProgress(log)
+            try:
+                result = launch_build(options, progress, build_environ)
+            finally:
+                progress.close()
         except LaminaError as exc:
             report_error(exc, environ, log, labelled)
             append_summary(environ, log, summary.failure_summary(title=title, message=str(exc)))
@@ -486,20 +484,6 @@ def main(environ: Mapping[str, str], stdout: TextIO | None = None) -> int:
         return 0
     finally:
         shutil.rmtree(scratch, ignore_errors=True)  # the docker config with the passwords goes first
-
-
-def run(options: BuildOptions, log: Log) -> BuildResult:
-    progress = GitHubProgress(log)
-    client = RegistryClient(registry_config(options), progress)
-    try:
-        # a GitHub container action is an unprivileged container: auto picks chroot there
-        choice, runner = select_runner(options.sandbox, force=options.force, warn=progress.message)
-        progress.message(f"sandbox: {choice.name} ({choice.reason})")
-        with terminating():
-            return build(options, client=client, runner=runner, progress=progress)
-    finally:
-        progress.close()
-        client.close()
 
 
 def image_name(reference: str) -> str:

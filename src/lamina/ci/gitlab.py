@@ -1,8 +1,8 @@
 """The GitLab CI adapter: ``lamina ci gitlab``.
 
-GitLab's predefined variables → the build flags (every one still overridable with its ``LAMINA_<FLAG>`` variable,
-which always wins) → :func:`lamina.build.executor.build` → a dotenv report and a log with one collapsible section per
-stage.
+GitLab's predefined variables → the build's flag values (what the job implies; every flag's ``LAMINA_<FLAG>``
+variable wins over it) → :func:`lamina.launch.launch_build` → a dotenv report, a merge request note and a log with
+one collapsible section per stage.
 
 Defaults taken from the job:
 
@@ -28,11 +28,9 @@ line this adapter prints.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
 import json
-import logging
 import os
 import re
 import shutil
@@ -44,14 +42,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lamina.build.executor import BuildResult, build
-from lamina.cli import BUILD_FLAGS, FALSE, TRUE, options_from, registry_config, resolve_flags
-from lamina.console import LEVELS, human_size, level_at_least
+from lamina.build.executor import BuildResult
+from lamina.ci.summary import cache_line
+from lamina.console import human_size, level_at_least
 from lamina.errors import InvalidReference, LaminaError, OptionsError, StepFailed
+from lamina.launch import configure_logging, launch_build
 from lamina.oci.reference import Reference
-from lamina.oci.registry.client import RegistryClient
 from lamina.progress import StepResult
-from lamina.sandbox.runners import select_runner, terminating
+from lamina.settings import BUILD_FLAGS, FALSE, TRUE, env_value, flag_values, options_from
 
 JOB_TOKEN_USER = "gitlab-ci-token"
 DOTENV_NAME = "lamina.env"
@@ -74,7 +72,7 @@ _SECTION_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 
 @dataclass(frozen=True)
 class GitLabSettings:
-    """What a GitLab job's environment asks for. ``values`` feeds :func:`lamina.cli.options_from`."""
+    """What a GitLab job's environment asks for. ``values`` are the build's flag values (``lamina.settings``)."""
 
     values: dict[str, object]
     auths: dict[str, dict[str, str]]  # config.json ``auths`` entries made from the CI variables
@@ -181,16 +179,14 @@ def _config_secrets(config: Mapping[str, Any]) -> list[str]:
 
 def settings_from(environ: Mapping[str, str], *, mr_note: bool | None = None) -> GitLabSettings:
     """Read a GitLab job's environment. Pure: touches no file and no network."""
-    # LAMINA_<FLAG> wins; blank ones count as unset, so a component input left empty keeps the GitLab default.
-    lamina_env = {k: v for k, v in environ.items() if not k.startswith("LAMINA_") or v.strip()}
-    values = resolve_flags(argparse.Namespace(**{flag.dest: None for flag in BUILD_FLAGS}), lamina_env)
-    given = {flag.dest for flag in BUILD_FLAGS if flag.env in lamina_env}
+    # what the job's variables imply; LAMINA_<FLAG> wins over it (a blank one counts as unset, so a component
+    # input left empty keeps the GitLab default)
+    given = {flag.dest for flag in BUILD_FLAGS if env_value(flag, environ) is not None}
     notes: list[str] = []
     defaults: dict[str, object] = {}
 
     def default(dest: str, value: object) -> None:
         if dest not in given:
-            values[dest] = value
             defaults[dest] = value
 
     project_dir = _set(environ, "CI_PROJECT_DIR")
@@ -250,7 +246,7 @@ def settings_from(environ: Mapping[str, str], *, mr_note: bool | None = None) ->
     dotenv_text = _set(environ, DOTENV)
     dotenv = Path(dotenv_text) if dotenv_text else Path(project_dir or ".") / DOTENV_NAME
     want_note = _boolean(environ, MR_NOTE, False) if mr_note is None else mr_note
-    return GitLabSettings(values=values, auths=auths, docker_auth_config=docker_auth_config,
+    return GitLabSettings(values=flag_values({}, environ, defaults), auths=auths, docker_auth_config=docker_auth_config,
                           secrets=tuple(sorted({s for s in secrets if len(s) >= 3}, key=len, reverse=True)),
                           dotenv=dotenv, mr_note=want_note, notes=tuple(notes),
                           merge_request_iid=_set(environ, "CI_MERGE_REQUEST_IID"), defaults=defaults)
@@ -409,7 +405,6 @@ def write_dotenv(path: Path, result: BuildResult) -> None:
 
 def report_markdown(result: BuildResult, environ: Mapping[str, str]) -> str:
     """The build report for a merge request note."""
-    cached = sum(1 for step in result.steps if step.cached)
     lines = ["### lamina build", ""]
     commit = _set(environ, "CI_COMMIT_SHORT_SHA")
     job_url = _set(environ, "CI_JOB_URL")
@@ -417,7 +412,7 @@ def report_markdown(result: BuildResult, environ: Mapping[str, str]) -> str:
         lines += [" ".join(part for part in (f"Commit `{commit}`" if commit else "",
                                               f"([job]({job_url}))" if job_url else "") if part), ""]
     lines += [f"- digest: `{result.digest}`", f"- size: {human_size(result.size)}",
-              f"- steps: {len(result.steps)}, {cached} from the cache"]
+              f"- cache: {cache_line(result.steps)}"]
     if result.destinations:
         lines.append("- tags: " + ", ".join(f"`{d}`" for d in result.destinations))
     else:
@@ -460,20 +455,16 @@ def _post_note(settings: GitLabSettings, result: BuildResult, environ: Mapping[s
     progress.line(f"posted the build report on !{settings.merge_request_iid}")
 
 
-def run(environ: Mapping[str, str], write: Callable[[str], None], *, mr_note: bool | None = None) -> int:
-    settings = settings_from(environ, mr_note=mr_note)
-    scrub = Scrubber(settings.secrets)
-    verbosity = str(settings.values.get("verbosity") or "info")
-    if verbosity not in LEVELS:
-        raise OptionsError(f"LAMINA_VERBOSITY={verbosity}: expected one of {', '.join(LEVELS)}")
-    progress = GitLabProgress(write, verbosity=verbosity, scrub=scrub)
+def run(settings: GitLabSettings, environ: Mapping[str, str], write: Callable[[str], None]) -> int:
+    """Build what ``settings`` ask for, logging to ``write``; then the dotenv report and the merge request note."""
     config_dir = Path(tempfile.mkdtemp(prefix="lamina-docker-config-"))
     try:
-        existing = _existing_docker_config(environ)
-        write_docker_config(config_dir, merged_docker_config(existing, settings.auths, settings.docker_auth_config))
-        env = dict(environ)
-        env["DOCKER_CONFIG"] = str(config_dir)
+        env = {**environ, "DOCKER_CONFIG": str(config_dir)}
         options = options_from(settings.values, env)
+        configure_logging(options.verbosity)
+        progress = GitLabProgress(write, verbosity=options.verbosity, scrub=Scrubber(settings.secrets))
+        write_docker_config(config_dir, merged_docker_config(_existing_docker_config(environ), settings.auths,
+                                                             settings.docker_auth_config))
         progress.start_section("setup", "lamina: configuration from the GitLab job", collapsed=True)
         for note in settings.notes:
             progress.line(note)
@@ -483,12 +474,8 @@ def run(environ: Mapping[str, str], write: Callable[[str], None], *, mr_note: bo
         if options.cache:
             progress.line(f"layer cache in {options.cache_repo or '<first destination>/cache'}")
         progress.end_section()
-        client = RegistryClient(registry_config(options), progress)
         try:
-            choice, runner = select_runner(options.sandbox, force=options.force, warn=progress.message)
-            progress.message(f"sandbox: {choice.name} ({choice.reason})")
-            with terminating():
-                result = build(options, client=client, runner=runner, progress=progress)
+            result = launch_build(options, progress, env)
         except StepFailed as exc:
             progress.end_section()
             if not progress.show_steps and exc.output_tail:
@@ -497,14 +484,11 @@ def run(environ: Mapping[str, str], write: Callable[[str], None], *, mr_note: bo
             raise
         finally:
             progress.end_section()
-            client.close()
     finally:
         shutil.rmtree(config_dir, ignore_errors=True)
     progress.start_section("result", "lamina: result")
     if result.digest:
-        cached = sum(1 for step in result.steps if step.cached)
-        progress.line(f"built {result.digest} ({human_size(result.size)}, {len(result.steps)} step(s), "
-                      f"{cached} from the cache)")
+        progress.line(f"built {result.digest} ({human_size(result.size)}, {cache_line(result.steps)})")
     for dest in result.destinations:
         progress.line(f"pushed {dest}@{result.digest}")
     write_dotenv(settings.dotenv, result)
@@ -522,23 +506,15 @@ def main(environ: Mapping[str, str], *, mr_note: bool | None = None) -> int:
         sys.stdout.write(text)
         sys.stdout.flush()
 
-    verbosity = (environ.get("LAMINA_VERBOSITY") or "info").strip()
-    logging.basicConfig(level=logging.DEBUG if verbosity in ("debug", "trace") else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-    secrets: Sequence[str] = ()
+    scrub = Scrubber(())
     try:
-        try:
-            secrets = settings_from(environ).secrets
-        except LaminaError:
-            pass
-        return run(environ, write, mr_note=mr_note)
-    except LaminaError as exc:
+        settings = settings_from(environ, mr_note=mr_note)
+        scrub = Scrubber(settings.secrets)
+        return run(settings, environ, write)
+    except (LaminaError, OSError) as exc:
         sys.stdout.flush()
-        sys.stderr.write(f"error: {Scrubber(secrets)(str(exc))}\n")
-        return exc.exit_code
-    except OSError as exc:
-        sys.stderr.write(f"error: {Scrubber(secrets)(str(exc))}\n")
-        return 1
+        sys.stderr.write(f"error: {scrub(str(exc))}\n")
+        return exc.exit_code if isinstance(exc, LaminaError) else 1
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         return 130

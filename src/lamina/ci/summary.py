@@ -13,8 +13,28 @@ def _cell(text: str) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("`", "'")
 
 
+# the steps that make a layer, and so may come from the layer cache; FROM, ENV, CMD, ... never do
+FILESYSTEM_INSTRUCTIONS = frozenset({"RUN", "COPY", "ADD", "WORKDIR"})
+
+
 def cache_hits(steps: Sequence[StepResult]) -> int:
     return sum(1 for step in steps if step.cached)
+
+
+def filesystem_steps(steps: Sequence[StepResult]) -> list[StepResult]:
+    return [step for step in steps if (step.text.split() or [""])[0].upper() in FILESYSTEM_INSTRUCTIONS]
+
+
+def cache_line(steps: Sequence[StepResult]) -> str:
+    """How much came from the cache, counting filesystem steps only: "all 4 filesystem steps cached",
+    "2 of 4 filesystem steps cached", "no filesystem steps"."""
+    total = len(filesystem_steps(steps))
+    hits = cache_hits(steps)
+    if total == 0:
+        return "no filesystem steps"
+    if hits == total:
+        return "the one filesystem step cached" if total == 1 else f"all {total} filesystem steps cached"
+    return f"{hits} of {total} filesystem step{'' if total == 1 else 's'} cached"
 
 
 def metadata(*, image: str, digest: str, config_digest: str, tags: Sequence[str], size: int,
@@ -27,7 +47,7 @@ def metadata(*, image: str, digest: str, config_digest: str, tags: Sequence[str]
         "tags": list(tags),
         "pushed": pushed,
         "size": size,
-        "cache": {"hits": cache_hits(steps), "steps": len(steps)},
+        "cache": {"hits": cache_hits(steps), "steps": len(filesystem_steps(steps))},  # filesystem steps only
         "steps": [{"stage": s.stage, "index": s.index, "instruction": s.text, "seconds": round(s.seconds, 3),
                    "cached": s.cached, "layer_size": s.layer_size} for s in steps],
     }
@@ -40,7 +60,7 @@ def build_summary(*, title: str, digest: str, size: int, tags: Sequence[str], st
     if note:
         lines += [f"> {_cell(note)}", ""]
     lines += ["| | |", "|---|---|", f"| Digest | `{digest}` |", f"| Size | {human_size(size)} |",
-              f"| Cache hits | {cache_hits(steps)} of {len(steps)} steps |",
+              f"| Cache | {cache_line(steps)} |",
               f"| Pushed | {'yes' if pushed else 'no'} |"]
     if tags:
         lines.append("| Tags | " + "<br>".join(f"`{_cell(t)}`" for t in tags) + " |")

@@ -12,13 +12,12 @@ import os
 import shutil
 import signal
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from lamina.errors import LaminaError, SandboxError
 from lamina.sandbox.base import Runner
-from lamina.sandbox.detect import Choice, choose, probe
 
 
 class Terminated(KeyboardInterrupt):
@@ -72,16 +71,6 @@ def make_runner(name: str, *, warn: Callable[[str], None], force: bool = False) 
         from lamina.sandbox.inplace import InplaceRunner
         return InplaceRunner(force=force)
     raise SandboxError(f"no runner named {name}")
-
-
-def select_runner(requested: str, *, force: bool, warn: Callable[[str], None],
-                  environ: Mapping[str, str] | None = None) -> tuple[Choice, Runner]:
-    """Probe, choose and make the runner in one call, for callers that run ``build()`` themselves (CI adapters).
-    ``rootless`` cannot be had this way (it re-executes the whole build: ``lamina build`` does that)."""
-    choice = choose(requested, probe(environ), force=force)
-    if choice.name == "rootless":
-        raise SandboxError("the rootless sandbox re-runs the whole build in a user namespace: use lamina build")
-    return choice, make_runner(choice.name, warn=warn, force=force)
 
 
 def first_missing(path: Path) -> Path | None:

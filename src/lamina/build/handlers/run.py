@@ -132,5 +132,5 @@ def execute_run(state: StageState, inst: Run, runner: Runner, *, on_output: Call
         on_output(line)
     if status != 0:
         shown = inst.original if len(inst.original) < 200 else inst.original[:197] + "..."
-        raise StepFailed(f"{inst.file}:{inst.line}:1: {shown} failed with exit code {status}", exit_code=status,
-                         output_tail="\n".join(tail))
+        raise StepFailed(f"{shown} failed with exit code {status}", exit_code=status, output_tail="\n".join(tail),
+                         file=inst.file, line=inst.line)
