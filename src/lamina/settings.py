@@ -170,8 +170,12 @@ def parse_build_args(items: Sequence[str], environ: Mapping[str, str]) -> tuple[
     return tuple(out.items())
 
 
-def source_date_epoch(environ: Mapping[str, str]) -> int | None:
-    raw = environ.get("SOURCE_DATE_EPOCH", "").strip()
+def source_date_epoch(environ: Mapping[str, str], build_args: Mapping[str, str] | None = None) -> int | None:
+    """The build's epoch: ``--build-arg SOURCE_DATE_EPOCH=N`` (BuildKit reads the build arg: dockerui's config;
+    its other values, ``context`` and stage names, are not supported and leave it unset), else the
+    ``SOURCE_DATE_EPOCH`` variable."""
+    arg = (build_args or {}).get("SOURCE_DATE_EPOCH", "").strip()
+    raw = arg if arg.isdigit() else environ.get("SOURCE_DATE_EPOCH", "").strip()
     if not raw:
         return None
     if not raw.isdigit():
@@ -265,7 +269,8 @@ def options_from(values: Mapping[str, object], environ: Mapping[str, str]) -> Bu
     def path_or_none(name: str) -> Path | None:
         value = text(name)
         return Path(value) if value else None
-    epoch = source_date_epoch(environ)
+    build_args = parse_build_args(items("build_arg"), environ)
+    epoch = source_date_epoch(environ, dict(build_args))
     if epoch is None and values["reproducible"]:
         epoch = 0
     cache_ttl = 14 * 24 * 3600
@@ -278,7 +283,7 @@ def options_from(values: Mapping[str, object], environ: Mapping[str, str]) -> Bu
         context=context,
         dockerfile=dockerfile,
         destinations=destinations,
-        build_args=parse_build_args(items("build_arg"), environ),
+        build_args=build_args,
         target=text("target"),
         no_push=no_push,
         tar_path=Path(tar_path) if tar_path else None,

@@ -577,8 +577,6 @@ XFAIL: dict[str, str] = {
     "testCopyRelativeParents-doubleinputs": PARENTS_PIVOT,
     "testCopyParentsMissingDirectory-wildcard-nonexistent": PARENTS_NO_MATCH,
     "testCopyParentsMissingDirectory-wildcard-afterpivot": PARENTS_NO_MATCH,
-    "testWorkdirSourceDateEpochReproducible-build-arg": "lamina: --build-arg SOURCE_DATE_EPOCH does not set the build's"
-                                                       " epoch (only the environment variable does)",
 }
 
 
@@ -825,8 +823,7 @@ def test_excluded_files_on_copy_from_git(lamina: Lamina, tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("how", [
-    pytest.param("build-arg", marks=pytest.mark.xfail(
-        strict=True, reason=XFAIL["testWorkdirSourceDateEpochReproducible-build-arg"])),
+    "build-arg",
     "environment"])
 def test_workdir_source_date_epoch_reproducible(how: str, lamina: Lamina, tmp_path: Path) -> None:
     """testWorkdirSourceDateEpochReproducible: two builds of ``WORKDIR /mydir`` with the same SOURCE_DATE_EPOCH,

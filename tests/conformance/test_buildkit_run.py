@@ -496,9 +496,6 @@ SDE_SCRATCH_ENTRYPOINT = """
     """
 
 
-@pytest.mark.xfail(strict=True, reason="lamina: --build-arg SOURCE_DATE_EPOCH=N does not set the epoch (only the"
-                   " SOURCE_DATE_EPOCH environment variable does); BuildKit reads the build arg (dockerui/config.go,"
-                   " dockerfile2llb/convert.go getBuildArgValue(SOURCE_DATE_EPOCH))")
 def test_testSourceDateEpochWithoutExporter(lamina: Lamina, tmp_path: Path) -> None:
     run, layout = build_layout(lamina, tmp_path, "sde-buildarg", SDE_SCRATCH_ENTRYPOINT, None,
                                "--build-arg", "SOURCE_DATE_EPOCH=1700000001")
@@ -544,7 +541,6 @@ def test_testSourceDateEpochDockerfileDefault(lamina: Lamina, tmp_path: Path) ->
     assert_clamped_copy(layout, epoch)
 
 
-@pytest.mark.xfail(strict=True, reason=SDE_DEFAULT_FLAG)
 def test_testSourceDateEpochDockerfileDefaultOverride(lamina: Lamina, tmp_path: Path) -> None:
     run, layout = build_layout(lamina, tmp_path, "sde-override", """
         ARG SOURCE_DATE_EPOCH=1700000001
@@ -626,8 +622,6 @@ def test_testSourceDateEpochStageHTTPArchive(lamina: Lamina, tmp_path: Path, htt
     assert created(config["created"]) == archive_time
 
 
-@pytest.mark.xfail(strict=True, reason="lamina: --build-arg SOURCE_DATE_EPOCH=N does not set the epoch (only the"
-                   " SOURCE_DATE_EPOCH environment variable does)")
 def test_testSourceDateEpochStageOverride(lamina: Lamina, tmp_path: Path, http_tar: tuple[str, int]) -> None:
     """A build arg wins over ``ARG SOURCE_DATE_EPOCH=<stage>``."""
     url, _ = http_tar

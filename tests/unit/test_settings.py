@@ -216,3 +216,12 @@ def test_a_gitlab_variable_wins_over_what_the_job_implies() -> None:
 def test_the_gitlab_job_honours_sandbox_force_and_cleanup() -> None:
     options = through_gitlab({"LAMINA_SANDBOX": "chroot", "LAMINA_FORCE": "true", "LAMINA_CLEANUP": "true"})
     assert (options.sandbox, options.force, options.cleanup) == ("chroot", True, True)
+
+
+def test_build_arg_source_date_epoch_sets_the_epoch() -> None:
+    """BuildKit reads SOURCE_DATE_EPOCH from the build args too; a numeric build arg wins over the variable, its
+    other values (context, a stage) are not supported and leave the variable in charge."""
+    from lamina.settings import source_date_epoch
+    assert source_date_epoch({"SOURCE_DATE_EPOCH": "5"}, {"SOURCE_DATE_EPOCH": "7"}) == 7
+    assert source_date_epoch({"SOURCE_DATE_EPOCH": "5"}, {"SOURCE_DATE_EPOCH": "context"}) == 5
+    assert source_date_epoch({}, {"SOURCE_DATE_EPOCH": "context"}) is None
