@@ -20,7 +20,6 @@ How BuildKit's setup maps onto lamina's:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import tarfile
 from pathlib import Path
@@ -28,9 +27,10 @@ from typing import Any
 
 import pytest
 
+from tests.conformance.buildkit_support import mirror_args, run_case, xfail
 from tests.e2e.conftest import Lamina
 from tests.e2e.helpers import LaminaRun, Unpacked, _open_layer, normalise, unpack, write_context
-from tests.e2e.table_support import ABSENT, Case, F, H, check_case, raw_config
+from tests.e2e.table_support import ABSENT, Case, F, H, raw_config
 from tests.support.baseimages import DEFAULT_PATH
 
 pytestmark = pytest.mark.e2e
@@ -38,19 +38,10 @@ pytestmark = pytest.mark.e2e
 PATH_ENV = f"PATH={DEFAULT_PATH}"
 
 
-def mirror_args(lamina: Lamina, tmp: Path) -> tuple[str, ...]:
-    """Docker Hub names served by the test registry; a mount cache of the test's own."""
-    return ("--registry-mirror", lamina.images.mirror, "--skip-default-registry-fallback",
-            "--mount-cache-dir", str(tmp / "mount-cache"))
 
 
-def run_case(case: Case, lamina: Lamina, tmp: Path) -> list[str]:
-    return check_case(dataclasses.replace(case, extra_args=(*case.extra_args, *mirror_args(lamina, tmp))),
-                      lamina, tmp)
 
 
-def xfail(case: Case, reason: str) -> Any:
-    return pytest.param(case, id=case.name, marks=pytest.mark.xfail(strict=True, reason=reason))
 
 
 ONBUILD_DEPS = ("lamina: a stage named by an inherited ONBUILD trigger (COPY --from=src) is not built first: 'stage"

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conformance.buildkit_support import params
 from tests.e2e.conftest import Lamina
 from tests.e2e.helpers import lamina_subprocess, skopeo, unpack, write_context
 from tests.e2e.table_support import Case, F, build_case, check_case, raw_config
@@ -405,12 +406,9 @@ XFAIL: dict[str, str] = {
 }
 
 
-def params(cases: list[Case]) -> list[object]:
-    return [pytest.param(c, id=c.name, marks=pytest.mark.xfail(strict=True, reason=XFAIL[c.name]))
-            if c.name in XFAIL else pytest.param(c, id=c.name) for c in cases]
 
 
-@pytest.mark.parametrize("case", params(CASES))
+@pytest.mark.parametrize("case", params(CASES, XFAIL))
 def test_buildkit_case(case: Case, lamina: Lamina, tmp_path: Path) -> None:
     problems = check_case(case, lamina, tmp_path)
     assert not problems, f"{case.name}:\n  " + "\n  ".join(problems)

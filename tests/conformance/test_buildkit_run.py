@@ -23,7 +23,6 @@ How BuildKit's setup maps onto lamina's (as in test_buildkit_config.py):
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import socket
 import tarfile
@@ -37,26 +36,18 @@ from typing import Any
 
 import pytest
 
+from tests.conformance.buildkit_support import mirror_args, run_case, xfail
 from tests.e2e.conftest import Lamina
 from tests.e2e.helpers import LaminaRun, Unpacked, _open_layer, normalise, unpack, write_context
-from tests.e2e.table_support import Case, F, check_case, raw_config
+from tests.e2e.table_support import Case, F, raw_config
 
 pytestmark = pytest.mark.e2e
 
 
-def mirror_args(lamina: Lamina, tmp: Path) -> tuple[str, ...]:
-    """Docker Hub names served by the test registry; a mount cache of the test's own."""
-    return ("--registry-mirror", lamina.images.mirror, "--skip-default-registry-fallback",
-            "--mount-cache-dir", str(tmp / "mount-cache"))
 
 
-def run_case(case: Case, lamina: Lamina, tmp: Path) -> list[str]:
-    return check_case(dataclasses.replace(case, extra_args=(*case.extra_args, *mirror_args(lamina, tmp))),
-                      lamina, tmp)
 
 
-def xfail(case: Case, reason: str) -> Any:
-    return pytest.param(case, id=case.name, marks=pytest.mark.xfail(strict=True, reason=reason))
 
 
 def build(lamina: Lamina, tmp: Path, name: str, dockerfile: str, files: dict[str, str] | None = None,
