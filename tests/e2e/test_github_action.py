@@ -5,11 +5,9 @@ built by lamina itself. act needs a Docker engine, which the test machines lack:
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
-import zipfile
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
@@ -21,6 +19,7 @@ from tests.e2e.conftest import Lamina
 from tests.e2e.helpers import LAMINA_TIMEOUT, clean_environ, inspect, inspect_config, tags, unpack, write_context
 from tests.support.baseimages import AuthBaseImages, BaseImages
 from tests.support.registry import RunningRegistry
+from tests.support.runtime_image import python_base_context, runtime_image_context
 
 pytestmark = pytest.mark.e2e
 
@@ -173,111 +172,13 @@ def test_failed_run_keeps_its_exit_code(tmp_path: Path, registry: RunningRegistr
 # the action's Dockerfile, built by lamina on a Debian base from the local registry
 
 
-def _wheel(target: Path) -> Path:
-    """A wheel of lamina made with zipfile (no network, no `wheel` package): the package and its dist-info."""
-    dist = metadata.distribution("lamina")
-    version = dist.version
-    path = target / f"lamina-{version}-py3-none-any.whl"
-    info = f"lamina-{version}.dist-info"
-    records: list[str] = []
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as wheel:
-        for file in sorted((ROOT / "src" / "lamina").rglob("*.py")):
-            name = str(file.relative_to(ROOT / "src"))
-            wheel.write(file, name)
-            records.append(f"{name},,")
-        requires = "".join(f"Requires-Dist: {r}\n" for r in dist.requires or [])
-        files = {
-            f"{info}/METADATA": f"Metadata-Version: 2.1\nName: lamina\nVersion: {version}\n{requires}",
-            f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: lamina-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-            f"{info}/entry_points.txt": "[console_scripts]\nlamina = lamina.cli:main\n",
-        }
-        for name, text in files.items():
-            wheel.writestr(name, text)
-            records.append(f"{name},,")
-        wheel.writestr(f"{info}/RECORD", "\n".join([*records, f"{info}/RECORD,,"]) + "\n")
-    return path
-
-
-def _requirements(name: str, seen: set[str], extras: frozenset[str] = frozenset()) -> None:
-    """``name`` (with ``extras``) and everything it needs at run time, as installed distribution names."""
-    from packaging.requirements import Requirement
-
-    key = name.lower().replace("_", "-")
-    marker_key = key + "[" + ",".join(sorted(extras)) + "]"
-    if marker_key in seen:
-        return
-    seen.add(marker_key)
-    seen.add(key)
-    for text in metadata.distribution(name).requires or []:
-        requirement = Requirement(text)
-        if requirement.marker is not None and not any(requirement.marker.evaluate({"extra": extra})
-                                                      for extra in ("", *extras)):
-            continue
-        _requirements(requirement.name, seen, frozenset(requirement.extras))
-
-
-def _python_base_context(root: Path, debian: str) -> Path:
-    """A context that adds Debian's own python3.11 (the host is Debian 12 like the base) and lamina's run-time
-    dependencies, pip and setuptools to the minbase image, which has no Python: the stand-in for python:3.11-slim,
-    which cannot be pulled offline. Shared libraries come from ``ldd``, except the C library the base has."""
-    rootfs = root / "rootfs"
-    python = Path("/usr/bin/python3.11")
-    if not python.is_file():
-        pytest.fail("/usr/bin/python3.11 is missing (apt-get install python3.11)", pytrace=False)
-    (rootfs / "usr/bin").mkdir(parents=True)
-    shutil.copy2(python, rootfs / "usr/bin/python3.11")
-    os.symlink("python3.11", rootfs / "usr/bin/python3")
-    shutil.copytree("/usr/lib/python3.11", rootfs / "usr/lib/python3.11", symlinks=True,
-                    ignore=shutil.ignore_patterns("__pycache__", "test", "EXTERNALLY-MANAGED"))
-    site = rootfs / "usr/local/lib/python3.11/dist-packages"
-    site.mkdir(parents=True)
-    seen: set[str] = set()
-    _requirements("lamina", seen)
-    names = {name for name in seen if "[" not in name} - {"lamina"}
-    names |= {"pip", "setuptools"}
-    for name in sorted(names):
-        dist = metadata.distribution(name)
-        for file in dist.files or []:
-            source = Path(str(dist.locate_file(file)))
-            if "__pycache__" in file.parts or not source.is_file() or ".." in file.parts:
-                continue
-            dest = site / file
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dest)
-    libraries: set[str] = set()
-    for binary in [python, *Path("/usr/lib/python3.11/lib-dynload").glob("*.so"), *site.rglob("*.so*")]:
-        out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=False).stdout
-        for line in out.splitlines():
-            parts = line.split("=>")
-            if len(parts) == 2 and parts[1].strip().startswith("/"):
-                libraries.add(parts[1].split()[0])
-    for library in sorted(libraries):
-        if Path(library).name.startswith(("libc.so", "libm.so", "ld-linux", "libpthread", "libdl.so")):
-            continue
-        # under the real directory: /lib is a symlink to usr/lib in the merged-/usr base, keep it one
-        dest = rootfs / os.path.realpath(os.path.dirname(library)).lstrip("/") / os.path.basename(library)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(os.path.realpath(library), dest)
-    (root / "Dockerfile").write_text(f"FROM {debian}\nCOPY rootfs/ /\n")
-    return root
-
-
 def test_action_dockerfile_builds_with_lamina(lamina: Lamina, tmp_path: Path, base_images: BaseImages) -> None:
     python_base = lamina.dest("python-base")
-    base_context = _python_base_context(tmp_path / "python-base", base_images.debian)
+    base_context = python_base_context(tmp_path / "python-base", base_images.debian)
     lamina.build(base_context, "--destination", python_base).check()
-
-    context = tmp_path / "lamina-src"
-    context.mkdir()
-    for name in ("Dockerfile", "entrypoint.sh", "pyproject.toml", "README.md"):
-        shutil.copy2(ROOT / name, context / name)
-    shutil.copytree(ROOT / "src", context / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    wheel = _wheel(context / "src")  # inside src/, which the Dockerfile copies to /src/src
     image = lamina.dest("lamina-image")
-    lamina.build(context, "--destination", image, "--build-arg", f"BASE={python_base}",
-                 "--build-arg", "VENV_OPTIONS=--without-pip --system-site-packages",
-                 "--build-arg", "PIP_OPTIONS=--no-index",
-                 "--build-arg", f"PACKAGE=/src/src/{wheel.name}").check()
+    context, build_args = runtime_image_context(tmp_path / "lamina-src", python_base)
+    lamina.build(context, "--destination", image, *build_args).check()
 
     unpacked = unpack(f"docker://{image}", tmp_path / "unpacked")
     assert unpacked.config["config"]["Entrypoint"] == ["/lamina/entrypoint.sh"]

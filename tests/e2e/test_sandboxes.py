@@ -147,14 +147,28 @@ def test_chroot_sandbox_in_unprivileged_container_builds_debian(lamina: Lamina, 
         assert not any(n.startswith(("dev/", "proc/")) for n in names), names
 
 
-def test_chroot_sandbox_refuses_run_mounts(lamina: Lamina, tmp_path: Path) -> None:
+def test_chroot_sandbox_places_run_mounts_under_the_unprivileged_profile(lamina: Lamina, tmp_path: Path) -> None:
+    """Where mount(2) is refused (seccomp, no CAP_SYS_ADMIN), every RUN --mount type still works: placed."""
+    _require_root()
+    secret = tmp_path / "secret"
+    secret.write_text("s3cr3t")
     context = write_context(tmp_path / "ctx", f"""
         FROM {lamina.images.busybox}
-        RUN --mount=type=tmpfs,target=/scratch true
-    """)
-    run = lamina.build(context, "--no-push", "--sandbox", "chroot")
-    assert run.returncode == 1, run.describe()
-    assert "chroot sandbox cannot make" in run.stderr
+        RUN --mount=type=tmpfs,target=/scratch --mount=type=secret,id=s --mount=type=cache,target=/c \\
+            --mount=type=bind,source=f.txt,target=/etc/f.txt \\
+            touch /scratch/x && cat /run/secrets/s /etc/f.txt > /seen && touch /c/y
+    """, {"f.txt": "from-context\n"})
+    dest = lamina.dest("unprivileged-mounts")
+    argv = _unprivileged_prefix(tmp_path) + [sys.executable, "-m", "lamina.cli", "build", "--context", str(context),
+                                             "--insecure-registry", lamina.registry.host, "--destination", dest,
+                                             "--secret", f"id=s,src={secret}", "--mount-cache-dir",
+                                             str(tmp_path / "mount-cache")]
+    run = _run(argv, _lamina_env(lamina)).check()
+    assert "sandbox: chroot" in run.output, run.describe()
+    image = unpack(f"docker://{dest}", tmp_path / "unpacked")
+    assert image.read("seen") == "s3cr3tfrom-context\n"
+    assert image.layer_names(-1) == ["seen"], image.layer_names(-1)
+    assert [p.name for p in (tmp_path / "mount-cache").glob("*/y")] == ["y"]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -692,11 +692,13 @@ class _Build:
                             stage_rootfs=lambda name: self.mount_source(state, inst, name),
                             secrets=self.options.secrets, environ=environ,
                             cache_dir=self.options.mount_cache_dir or default_mount_cache_dir(os.environ),
-                            scratch=self.workspace.root / "scratch") as prepared:
+                            scratch=self.workspace.root / "scratch",
+                            exclusive_caches=self.runner.places_mounts) as prepared:
             execute_run(state, inst, self.runner, on_output=self.progress.step_output,
                         resolv_conf=HOST_RESOLV_CONF if HOST_RESOLV_CONF.exists() else None,
                         hosts=HOST_HOSTS if HOST_HOSTS.exists() else None, mounts=prepared.mounts,
-                        secret_env=prepared.secret_env, network=run_network(inst), extra_env=proxies)
+                        secret_env=prepared.secret_env, network=run_network(inst), extra_env=proxies,
+                        scratch=prepared.scratch)
 
     def mount_source(self, state: StageState, inst: Run, name: str) -> Path | None:
         """The root of ``RUN --mount from=NAME``: another stage's rootfs, or an image's (pulled once)."""

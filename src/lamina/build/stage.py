@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from lamina.errors import RootfsError
 from lamina.oci.model import Descriptor, Platform
 from lamina.oci.reference import Reference
 from lamina.oci.registry.client import RegistryClient
+from lamina.rootfs.clone import clone_tree
 from lamina.rootfs.mounts import LayerMounts
 from lamina.rootfs.overlay import StageOverlay
 from lamina.rootfs.unpack import unpack_layer
@@ -150,7 +150,4 @@ def state_from_image(stage: Stage, rootfs: Path, platform: Platform, image: Pull
 def copy_rootfs(source: Path, dest: Path) -> None:
     """``dest`` becomes a copy of ``source`` with owners, modes, links, times and xattrs (reflinked where possible)."""
     dest.rmdir()
-    result = subprocess.run(["cp", "-a", "--reflink=auto", str(source), str(dest)], capture_output=True, text=True,
-                            check=False)
-    if result.returncode != 0:
-        raise RootfsError(f"could not copy the stage rootfs {source} to {dest}: {result.stderr.strip()}")
+    clone_tree(source, dest, f"the stage rootfs {source}")

@@ -20,6 +20,9 @@ class MountSpec:
     readonly: bool = False
     directory: bool = True  # the target is a directory (False: a file, e.g. a secret)
     size: int | None = None  # tmpfs: bytes (None: the kernel's default)
+    # for sandboxes that place mounts instead of mounting them (see placed.py):
+    cache: bool = False  # the source is a persistent cache directory: moved into place and back, never copied
+    private: bool = False  # the source is a copy made for this RUN alone: it may be moved into place and dropped
 
 
 @dataclass(frozen=True)
@@ -40,10 +43,12 @@ class RunSpec:
     # "sandbox": Docker's default capability set (CapBnd 00000000a80425fb, as BuildKit); "insecure" (RUN
     # --security=insecure, BuildKit's security.insecure entitlement): the capabilities lamina runs with
     security: str = "sandbox"
+    scratch: Path | None = None  # a directory outside the rootfs for the sandbox's own temporary files
 
 
 class Runner(Protocol):
     name: str
+    places_mounts: bool  # RUN --mount targets are placed (moved, copied) instead of mounted: see placed.py
 
     def run(self, spec: RunSpec, output: Callable[[bytes], None]) -> int:
         """Run ``spec.argv``; stream its output (stdout and stderr, merged) to ``output``; return its exit status

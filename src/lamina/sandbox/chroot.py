@@ -6,8 +6,9 @@ its own that is killed when the command ends, and so is any process still rooted
 left the group with setsid). For the run, /dev gets the usual character devices made with mknod
 (null, zero, full, random, urandom, tty) and a /dev/shm directory; /etc/resolv.conf and /etc/hosts, when the image
 lacks them, are the host's copied in; all of it is removed afterwards (parent mtimes restored), so none of it shows up
-in the layer. /proc and /sys stay empty (one warning per build), ``RUN --mount`` is refused (it needs mounts) and
-``--network=none`` cannot be honoured (one warning): the command shares the container's network.
+in the layer. ``RUN --mount`` targets are placed instead of mounted (see placed.py). /proc and /sys stay empty
+(one warning per build) and ``--network=none`` cannot be honoured (one warning): the command shares the
+container's network.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ import lamina
 from lamina.errors import SandboxError
 from lamina.sandbox.base import RunSpec
 from lamina.sandbox.namespace import _jsonable, temporary_mountpoints
+from lamina.sandbox.placed import placed_mounts
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +179,7 @@ def device_nodes(rootfs: Path, warn: Callable[[str], None]) -> Iterator[None]:
 
 class ChrootRunner:
     name = "chroot"
+    places_mounts = True
 
     def __init__(self, warn: Callable[[str], None] | None = None) -> None:
         self.warn: Callable[[str], None] = warn or (lambda text: log.warning("%s", text))
@@ -190,11 +193,6 @@ class ChrootRunner:
     def run(self, spec: RunSpec, output: Callable[[bytes], None]) -> int:
         if spec.rootfs.resolve() == Path("/"):
             raise SandboxError("refusing to run in / as the rootfs")
-        if spec.mounts:
-            kinds = ", ".join(sorted({m.kind for m in spec.mounts}))
-            raise SandboxError(f"RUN --mount ({kinds}) needs mounts, which the chroot sandbox cannot make here "
-                               "(no CAP_SYS_ADMIN); run lamina where namespaces are allowed (a privileged "
-                               "container, or rootless)")
         self.warn_once("proc", "warning: sandbox chroot: no /proc or /sys in RUN (mounts are not allowed here)")
         if spec.network == "none":
             self.warn_once("network", "warning: sandbox chroot: RUN --network=none cannot be isolated here; "
@@ -202,9 +200,10 @@ class ChrootRunner:
         copies = [(rel, source) for rel, source in (("etc/resolv.conf", spec.resolv_conf), ("etc/hosts", spec.hosts))
                   if source is not None and not os.path.lexists(spec.rootfs / rel)
                   and (spec.rootfs / rel).parent.is_dir() and not (spec.rootfs / rel).parent.is_symlink()]
-        payload = _jsonable(asdict(spec))
-        with temporary_mountpoints(spec.rootfs), device_nodes(spec.rootfs, self.warn), tempfile.NamedTemporaryFile(
-                "w", suffix=".json", dir=spec.rootfs.parent, delete=False) as f:
+        payload = _jsonable(asdict(replace(spec, mounts=())))
+        with temporary_mountpoints(spec.rootfs), device_nodes(spec.rootfs, self.warn), \
+                placed_mounts(spec.rootfs, spec.mounts, stash=spec.scratch, warn=self.warn), \
+                tempfile.NamedTemporaryFile("w", suffix=".json", dir=spec.rootfs.parent, delete=False) as f:
             for rel, source in copies:
                 target = spec.rootfs / rel
                 if target.is_file() and not target.is_symlink() and target.stat().st_size == 0:

@@ -24,8 +24,9 @@ How a build goes (the executor does this when its runner is this one, see ``Inpl
   lamina (and the lazily imported ones of the standard library it needs) is imported, and nothing re-executes
   Python afterwards. External programs (``cp``, ``git``) are not available after the clearing: ADD from git fails.
 
-Not supported here: ``RUN --mount`` (refused: it needs mounts), ``--network=none`` (the command shares the
-container's network), and a stage whose files must not see lamina's (``/lamina`` is visible to RUN).
+``RUN --mount`` targets are placed instead of mounted (see placed.py). Not supported here: ``--network=none`` (the
+command shares the container's network), and a stage whose files must not see lamina's (``/lamina`` is visible to
+RUN).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from lamina.errors import SandboxError
 from lamina.sandbox.base import RunSpec
 from lamina.sandbox.chroot import run_group
 from lamina.sandbox.detect import RUNTIME_MARKER
+from lamina.sandbox.placed import placed_mounts
 
 log = logging.getLogger(__name__)
 
@@ -187,17 +189,18 @@ def is_root(path: Path) -> bool:
 
 class InplaceRunner:
     name = "inplace"
+    places_mounts = True
 
-    def __init__(self, *, force: bool = False, marker: Path = RUNTIME_MARKER) -> None:
+    def __init__(self, *, force: bool = False, marker: Path = RUNTIME_MARKER,
+                 warn: Callable[[str], None] | None = None) -> None:
         check_allowed(force=force, marker=marker)
+        self.warn: Callable[[str], None] = warn or (lambda text: log.warning("%s", text))
 
     def run(self, spec: RunSpec, output: Callable[[bytes], None]) -> int:
         """The command as a child of lamina in ``/``, without chroot and without re-executing Python (whose files
         may be gone): user, groups, working directory and environment set by ``subprocess``."""
         if not is_root(spec.rootfs):
             raise SandboxError("the inplace sandbox runs in / only (the executor gives it / when it builds with it)")
-        if spec.mounts:
-            raise SandboxError("RUN --mount is not supported by the inplace sandbox")
         if not os.path.isdir(spec.cwd):
             output(f"lamina: working directory {spec.cwd} does not exist\n".encode())
             return 126
@@ -205,8 +208,9 @@ class InplaceRunner:
         for name, path in spec.secret_env:
             env[name] = Path(path).read_text(encoding="utf-8", errors="surrogateescape")
         try:
-            return run_group(list(spec.argv), output, env=env, cwd=spec.cwd, user=spec.uid, group=spec.gid,
-                             extra_groups=list(spec.groups))
+            with placed_mounts(spec.rootfs, spec.mounts, stash=spec.scratch, warn=self.warn):
+                return run_group(list(spec.argv), output, env=env, cwd=spec.cwd, user=spec.uid, group=spec.gid,
+                                 extra_groups=list(spec.groups))
         except SandboxError as exc:
             cause = exc.__cause__
             if isinstance(cause, FileNotFoundError):

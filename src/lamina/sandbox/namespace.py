@@ -115,6 +115,7 @@ def _jsonable(value: object) -> object:
 
 class NamespaceRunner:
     name = "namespace"
+    places_mounts = False
 
     def run(self, spec: RunSpec, output: Callable[[bytes], None]) -> int:
         if spec.rootfs.resolve() == Path("/"):

@@ -69,7 +69,7 @@ def make_runner(name: str, *, warn: Callable[[str], None], force: bool = False) 
         return ChrootRunner(warn)
     if name == "inplace":
         from lamina.sandbox.inplace import InplaceRunner
-        return InplaceRunner(force=force)
+        return InplaceRunner(force=force, warn=warn)
     raise SandboxError(f"no runner named {name}")
 
 

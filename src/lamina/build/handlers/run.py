@@ -93,7 +93,7 @@ def run_environment(state: StageState, home: str, extra: Mapping[str, str] | Non
 def execute_run(state: StageState, inst: Run, runner: Runner, *, on_output: Callable[[str], None],
                 resolv_conf: Path | None, hosts: Path | None, mounts: tuple[MountSpec, ...] = (),
                 secret_env: tuple[tuple[str, Path], ...] = (), network: str = "default",
-                extra_env: Mapping[str, str] | None = None) -> None:
+                extra_env: Mapping[str, str] | None = None, scratch: Path | None = None) -> None:
     """Run the command; raise StepFailed with its exit code and the tail of its output when it fails."""
     try:
         user = resolve_user(state.user or "root", read_user_db(state.rootfs))
@@ -111,7 +111,7 @@ def execute_run(state: StageState, inst: Run, runner: Runner, *, on_output: Call
         argv, files = list(plan.argv), plan.files
     spec = RunSpec(rootfs=state.rootfs, argv=tuple(argv), env=tuple(run_environment(state, user.home, extra_env)),
                    cwd=workdir, uid=user.uid, gid=user.gid, groups=user.groups, resolv_conf=resolv_conf, hosts=hosts,
-                   mounts=mounts, secret_env=secret_env, network=network)
+                   mounts=mounts, secret_env=secret_env, network=network, scratch=scratch)
     tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
     pending = b""
 

@@ -7,7 +7,8 @@ included). Nothing it makes is inside the stage's rootfs, so none of it can reac
 
 * ``bind``: a file or directory of the build context (``.dockerignore`` applies) or of ``from=`` (a stage or image
   rootfs, looked up by the caller's ``stage_rootfs``). Read-only mounts bind the source itself, read-only;
-  ``rw`` mounts bind a copy made in the scratch directory (``cp -a --reflink=auto``), so writes are discarded.
+  ``rw`` mounts bind a copy made in the scratch directory (``clone_tree``, reflinked where possible), so writes are
+  discarded.
 * ``cache``: a directory under ``cache_dir`` (one per id, its name sanitised) kept across builds; created with the
   mount's mode/uid/gid (seeded from ``from=`` when given); ``sharing=locked`` holds an exclusive ``flock`` for the
   whole RUN, ``sharing=private`` takes another directory when the first is in use.
@@ -26,7 +27,6 @@ import hashlib
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
@@ -39,6 +39,7 @@ from lamina.build.state import StageState
 from lamina.dockerfile.instructions import Run
 from lamina.dockerfile.mounts import BindMount, CacheMount, Mount, SecretMount, TmpfsMount, parse_mount
 from lamina.errors import DockerfileError, RootfsError
+from lamina.rootfs.clone import clone_tree
 from lamina.rootfs.paths import resolve_in_root
 from lamina.sandbox.base import MountSpec
 
@@ -51,6 +52,7 @@ PRIVATE_ATTEMPTS = 64
 class RunMounts:
     mounts: tuple[MountSpec, ...] = ()
     secret_env: tuple[tuple[str, Path], ...] = ()  # for RunSpec.secret_env
+    scratch: Path | None = None  # for RunSpec.scratch: a private directory, removed after the RUN
 
 
 def run_network(inst: Run) -> str:
@@ -96,14 +98,6 @@ def read_secret(inst: Run, secrets: Sequence[SecretSource], secret_id: str,
     return None
 
 
-def _copy_tree(source: Path, dest: Path, what: str) -> None:
-    """``dest`` (absent) becomes a copy of ``source`` with owners, modes, links and times (reflinked if possible)."""
-    result = subprocess.run(["cp", "-a", "--reflink=auto", "--", str(source), str(dest)], capture_output=True,
-                            text=True, check=False)
-    if result.returncode != 0:
-        raise RootfsError(f"could not copy {what} for a RUN --mount: {result.stderr.strip()}")
-
-
 def _copy_filtered(context: BuildContext, rel: str, dest: Path) -> None:
     """A copy of the context directory ``rel`` without what ``.dockerignore`` excludes."""
     _copy_entry(context.host_path(rel), dest, directory_only=True)
@@ -127,7 +121,7 @@ def _copy_entry(source: Path, dest: Path, *, directory_only: bool) -> None:
 class _Preparer:
     def __init__(self, inst: Run, context: BuildContext, stage_rootfs: Callable[[str], Path | None],
                  secrets: Sequence[SecretSource], environ: Mapping[str, str], cache_dir: Path, scratch: Path,
-                 stack: ExitStack) -> None:
+                 stack: ExitStack, exclusive_caches: bool) -> None:
         self.inst = inst
         self.context = context
         self.stage_rootfs = stage_rootfs
@@ -136,6 +130,7 @@ class _Preparer:
         self.cache_dir = cache_dir
         self.scratch = scratch
         self.stack = stack
+        self.exclusive_caches = exclusive_caches  # a placed cache is moved: never two RUNs at once
         self.count = 0
 
     def error(self, mount: Mount, message: str) -> DockerfileError:
@@ -162,7 +157,7 @@ class _Preparer:
             where = f"from={mount.from_stage}"
             root = self.from_root(mount, mount.from_stage)
         try:
-            host = resolve_in_root(root, rel)
+            host = original = resolve_in_root(root, rel)
         except RootfsError as exc:
             raise self.error(mount, f"source {mount.source}: {exc}") from None
         if not os.path.exists(host):
@@ -174,21 +169,21 @@ class _Preparer:
             host = copy
         elif not mount.readonly:
             copy = self.fresh("bind")
-            _copy_tree(host, copy, f"{mount.source} from {where}")
+            clone_tree(host, copy, f"{mount.source} from {where}")
             host = copy
-        return MountSpec(mount.target, "bind", host, mount.readonly, directory)
+        return MountSpec(mount.target, "bind", host, mount.readonly, directory, private=host != original)
 
     def cache_path(self, mount: CacheMount) -> Path:
         base = self.cache_dir / cache_dir_name(mount.id)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        if mount.sharing == "shared":
+        if mount.sharing == "shared" and not self.exclusive_caches:
             return base
         for attempt in range(PRIVATE_ATTEMPTS):
             path = base if attempt == 0 else base.with_name(f"{base.name}.private-{attempt}")
             lock = open(path.with_name(path.name + ".lock"), "a")  # noqa: SIM115 - closed by the stack
             self.stack.callback(lock.close)
             try:
-                if mount.sharing == "locked":
+                if mount.sharing in ("locked", "shared"):
                     fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # waits for the other RUN holding it
                 else:
                     fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -208,7 +203,7 @@ class _Preparer:
                     seed = resolve_in_root(self.from_root(mount, mount.from_stage), mount.source)
                     if seed.is_dir():
                         partial.rmdir()
-                        _copy_tree(seed, partial, f"{mount.source} from {mount.from_stage}")
+                        clone_tree(seed, partial, f"{mount.source} from {mount.from_stage}")
                 os.chown(partial, mount.uid, mount.gid)
                 partial.chmod(mount.mode)
                 try:
@@ -222,7 +217,7 @@ class _Preparer:
         if mount.from_stage is None and mount.source != "/":
             host = resolve_in_root(path, mount.source)
             host.mkdir(parents=True, exist_ok=True)
-        return MountSpec(mount.target, "bind", host, mount.readonly, True)
+        return MountSpec(mount.target, "bind", host, mount.readonly, True, cache=True)
 
     def secret(self, mount: SecretMount) -> tuple[MountSpec | None, tuple[str, Path] | None]:
         value = read_secret(self.inst, self.secrets, mount.id, self.environ)
@@ -236,7 +231,7 @@ class _Preparer:
             path = self.write_private(self.fresh("secret"), value)
             os.chown(path, mount.uid, mount.gid)
             path.chmod(mount.mode)
-            spec = MountSpec(mount.target, "bind", path, True, False)
+            spec = MountSpec(mount.target, "bind", path, True, False, private=True)
         env = None
         if mount.env is not None:
             env = (mount.env, self.write_private(self.fresh("secret-env"), value))
@@ -257,7 +252,8 @@ def _kind(mount: Mount) -> str:
 @contextmanager
 def prepare_mounts(inst: Run, mounts: Sequence[Mount], *, context: BuildContext,
                    stage_rootfs: Callable[[str], Path | None], secrets: Sequence[SecretSource],
-                   environ: Mapping[str, str], cache_dir: Path, scratch: Path) -> Iterator[RunMounts]:
+                   environ: Mapping[str, str], cache_dir: Path, scratch: Path,
+                   exclusive_caches: bool = False) -> Iterator[RunMounts]:
     """Make what ``mounts`` (from ``parse_run_mounts``) need for one RUN; yield the sandbox's view of them.
 
     ``scratch`` is a directory outside every rootfs (the workspace); a private directory is made in it and removed
@@ -267,7 +263,8 @@ def prepare_mounts(inst: Run, mounts: Sequence[Mount], *, context: BuildContext,
     private.chmod(0o700)
     with ExitStack() as stack:
         stack.callback(shutil.rmtree, private, True)
-        prep = _Preparer(inst, context, stage_rootfs, secrets, environ, cache_dir, private, stack)
+        prep = _Preparer(inst, context, stage_rootfs, secrets, environ, cache_dir, private, stack,
+                         exclusive_caches)
         specs: list[MountSpec] = []
         secret_env: list[tuple[str, Path]] = []
         for mount in mounts:
@@ -285,4 +282,4 @@ def prepare_mounts(inst: Run, mounts: Sequence[Mount], *, context: BuildContext,
                     secret_env.append(env)
         # Parents before children (a mount inside another lands in it); otherwise the Dockerfile's order.
         specs.sort(key=lambda s: s.target.rstrip("/").count("/"))
-        yield RunMounts(tuple(specs), tuple(secret_env))
+        yield RunMounts(tuple(specs), tuple(secret_env), private)
