@@ -171,7 +171,11 @@ def test_inplace_builds_in_the_runtime_images_root(runtime: Path, lamina: Lamina
 
         FROM {lamina.images.busybox}
         COPY --from=second /first.txt /second.txt /copied/
+        COPY --from=first /first.txt /again/
         COPY data.txt /from-context.txt
+        RUN --mount=type=cache,target=/var/cache/c --mount=type=bind,source=data.txt,target=/etc/data.txt \\
+            --mount=type=tmpfs,target=/tmp/t echo cached >> /var/cache/c/log && cat /etc/data.txt > /bound.txt \\
+            && touch /tmp/t/x
         RUN echo hello > /hello.txt && rm /bin/vi \\
          && echo should-not-be-in-a-layer > /lamina/written-by-run \\
          && test -f /mnt/data/kept.txt && test -f /proc/self/status && test -c /dev/null \\
@@ -197,6 +201,9 @@ def test_inplace_builds_in_the_runtime_images_root(runtime: Path, lamina: Lamina
     assert image.read("hello.txt") == "hello\n"
     assert image.read("who.txt") == "0:/\n"
     assert image.read("copied/first.txt") == "first\n" and image.read("copied/second.txt") == "second\n"
+    assert image.read("again/first.txt") == "first\n"  # the stage whose files went to its child: unpacked again
+    assert image.read("bound.txt") == "from the context\n"
+    assert not image.exists("var/cache/c") and not image.exists("etc/data.txt") and not image.exists("tmp/t")
     assert image.read("from-context.txt") == "from the context\n"
     assert image.read("tmp/uid.txt") == "1234\n"
     assert image.lstat("home/user").st_uid == 1234

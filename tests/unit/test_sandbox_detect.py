@@ -49,7 +49,7 @@ ROOT_RUNTIME = Facts(euid=0, capabilities=DOCKER_CAPS, can_unshare=False, can_un
 @pytest.mark.parametrize(("requested", "facts", "force", "expected"), [
     ("auto", ROOT_HOST, False, "namespace"),
     ("auto", ROOT_UNPRIVILEGED, False, "chroot"),
-    ("auto", ROOT_RUNTIME, False, "chroot"),  # chroot leaves / alone: better than inplace
+    ("auto", ROOT_RUNTIME, False, "inplace"),  # in lamina's image: RUN gets the container's /proc, /sys, /dev
     ("auto", ROOT_NO_CHROOT_RUNTIME, False, "inplace"),
     ("auto", USER_READY, False, "rootless"),
     ("auto", INNER, False, "namespace"),
@@ -65,6 +65,13 @@ def test_choose(requested: str, facts: Facts, force: bool, expected: str) -> Non
     choice = choose(requested, facts, force=force)
     assert choice.name == expected
     assert choice.reason
+
+
+def test_auto_says_why_it_builds_in_the_containers_root() -> None:
+    facts = Facts(euid=0, capabilities=DOCKER_CAPS, can_unshare=False, can_unshare_user=False,
+                  in_runtime_image=True, refusals=("unshare: Operation not permitted",))
+    reason = choose("auto", facts).reason
+    assert "/proc" in reason and "unshare: Operation not permitted" in reason
 
 
 @pytest.mark.parametrize(("requested", "facts", "message"), [

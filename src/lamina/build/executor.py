@@ -247,6 +247,7 @@ class _Build:
     resolved: dict[str, PulledImage] = field(default_factory=dict)
     keys: dict[tuple[int, int, str | None], str | None] = field(default_factory=dict)  # (stage, line, parent) -> key
     inplace: InplaceRoot | None = None  # the inplace sandbox: each stage is built in / in turn (see inplace.py)
+    last_stage: int | None = None  # the index of the stage built last (inplace: it keeps / when the build ends)
 
     @property
     def escape(self) -> str:
@@ -312,9 +313,23 @@ class _Build:
             self.run_instruction(state, self.onbuild_trigger(base, image, number, trigger))
         for inst in stage.instructions:
             self.run_instruction(state, inst)
-        if state.rootfs == ROOT:  # inplace: / goes to the next stage; this one is unpacked again where needed
-            state.rootfs, state.materialized, state.scan = self.workspace.rootfs("stages", stage.index), False, None
+        if state.rootfs == ROOT and stage.index != self.last_stage:  # inplace: / goes to the next stage
+            self.give_up_root(state)
         return state
+
+    def give_up_root(self, state: StageState) -> None:
+        """The inplace sandbox at the end of a stage: its files are moved out of ``/`` into the work directory
+        (renames), where a later COPY --from or RUN --mount from= finds them, and ``/`` is empty for the next stage.
+        Where the work directory is on another filesystem they are removed, and unpacked again if needed."""
+        assert self.inplace is not None
+        aside = self.workspace.rootfs("stages", state.stage.index)
+        moved = False
+        if state.materialized:
+            moved = self.inplace.clear(into=aside)
+            if not moved:
+                shutil.rmtree(aside, ignore_errors=True)
+                aside.mkdir(mode=0o755)
+        state.rootfs, state.materialized, state.scan = aside, moved, None
 
     def resolve_image(self, ref: Reference, platform: Platform) -> PulledImage:
         key = f"{ref}|{platform}"
@@ -828,6 +843,7 @@ def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, prog
             run.created = run.timestamp()
             run.evaluate_meta_args(target)
             stages = needed_stages(dockerfile, target, run.meta)
+            run.last_stage = stages[-1].index
             run.step_total = sum(1 + len(s.instructions) for s in stages)
             return run, stages
 

@@ -104,15 +104,24 @@ def materialize(client: RegistryClient, state: StageState, blob_cache: Path | No
     are unpacked into it and it is scanned (``state.scan``, what the first snapshot compares with).
 
     A rootfs of ``/`` (the inplace sandbox, and only with its ``inplace``): ``/`` is cleared but for the ignored
-    paths, then every layer is unpacked into it."""
+    paths, then the parent stage's files come back (moved, when it was moved out whole) and the layers it lacks
+    are unpacked into it."""
     if state.materialized:
         return
     if Path(os.path.abspath(state.rootfs)) == Path("/"):
         if inplace is None:
             raise RootfsError(f"stage {state.stage.label}: refusing to build in / (only the inplace sandbox does)")
-        fetch_all(client, state.layers, blob_cache)
         inplace.clear()
-        for number, layer in enumerate(state.layers, 1):
+        start = 0
+        parent = state.parent
+        if (parent is not None and parent.materialized and parent.overlay is None
+                and Path(os.path.abspath(parent.rootfs)) != Path("/") and state.layers[:len(parent.layers)] == parent.layers):
+            inplace.move_in(parent.rootfs)  # the parent stage's files, moved out of / when it ended, come back
+            parent.rootfs.mkdir(mode=0o755)
+            parent.materialized, parent.scan = False, None  # a later COPY --from it unpacks it again
+            start = len(parent.layers)
+        fetch_all(client, state.layers[start:], blob_cache)
+        for number, layer in enumerate(state.layers[start:], start + 1):
             unpack_layer(state.rootfs, layer.path, keep=inplace.ignored,
                          description=f"layer {number} of stage {state.stage.label} ({layer.descriptor.digest})")
         state.scan = scan_tree(state.rootfs, exclude=inplace.exclude)

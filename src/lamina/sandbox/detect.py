@@ -1,8 +1,10 @@
 """Which RUN sandbox fits where lamina runs: ``choose`` (pure, fed with ``Facts``) and ``probe`` (gathers them).
 
 ``auto`` prefers, in order: ``namespace`` (root, namespaces allowed), ``rootless`` (an ordinary user with
-subordinate ids, user namespaces allowed, newuidmap/newgidmap installed), ``chroot`` (root without namespaces but
-with CAP_SYS_CHROOT: an unprivileged container), ``inplace`` (only inside lamina's runtime image).
+subordinate ids, user namespaces allowed, newuidmap/newgidmap installed), ``inplace`` (root without namespaces,
+inside lamina's runtime image: an unprivileged container running lamina's image, where the container's own /proc,
+/sys and /dev are what RUN needs and only a build in ``/`` can use them), ``chroot`` (root without namespaces but
+with CAP_SYS_CHROOT anywhere else: it never touches the machine's ``/``, but RUN has no /proc or /sys).
 """
 
 from __future__ import annotations
@@ -119,11 +121,12 @@ def choose(requested: str, facts: Facts, *, force: bool = False) -> Choice:
         return Choice("namespace", "running as root with mount and PID namespaces allowed")
     if problems["rootless"] is None:
         return Choice("rootless", f"running as uid {facts.euid} with subordinate ids and user namespaces")
+    if facts.in_runtime_image and problems["inplace"] is None:
+        return Choice("inplace", f"inside lamina's runtime image without namespaces ({_why_not(facts)}): the "
+                      "container's own / is the build's root filesystem, so RUN has its /proc, /sys and /dev")
     if problems["chroot"] is None:
         return Choice("chroot", f"root without namespaces ({_why_not(facts)}) but with CAP_SYS_CHROOT: "
-                      "an unprivileged container")
-    if facts.in_runtime_image and problems["inplace"] is None:
-        return Choice("inplace", "inside lamina's runtime image, where neither namespaces nor chroot work")
+                      "an unprivileged container (RUN has no /proc or /sys; lamina's runtime image uses inplace)")
     detail = "; ".join(f"{name}: {problem}" for name, problem in problems.items() if problem)
     raise SandboxError(f"no sandbox can run RUN steps here ({detail})")
 

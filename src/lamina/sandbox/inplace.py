@@ -31,10 +31,12 @@ RUN).
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 import os
 import pkgutil
+import shutil
 import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -121,14 +123,29 @@ def _holds(path: str, ignored: Iterable[str]) -> bool:
     return any(p.startswith(prefix) for p in ignored)
 
 
-def clear_root(ignored: tuple[str, ...], *, force: bool, root: Path = ROOT, marker: Path = RUNTIME_MARKER) -> None:
-    """Remove everything below ``root`` but the ignored paths (absolute, as seen from ``root``) and the directories
-    leading to them; never cross into another filesystem (a mountpoint missed by the ignore list stays too).
+def clear_root(ignored: tuple[str, ...], *, force: bool, root: Path = ROOT, marker: Path = RUNTIME_MARKER,
+               into: Path | None = None) -> bool:
+    """Empty ``root`` but for the ignored paths (absolute, as seen from ``root``) and the directories leading to
+    them (kept, as their *holders*); never cross into another filesystem (a mountpoint missed by the ignore list
+    stays too). With ``into``, each entry is moved there instead (a rename: the stage's tree stays whole at
+    ``into``, holders recreated with their metadata), which is what ending a stage costs; True when everything was
+    moved, False when ``into`` is on another filesystem and the rest was removed instead.
     Refused outside lamina's runtime image unless ``force``, as the runner is."""
     check_allowed(force=force, marker=marker)
     device = os.lstat(root).st_dev
+    moving = [into is not None]
 
-    def clear(directory: Path, inner: str) -> None:
+    def remove(entry: os.DirEntry[str], path: str, is_dir: bool) -> None:
+        try:
+            if is_dir:
+                clear(Path(entry.path), path, None)
+                os.rmdir(entry.path)
+            else:
+                os.unlink(entry.path)
+        except OSError as exc:  # something that could not go is still there: the rest still goes
+            log.warning("inplace: cannot remove %s: %s", path, exc.strerror or exc)
+
+    def clear(directory: Path, inner: str, dest: Path | None) -> None:
         with os.scandir(directory) as it:
             entries = sorted(it, key=lambda e: e.name)
         for entry in entries:
@@ -136,22 +153,59 @@ def clear_root(ignored: tuple[str, ...], *, force: bool, root: Path = ROOT, mark
             if is_ignored(path, ignored):
                 continue
             st = entry.stat(follow_symlinks=False)
-            if stat.S_ISDIR(st.st_mode):
-                if st.st_dev != device or os.path.ismount(entry.path):
-                    continue
-                clear(Path(entry.path), path)
-                if not _holds(path, ignored):
-                    try:
-                        os.rmdir(entry.path)
-                    except OSError as exc:  # something that could not go is still in it: the rest still goes
-                        log.warning("inplace: cannot remove %s: %s", path, exc.strerror or exc)
-            else:
+            is_dir = stat.S_ISDIR(st.st_mode)
+            if is_dir and (st.st_dev != device or os.path.ismount(entry.path)):
+                continue
+            if is_dir and _holds(path, ignored):
+                target = None
+                if dest is not None and moving[0]:
+                    target = dest / entry.name
+                    target.mkdir(mode=0o700)
+                clear(Path(entry.path), path, target)
+                if target is not None:
+                    os.chown(target, st.st_uid, st.st_gid)
+                    os.chmod(target, stat.S_IMODE(st.st_mode))
+                    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+                continue
+            if dest is not None and moving[0]:
                 try:
-                    os.unlink(entry.path)
+                    os.rename(entry.path, dest / entry.name)
+                    continue
                 except OSError as exc:
-                    log.warning("inplace: cannot remove %s: %s", path, exc.strerror or exc)
+                    if exc.errno != errno.EXDEV:
+                        raise SandboxError(f"inplace: cannot move {path} out of /: {exc.strerror or exc}") from None
+                    moving[0] = False  # another filesystem: the stage is removed, and unpacked again if needed
+            remove(entry, path, is_dir)
 
-    clear(root, "/")
+    clear(root, "/", into)
+    return into is None or moving[0]
+
+
+def move_into_root(source: Path, ignored: tuple[str, ...], *, root: Path = ROOT) -> None:
+    """Put a tree moved out by ``clear_root(into=...)`` back into the (cleared) ``root``: entries renamed, the
+    holders' metadata given back; ``source`` is removed."""
+
+    def move(directory: Path, inner: str) -> None:
+        with os.scandir(directory) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            path = inner.rstrip("/") + "/" + entry.name
+            dest = Path(str(root).rstrip("/") + path)
+            if is_ignored(path, ignored):
+                continue
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode) and os.path.isdir(dest) and not os.path.islink(dest):
+                move(Path(entry.path), path)  # a holder: what it held is in place already
+                os.chown(dest, st.st_uid, st.st_gid)
+                os.chmod(dest, stat.S_IMODE(st.st_mode))
+                os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns))
+                continue
+            if os.path.lexists(dest):
+                raise SandboxError(f"inplace: {path} is in the way of the stage moved back into /")
+            os.rename(entry.path, dest)
+
+    move(source, "/")
+    shutil.rmtree(source, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -179,8 +233,11 @@ class InplaceRoot:
         """The ignored paths as ``scan_tree`` keys."""
         return frozenset(p.strip("/") for p in self.ignored if p.strip("/"))
 
-    def clear(self) -> None:
-        clear_root(self.ignored, force=self.force)
+    def clear(self, into: Path | None = None) -> bool:
+        return clear_root(self.ignored, force=self.force, into=into)
+
+    def move_in(self, source: Path) -> None:
+        move_into_root(source, self.ignored)
 
 
 def is_root(path: Path) -> bool:
