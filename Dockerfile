@@ -23,6 +23,9 @@ FROM ${BASE}
 LABEL org.opencontainers.image.title="lamina" \
       org.opencontainers.image.description="Daemonless Dockerfile image builder for CI (a Kaniko successor)" \
       org.opencontainers.image.licenses="Apache-2.0"
+# git, for ADD from a git repository (the inplace sandbox clones before it clears /, while git is still there)
+RUN command -v git >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends git \
+      ca-certificates >/dev/null && rm -rf /var/lib/apt/lists/*; }
 COPY --from=install /lamina /lamina
 COPY entrypoint.sh /lamina/entrypoint.sh
 # the marker the inplace sandbox looks for: this image's / may be built in, /lamina is never touched

@@ -36,6 +36,7 @@ class BuildOptions:
     secrets: tuple[tuple[str, str, str], ...] = ()
     secret_environ: Mapping[str, str] | None = field(default=None, repr=False, compare=False)
     mount_cache_dir: Path | None = None  # RUN --mount=type=cache directories; None: default_mount_cache_dir()
+    mount_cache_default: bool = False  # mount_cache_dir is the default, not --mount-cache-dir (see run_mounts.py)
     # the registry layer cache
     cache: bool = False
     cache_repo: str | None = None  # None: <first destination's repository>/cache

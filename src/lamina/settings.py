@@ -299,6 +299,7 @@ def options_from(values: Mapping[str, object], environ: Mapping[str, str]) -> Bu
         secrets=parse_secrets(items("secret")),
         secret_environ=dict(environ),
         mount_cache_dir=Path(text("mount_cache_dir") or default_mount_cache_dir(environ)),
+        mount_cache_default=not text("mount_cache_dir"),
         cache=bool(values["cache"]),
         cache_repo=text("cache_repo"),
         cache_ttl_seconds=cache_ttl,

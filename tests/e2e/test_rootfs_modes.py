@@ -124,6 +124,19 @@ def test_debian_stage_layers_are_the_same_in_every_mode(lamina: Lamina, tmp_path
     assert_same_in_every_mode(lamina, context, tmp_path, "--target", "base")
 
 
+def test_files_opened_for_writing_but_unchanged_are_in_no_layer(lamina: Lamina, tmp_path: Path) -> None:
+    """apt and debconf open files read-write (a lock, a database) without changing them: the overlay copies them
+    up, a scan sees nothing. Neither may put them in the layer (found with apt in an unprivileged container)."""
+    context = write_context(tmp_path / "context", f"""
+        FROM {lamina.images.debian}
+        RUN exec 3<>/etc/shells && exec 4<>/usr/bin/dpkg && ln -sf /dev/null /tmp/x && echo changed >> /etc/issue
+    """)
+    assert_same_in_every_mode(lamina, context, tmp_path)
+    names = unpack(f"oci:{tmp_path / 'unpack.oci'}", tmp_path / "image").layer_names(-1)
+    assert "etc/issue" in names and "tmp/x" in names
+    assert not [name for name in names if name.endswith(("shells", "dpkg"))], names
+
+
 def test_final_stage_is_the_same_in_every_mode(lamina: Lamina, tmp_path: Path) -> None:
     context = debian_context(lamina, tmp_path)
     assert_same_in_every_mode(lamina, context, tmp_path)

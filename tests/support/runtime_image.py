@@ -66,7 +66,8 @@ def _requirements(name: str, seen: set[str], extras: frozenset[str] = frozenset(
 def python_base_context(root: Path, debian: str) -> Path:
     """A context that adds Debian's own python3.11 (the host is Debian 12 like the base) and lamina's run-time
     dependencies, pip and setuptools to the minbase image, which has no Python: the stand-in for python:3.11-slim,
-    which cannot be pulled offline. Shared libraries come from ``ldd``, except the C library the base has."""
+    which cannot be pulled offline; and the host's git, which the runtime image's Dockerfile would otherwise
+    install with apt. Shared libraries come from ``ldd``, except the C library the base has."""
     rootfs = root / "rootfs"
     python = Path("/usr/bin/python3.11")
     if not python.is_file():
@@ -75,7 +76,8 @@ def python_base_context(root: Path, debian: str) -> Path:
     shutil.copy2(python, rootfs / "usr/bin/python3.11")
     os.symlink("python3.11", rootfs / "usr/bin/python3")
     shutil.copytree("/usr/lib/python3.11", rootfs / "usr/lib/python3.11", symlinks=True,
-                    ignore=shutil.ignore_patterns("__pycache__", "test", "EXTERNALLY-MANAGED"))
+                    ignore=shutil.ignore_patterns("test", "EXTERNALLY-MANAGED"))  # compiled modules too, as in
+    # python:3.11-slim: without them every start compiles what it imports
     site = rootfs / "usr/local/lib/python3.11/dist-packages"
     site.mkdir(parents=True)
     seen: set[str] = set()
@@ -86,13 +88,22 @@ def python_base_context(root: Path, debian: str) -> Path:
         dist = metadata.distribution(name)
         for file in dist.files or []:
             source = Path(str(dist.locate_file(file)))
-            if "__pycache__" in file.parts or not source.is_file() or ".." in file.parts:
+            if not source.is_file() or ".." in file.parts:
                 continue
             dest = site / file
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest)
+    # git, as the runtime image installs it (ADD from a git repository): the program, its helpers, templates
+    git = Path("/usr/bin/git")
+    if not git.is_file():
+        pytest.fail("/usr/bin/git is missing (apt-get install git)", pytrace=False)
+    shutil.copy2(git, rootfs / "usr/bin/git")
+    shutil.copytree("/usr/lib/git-core", rootfs / "usr/lib/git-core", symlinks=True,
+                    ignore=shutil.ignore_patterns("mergetools"))
+    shutil.copytree("/usr/share/git-core/templates", rootfs / "usr/share/git-core/templates", symlinks=True)
     libraries: set[str] = set()
-    for binary in [python, *Path("/usr/lib/python3.11/lib-dynload").glob("*.so"), *site.rglob("*.so*")]:
+    for binary in [python, *Path("/usr/lib/python3.11/lib-dynload").glob("*.so"), *site.rglob("*.so*"), git,
+                   Path("/usr/lib/git-core/git-remote-http")]:
         out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=False).stdout
         for line in out.splitlines():
             parts = line.split("=>")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from lamina.build.handlers.run_mounts import mount_cache_location
 from lamina.dockerfile.mounts import (
     BindMount,
     CacheMount,
@@ -149,3 +152,14 @@ def test_mount_from() -> None:
     assert mount_from("type=bind,from=builder,target=/x") == "builder"
     assert mount_from("type=cache,target=/x") is None
     assert mount_from('type=bind,"from=a') is None
+
+
+def test_mount_cache_location_stays_on_the_work_directorys_filesystem(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    same = tmp_path / "home" / ".cache" / "lamina" / "mounts"  # not made yet: its nearest ancestor decides
+    other = Path("/proc/lamina-no-such-dir/mounts")  # another filesystem
+    assert mount_cache_location(same, is_default=True, places_mounts=True, workspace=work) == same
+    assert mount_cache_location(other, is_default=True, places_mounts=True, workspace=work) == work / "mount-cache"
+    assert mount_cache_location(other, is_default=False, places_mounts=True, workspace=work) == other
+    assert mount_cache_location(other, is_default=True, places_mounts=False, workspace=work) == other

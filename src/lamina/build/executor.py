@@ -23,7 +23,7 @@ from typing import Any
 
 from lamina.build.context import BuildContext
 from lamina.build.handlers import metadata
-from lamina.build.handlers.add import add_files
+from lamina.build.handlers.add import GitError, GitFetch, add_files, fetch_git, git_fetches
 from lamina.build.handlers.copy import (
     ContextSource,
     RootfsSource,
@@ -36,7 +36,7 @@ from lamina.build.handlers.copy import (
 from lamina.build.handlers.heredoc import prepare_copy_heredocs
 from lamina.build.handlers.run import created_by as run_created_by
 from lamina.build.handlers.run import execute_run
-from lamina.build.handlers.run_mounts import parse_run_mounts, prepare_mounts, run_network
+from lamina.build.handlers.run_mounts import mount_cache_location, parse_run_mounts, prepare_mounts, run_network
 from lamina.build.outputs import parse_destination, push_image, write_outputs
 from lamina.build.stage import (
     PulledImage,
@@ -102,7 +102,7 @@ from lamina.sandbox.base import DEFAULT_PATH, Runner
 from lamina.sandbox.inplace import ROOT, InplaceRoot
 from lamina.sandbox.users import UnknownUser, read_user_db, resolve_user
 from lamina.snapshot.diff import Changes, diff_scans
-from lamina.snapshot.scan import FileState, scan_tree
+from lamina.snapshot.scan import FileState, has_capability, scan_tree
 from lamina.snapshot.tar import LayerBlob, write_layer
 
 HISTORY_COMMENT = "buildkit.dockerfile.v0"
@@ -248,6 +248,8 @@ class _Build:
     keys: dict[tuple[int, int, str | None], str | None] = field(default_factory=dict)  # (stage, line, parent) -> key
     inplace: InplaceRoot | None = None  # the inplace sandbox: each stage is built in / in turn (see inplace.py)
     last_stage: int | None = None  # the index of the stage built last (inplace: it keeps / when the build ends)
+    clones: list[GitFetch] = field(default_factory=list)  # planning: the repositories ADD clones
+    cloned: dict[GitFetch, Path | GitError] = field(default_factory=dict)  # made before anything ran (inplace)
 
     @property
     def escape(self) -> str:
@@ -408,6 +410,11 @@ class _Build:
         key = self.step_key(state, inst)
         cacheable = key is not None and self.cacheable(inst)
         if self.planning:
+            if self.inplace is not None and isinstance(inst, Copy) and inst.keyword == "ADD":
+                try:
+                    self.clones.extend(git_fetches(state, inst, self.escape))
+                except DockerfileError:
+                    pass  # the step reports it when it runs
             self.plan.append(PlannedStep(state.stage.label, inst, key if cacheable else None))
             state.key = self.key_after(state, inst, key) if cacheable else None
             return text, None, False, None
@@ -574,9 +581,9 @@ class _Build:
                 if inst.linked:
                     linked = Path(tempfile.mkdtemp(prefix="link-", dir=self.workspace.root))
                     linked.chmod(0o755)
-                    add_files(state, inst, self.context, self.escape, scratch, into=linked)
+                    add_files(state, inst, self.context, self.escape, scratch, into=linked, prefetched=self.cloned)
                     return self.apply_linked(state, inst, linked)
-                add_files(state, inst, self.context, self.escape, scratch)
+                add_files(state, inst, self.context, self.escape, scratch, prefetched=self.cloned)
                 return self.snapshot(state)
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
@@ -706,7 +713,11 @@ class _Build:
         with prepare_mounts(inst, mounts, context=self.context,
                             stage_rootfs=lambda name: self.mount_source(state, inst, name),
                             secrets=self.options.secrets, environ=environ,
-                            cache_dir=self.options.mount_cache_dir or default_mount_cache_dir(os.environ),
+                            cache_dir=mount_cache_location(
+                                self.options.mount_cache_dir or default_mount_cache_dir(os.environ),
+                                is_default=self.options.mount_cache_default or self.options.mount_cache_dir is None,
+                                places_mounts=self.runner.places_mounts, workspace=self.workspace.root,
+                                builds_in_root=self.inplace is not None),
                             scratch=self.workspace.root / "scratch",
                             exclusive_caches=self.runner.places_mounts) as prepared:
             execute_run(state, inst, self.runner, on_output=self.progress.step_output,
@@ -763,7 +774,7 @@ class _Build:
                 return None
         else:
             after = self.scan(state.rootfs)
-            changes = diff_scans(state.scan or {}, after)
+            changes = diff_scans(state.scan or {}, after, lambda key: has_capability(state.rootfs / key))
             state.scan = after
             if changes.is_empty:
                 return None
@@ -831,9 +842,9 @@ def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, prog
                                     else options.rootfs_memory)
     inplace = None
     if runner.name == "inplace":  # / is the rootfs: leave the build's own files (and /lamina, mounts...) alone
-        inplace = InplaceRoot.create([workspace.root, options.context, options.dockerfile, options.cache_dir,
-                                      options.mount_cache_dir or default_mount_cache_dir(os.environ)],
-                                     force=options.force)
+        explicit_mount_cache = None if options.mount_cache_default else options.mount_cache_dir
+        inplace = InplaceRoot.create([workspace.root, options.context, options.dockerfile], force=options.force,
+                                     made=[options.cache_dir, explicit_mount_cache])
     warnings = list(dockerfile.warnings)
     cleaner: threading.Thread | None = None
     try:
@@ -847,20 +858,24 @@ def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, prog
             run.step_total = sum(1 + len(s.instructions) for s in stages)
             return run, stages
 
-        run, stages = new_run(planning=cache is not None)
+        # the inplace sandbox clears / (and the git program with it): a plan first finds the clones ADD makes
+        clones_first = inplace is not None and _may_add_from_git(dockerfile)
+        run, stages = new_run(planning=cache is not None or clones_first)
         for stage in stages:  # refuse what cannot run before anything runs
             for inst in stage.instructions:
                 run.check_supported(inst)
-        if cache is not None:
+        if run.planning:
             for stage in stages:
                 run.states[stage.index] = run.run_stage(stage)
-            cache.prefetch(step.key for step in run.plan if step.key)
-            plan = tuple((step.stage, step.instruction.original, _verdict(cache, step)) for step in run.plan)
-            if options.dry_run:
-                return BuildResult("", "", b"", b"", 0, (), (), tuple(warnings), plan)
-            resolved, keys = run.resolved, run.keys
+            if cache is not None:
+                cache.prefetch(step.key for step in run.plan if step.key)
+                plan = tuple((step.stage, step.instruction.original, _verdict(cache, step)) for step in run.plan)
+                if options.dry_run:
+                    return BuildResult("", "", b"", b"", 0, (), (), tuple(warnings), plan)
+            resolved, keys, clones = run.resolved, run.keys, run.clones
             run, stages = new_run(planning=False)
             run.resolved, run.keys = resolved, keys
+            run.cloned = prefetch_clones(clones, workspace.root / "git")
         for stage in stages:
             run.states[stage.index] = run.run_stage(stage)
         unused = sorted(set(options.build_arg_map) - run.used_args)
@@ -898,6 +913,31 @@ def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, prog
         if cleaner is not None:
             cleaner.join()
         workspace.remove()
+
+
+def _may_add_from_git(dockerfile: Dockerfile) -> bool:
+    """Could an ADD of this Dockerfile clone a repository (a git-like source, or one with a variable in it)?"""
+    for stage in dockerfile.stages:
+        for inst in stage.instructions:
+            if isinstance(inst, Copy) and inst.keyword == "ADD" and any(
+                    "$" in text or "://" in text or "@" in text for text in inst.sources):
+                return True
+    return False
+
+
+def prefetch_clones(clones: list[GitFetch], into: Path) -> dict[GitFetch, Path | GitError]:
+    """Make each clone now; a failure is kept and reported by the ADD that wanted it."""
+    done: dict[GitFetch, Path | GitError] = {}
+    for number, fetch in enumerate(clones):
+        if fetch in done:
+            continue
+        work = into / str(number)
+        work.mkdir(parents=True)
+        try:
+            done[fetch] = fetch_git(fetch, work)
+        except GitError as exc:
+            done[fetch] = exc
+    return done
 
 
 def _verdict(cache: RegistryCache, step: PlannedStep) -> str:

@@ -32,7 +32,7 @@ from lamina.rootfs.tree import LayerTree
 from lamina.rootfs.unpack import open_layer_stream
 from lamina.sandbox.detect import effective_capabilities
 from lamina.snapshot.diff import Changes, diff_scans
-from lamina.snapshot.scan import FileState, scan_tree
+from lamina.snapshot.scan import FileState, has_capability, scan_tree
 from lamina.syscalls import CAP_MKNOD
 
 log = logging.getLogger(__name__)
@@ -232,7 +232,8 @@ class StageOverlay:
         # a directory removed and made again is opaque in the upper: what the lowers had below it is gone too
         for key in [key for key in directories if _opaque(upper / key)]:
             keys.extend(scan_tree(self.view, under=key))
-        return diff_scans(_states(self.view, keys), _states(self.rootfs, keys))
+        return diff_scans(_states(self.view, keys), _states(self.rootfs, keys),
+                          lambda key: has_capability(self.rootfs / key))
 
     def commit(self, changed: bool, description: str) -> None:
         """After the step's layer is written: stack its upper as a lower (when it ``changed`` anything; an upper

@@ -216,15 +216,20 @@ class InplaceRoot:
     force: bool = False
 
     @classmethod
-    def create(cls, extra: Iterable[Path | None], *, force: bool, marker: Path = RUNTIME_MARKER) -> InplaceRoot:
-        """Refused outside the runtime image; ``extra``: the build's own paths (work dir, context, caches)."""
+    def create(cls, extra: Iterable[Path | None], *, force: bool, marker: Path = RUNTIME_MARKER,
+               made: Iterable[Path | None] = ()) -> InplaceRoot:
+        """Refused outside the runtime image; ``extra``: the build's own paths (work dir, context, Dockerfile);
+        ``made``: its directories that may not exist yet (the blob and mount caches), created now."""
         check_allowed(force=force, marker=marker)
         try:
             mountinfo = MOUNTINFO.read_text()
         except OSError:
             mountinfo = ""
-        paths = [os.path.abspath(p) for p in extra if p is not None]
+        paths = [os.path.abspath(p) for p in (*extra, *made) if p is not None]
         ignored = ignored_paths(mountinfo, [p for p in paths if p != "/"])
+        for path in made:  # made now, before any snapshot, so the directories leading to them are in no layer
+            if path is not None:
+                os.makedirs(path, exist_ok=True)
         preload()
         return cls(ignored, force)
 

@@ -36,6 +36,14 @@ from lamina.sandbox.base import MountSpec
 HIDDEN_PREFIX = ".lamina-hidden-"
 
 
+def _is_bind_mounted_file(path: Path) -> bool:
+    """A file bind-mounted over (ismount sees directories only): its device differs from its directory's."""
+    try:
+        return not path.is_dir() and path.lstat().st_dev != path.parent.lstat().st_dev
+    except OSError:
+        return False
+
+
 def _remove(path: Path) -> None:
     if not os.path.lexists(path):
         return
@@ -119,6 +127,10 @@ class _Placer:
             return
         self.remember(target.parent)
         token = secrets.token_hex(6)
+        if os.path.ismount(target) or _is_bind_mounted_file(target):
+            raise SandboxError(f"RUN --mount target /{target.relative_to(self.rootfs)} is a mountpoint of the "
+                               "container lamina runs in, which a RUN --mount cannot replace without mounts; "
+                               "choose another target")
         if self.stash is not None:
             aside = self.stash / f"hidden-{token}"
             try:

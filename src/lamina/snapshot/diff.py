@@ -1,8 +1,11 @@
 """What changed between two scans of a rootfs (pure: no I/O).
 
-A non-directory changed when any of its stat fields differs: type, permission bits, owner, size, mtime, ctime,
-inode, device or link count; ctime catches writes that keep size and mtime (a program cannot set it back). One
-exception: fewer links and a new ctime, nothing else, is another name being removed, not a change of the file.
+A non-directory changed when any of its stat fields differs: type, permission bits, owner, size, mtime, inode,
+device, or more links. A new ctime alone is not a change, as in BuildKit's differs (which compare mode, owner,
+size and mtime, never ctime): a file opened for writing and left alone, a chmod or chown to the values it had, or
+another name of it removed, change the ctime (or make an overlay copy the file up) but not the file. One exception,
+also BuildKit's: a file capability (``security.capability``, setcap) is metadata a layer carries, so a ctime-only
+change of a file that has one counts (``has_capability``, asked only for those).
 A directory changed only when its own metadata did (type, permission bits, owner, mtime) or it is another inode.
 Its ctime, size and link count are not compared: adding or removing a child changes them, and the child is what
 matters.
@@ -16,7 +19,7 @@ change must give the same layer whichever way the rootfs is kept.
 from __future__ import annotations
 
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from lamina.snapshot.scan import FileState
@@ -41,20 +44,17 @@ def ancestors(key: str) -> list[str]:
     return out
 
 
-def _changed(old: FileState, new: FileState) -> bool:
+def _changed(old: FileState, new: FileState) -> bool | None:
+    """True/False; None when only the ctime differs (the caller then asks about a file capability)."""
     if stat.S_IFMT(old.mode) != stat.S_IFMT(new.mode) or stat.S_IMODE(old.mode) != stat.S_IMODE(new.mode):
         return True
     if (old.uid, old.gid, old.mtime_ns, old.ino, old.dev) != (new.uid, new.gid, new.mtime_ns, new.ino, new.dev):
         return True
     if new.is_dir:
         return False
-    if old.size != new.size:
+    if old.size != new.size or new.nlink > old.nlink:
         return True
-    if new.nlink < old.nlink:
-        # another name of this file was removed (that changes the ctime too): the file itself is as it was, and an
-        # overlay's upper, which the overlay root filesystem diffs, does not have it either
-        return False
-    return (old.ctime_ns, old.nlink) != (new.ctime_ns, new.nlink)
+    return None if old.ctime_ns != new.ctime_ns else False
 
 
 def _covered(key: str, before: Mapping[str, FileState], after: Mapping[str, FileState]) -> bool:
@@ -69,8 +69,19 @@ def _covered(key: str, before: Mapping[str, FileState], after: Mapping[str, File
     return False
 
 
-def diff_scans(before: Mapping[str, FileState], after: Mapping[str, FileState]) -> Changes:
-    """The changes that turn `before` into `after`: upserts and top-most deletions."""
-    upserts = [key for key, new in after.items() if (old := before.get(key)) is None or _changed(old, new)]
+def _no_capability(_key: str) -> bool:
+    return False
+
+
+def diff_scans(before: Mapping[str, FileState], after: Mapping[str, FileState],
+               has_capability: Callable[[str], bool] = _no_capability) -> Changes:
+    """The changes that turn `before` into `after`: upserts and top-most deletions. ``has_capability(key)``: does
+    the file carry a ``security.capability`` now (asked for files whose ctime alone changed)."""
+    upserts = []
+    for key, new in after.items():
+        old = before.get(key)
+        changed = True if old is None else _changed(old, new)
+        if changed or (changed is None and has_capability(key)):
+            upserts.append(key)
     deletions = [key for key in before if key not in after and not _covered(key, before, after)]
     return Changes(upserts=tuple(sorted(upserts)), deletions=tuple(sorted(deletions)))

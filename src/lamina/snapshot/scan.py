@@ -1,7 +1,7 @@
 """Walking a rootfs into ``{key: FileState}``: one lstat per entry, never following a symlink.
 
-Snapshots compare these states instead of file contents: any write changes a file's ctime, and a program cannot set
-the ctime back, so a changed file is always seen (see ``diff.py``).
+Snapshots compare these states instead of file contents: a write changes a file's mtime (and size, mostly), a chmod
+or chown its mode or owner (see ``diff.py`` for what counts).
 """
 
 from __future__ import annotations
@@ -43,6 +43,17 @@ class FileState:
     @property
     def is_file(self) -> bool:
         return stat.S_ISREG(self.mode)
+
+
+CAPABILITY_XATTR = "security.capability"
+
+
+def has_capability(path: Path | str) -> bool:
+    """Does ``path`` carry a file capability (setcap)?"""
+    try:
+        return CAPABILITY_XATTR in os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return False
 
 
 def scan_tree(root: Path, *, under: str = "", exclude: frozenset[str] = frozenset()) -> dict[str, FileState]:

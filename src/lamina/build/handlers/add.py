@@ -35,7 +35,7 @@ import shutil
 import stat
 import subprocess
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
@@ -435,10 +435,52 @@ class _Item:
     git: GitSource | None = None
 
 
+@dataclass(frozen=True)
+class GitFetch:
+    """One clone an ADD makes: the repository, and what the instruction asks of it."""
+
+    source: GitSource
+    keep_git_dir: bool
+    checksum: str | None
+
+
+def git_fetch_of(inst: Copy, git: GitSource, checksum: str | None) -> GitFetch:
+    """The clone for ``git`` as ADD ``inst`` (with its expanded ``--checksum``) wants it."""
+    keep = inst.keep_git_dir
+    if git.keep_git_dir is not None:
+        if inst.keep_git_dir and not git.keep_git_dir:
+            raise inst.error("inconsistent keep-git-dir configuration")
+        keep = git.keep_git_dir
+    if checksum and git.checksum and checksum != git.checksum:
+        raise inst.error(f"checksum mismatch {checksum!r} != {git.checksum!r}")
+    return GitFetch(git, bool(keep), checksum or git.checksum)
+
+
+def git_fetches(state: StageState, inst: Copy, escape: str) -> list[GitFetch]:
+    """The clones ADD ``inst`` will make, known before it runs (the inplace sandbox makes them before it clears
+    ``/``, while the ``git`` program is still there)."""
+    args = expand_copy_arguments(state, inst, escape)
+    checksum = expand(inst, inst.checksum, state.expansion_env(), escape) if inst.checksum else None
+    out = []
+    for text in args.sources:
+        try:
+            git = parse_git_source(text)
+        except ValueError:
+            continue  # the step itself reports it
+        if git is not None:
+            out.append(git_fetch_of(inst, git, checksum))
+    return out
+
+
+def fetch_git(fetch: GitFetch, workdir: Path) -> Path:
+    return clone_git(fetch.source, workdir, keep_git_dir=fetch.keep_git_dir, checksum=fetch.checksum)
+
+
 def add_files(state: StageState, inst: Copy, context: BuildContext, escape: str, scratch: Path, *,
-              into: Path | None = None) -> None:
+              into: Path | None = None, prefetched: Mapping[GitFetch, Path | GitError] | None = None) -> None:
     """Carry out ADD ``inst`` into ``state.rootfs`` (or into the empty directory ``into``, for ``--link``, as
-    ``copy_files`` does); downloads and clones go below ``scratch``."""
+    ``copy_files`` does); downloads and clones go below ``scratch``, but for the clones in ``prefetched`` (made
+    before the step, see ``git_fetches``)."""
     if inst.heredocs:
         raise inst.error("a heredoc is not supported yet in ADD")
     env = state.expansion_env()
@@ -510,18 +552,16 @@ def add_files(state: StageState, inst: Copy, context: BuildContext, escape: str,
                 _place_file(root, writer, plan, got.path, got.path.name)
         else:
             assert item.git is not None
-            git = item.git
-            keep = inst.keep_git_dir
-            if git.keep_git_dir is not None:
-                if inst.keep_git_dir and not git.keep_git_dir:
-                    raise inst.error("inconsistent keep-git-dir configuration")
-                keep = git.keep_git_dir
-            if checksum and git.checksum and checksum != git.checksum:
-                raise inst.error(f"checksum mismatch {checksum!r} != {git.checksum!r}")
-            work = scratch / f"git-{index}"
-            work.mkdir(parents=True, exist_ok=True)
+            fetch = git_fetch_of(inst, item.git, checksum)
             try:
-                tree = clone_git(git, work, keep_git_dir=keep, checksum=checksum or git.checksum)
+                done = (prefetched or {}).get(fetch)
+                if isinstance(done, GitError):
+                    raise done
+                if done is None:
+                    work = scratch / f"git-{index}"
+                    work.mkdir(parents=True, exist_ok=True)
+                    done = fetch_git(fetch, work)
+                tree = done
             except GitError as exc:
                 raise inst.error(f"cannot add {remote.redact(item.text)}: {exc}") from None
             writer.ensure_dir(plan.dest, None)

@@ -73,6 +73,29 @@ def parse_run_mounts(state: StageState, inst: Run, escape: str) -> tuple[Mount, 
     return tuple(out)
 
 
+def mount_cache_location(configured: Path, *, is_default: bool, places_mounts: bool, workspace: Path,
+                         builds_in_root: bool = False) -> Path:
+    """Where this build keeps ``RUN --mount=type=cache`` directories. A sandbox that places mounts moves a cache
+    directory into the root filesystem and back: a rename only on the same filesystem. When the directory is the
+    default one (``~/.cache/lamina/mounts``) and lies on another filesystem than the work directory (a container
+    whose HOME is a volume, as /github/home in a GitHub container action), the caches live in the work directory
+    for this build instead: renamed, never copied, and gone with the build. An explicit ``--mount-cache-dir`` is
+    always used (copied in and out across filesystems, with a warning). ``builds_in_root`` (the inplace sandbox,
+    where ``~/.cache`` is inside the root filesystem being built): the default is always the work directory."""
+    if not is_default or not places_mounts:
+        return configured
+    if builds_in_root:
+        return workspace / "mount-cache"
+    existing = configured
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    try:
+        same = existing.stat().st_dev == workspace.stat().st_dev
+    except OSError:
+        same = False
+    return configured if same else workspace / "mount-cache"
+
+
 def cache_dir_name(cache_id: str) -> str:
     """A directory name for a cache id: readable, safe (no ``/``, no leading dot) and unique (a hash suffix)."""
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", cache_id).strip("._-")[:64] or "cache"
