@@ -16,8 +16,12 @@ ARG PIP_OPTIONS=""
 ARG PACKAGE=/src
 COPY pyproject.toml README.md /src/
 COPY src/ /src/src/
+# Bytecode checked by hash, not by the source's mtime: a build with SOURCE_DATE_EPOCH clamps the mtimes in the
+# layer, which would make every timestamp-based .pyc stale and lamina compile its modules at every start.
 RUN python3 -m venv ${VENV_OPTIONS} /lamina \
- && /lamina/bin/python -m pip install --no-cache-dir --disable-pip-version-check ${PIP_OPTIONS} ${PACKAGE}
+ && /lamina/bin/python -m pip install --no-cache-dir --disable-pip-version-check --no-compile ${PIP_OPTIONS} \
+      ${PACKAGE} \
+ && /lamina/bin/python -m compileall -q -f -j 0 --invalidation-mode unchecked-hash /lamina/lib
 
 FROM ${BASE}
 LABEL org.opencontainers.image.title="lamina" \

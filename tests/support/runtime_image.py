@@ -116,6 +116,11 @@ def python_base_context(root: Path, debian: str) -> Path:
         dest = rootfs / os.path.realpath(os.path.dirname(library)).lstrip("/") / os.path.basename(library)
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(os.path.realpath(library), dest)
+    # bytecode checked by hash, as in python:3.11-slim whose layers keep their mtimes: the build of this stand-in
+    # clamps mtimes to SOURCE_DATE_EPOCH, which would make timestamp-based .pyc files stale
+    subprocess.run(["/usr/bin/python3", "-m", "compileall", "-q", "-f", "-j", "0", "--invalidation-mode",
+                    "unchecked-hash", str(rootfs / "usr/lib/python3.11"), str(site)], check=False,
+                   capture_output=True)
     (root / "Dockerfile").write_text(f"FROM {debian}\nCOPY rootfs/ /\n")
     return root
 

@@ -111,16 +111,19 @@ def materialize(client: RegistryClient, state: StageState, blob_cache: Path | No
     if Path(os.path.abspath(state.rootfs)) == Path("/"):
         if inplace is None:
             raise RootfsError(f"stage {state.stage.label}: refusing to build in / (only the inplace sandbox does)")
-        inplace.clear()
-        start = 0
         parent = state.parent
-        if (parent is not None and parent.materialized and parent.overlay is None
-                and Path(os.path.abspath(parent.rootfs)) != Path("/") and state.layers[:len(parent.layers)] == parent.layers):
+        take_parent = (parent is not None and parent.materialized and parent.overlay is None
+                       and Path(os.path.abspath(parent.rootfs)) != Path("/")
+                       and state.layers[:len(parent.layers)] == parent.layers)
+        start = len(parent.layers) if take_parent and parent is not None else 0
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clear") as pool:
+            cleared = pool.submit(inplace.clear)  # deleting files and downloading blobs overlap
+            fetch_all(client, state.layers[start:], blob_cache)
+            cleared.result()
+        if take_parent and parent is not None:
             inplace.move_in(parent.rootfs)  # the parent stage's files, moved out of / when it ended, come back
             parent.rootfs.mkdir(mode=0o755)
             parent.materialized, parent.scan = False, None  # a later COPY --from it unpacks it again
-            start = len(parent.layers)
-        fetch_all(client, state.layers[start:], blob_cache)
         for number, layer in enumerate(state.layers[start:], start + 1):
             unpack_layer(state.rootfs, layer.path, keep=inplace.ignored,
                          description=f"layer {number} of stage {state.stage.label} ({layer.descriptor.digest})")
