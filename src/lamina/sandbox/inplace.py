@@ -2,8 +2,9 @@
 
 Only inside lamina's runtime image (the marker file ``/lamina/.lamina-runtime``, which the image's Dockerfile
 creates), where lamina's own files live under ``/lamina`` and survive the build; anywhere else it is refused unless
-``--force``, because the build replaces the files of ``/``. It is the last resort of ``--sandbox auto``: a container
-without CAP_SYS_CHROOT cannot use the chroot runner.
+``--force``, because the build replaces the files of ``/``. ``--sandbox auto`` picks it in lamina's image when
+namespaces are not allowed (an unprivileged container): the container's own /proc, /sys and /dev are then RUN's,
+which no chroot could show without mounts.
 
 How a build goes (the executor does this when its runner is this one, see ``InplaceRoot``):
 
@@ -12,17 +13,19 @@ How a build goes (the executor does this when its runner is this one, see ``Inpl
   the context, the Dockerfile, the blob and mount caches). Nothing below them is removed, unpacked over, or
   snapshotted (so none of it is in a layer).
 - Every stage is built in ``/`` in turn. When a stage first needs its root filesystem (no cache, or the first step
-  that misses), ``/`` is cleared (everything but the ignored paths; never crossing into another filesystem) and all
-  the stage's layers are unpacked into it. RUN executes the command directly (no chroot): a child process in its own
+  that misses), ``/`` is cleared (everything but the ignored paths; never crossing into another filesystem) and the
+  stage's layers are unpacked into it. RUN executes the command directly (no chroot): a child process in its own
   process group with the user, groups, environment and working directory set, killed with its group when it ends.
   Snapshots scan ``/`` without the ignored paths.
-- When a stage ends, it gives ``/`` up: its state points at a work-directory rootfs again, not materialized. A later
-  ``COPY --from`` or ``RUN --mount from=`` of it unpacks its layers (which hold everything it wrote) there, as for
-  any stage; a later stage ``FROM`` it clears ``/`` and unpacks the same layers. No stage is ever copied out of
-  ``/`` (no ``cp -a`` of the root), and what a stage writes into an ignored path is lost, as with Kaniko.
+- When a stage ends (but the last), its files are moved out of ``/`` into its work-directory rootfs (``clear_root``
+  with ``into``: renames, the directories holding ignored paths recreated), so a later ``COPY --from`` or
+  ``RUN --mount from=`` reads them there and a later stage ``FROM`` it moves them back (``move_into_root``) and
+  unpacks only the layers it adds. Where the work directory is on another filesystem, they are removed instead and
+  unpacked again from the layers when needed. What a stage writes into an ignored path is lost, as with Kaniko.
 - lamina keeps running while the files of its interpreter may be gone: before the first clearing every module of
   lamina (and the lazily imported ones of the standard library it needs) is imported, and nothing re-executes
-  Python afterwards. External programs (``cp``, ``git``) are not available after the clearing: ADD from git fails.
+  Python afterwards. External programs are gone after the first clearing: the repositories ADD clones are cloned
+  before it (the executor plans the build first), and lamina copies trees in Python (``rootfs/clone.py``).
 
 ``RUN --mount`` targets are placed instead of mounted (see placed.py). Not supported here: ``--network=none`` (the
 command shares the container's network), and a stage whose files must not see lamina's (``/lamina`` is visible to
