@@ -117,6 +117,25 @@ def test_whiteouts_remove_file_and_tree(tmp_path: Path, root: Path) -> None:
     assert dir_summary(root) == {"keep": "file k", "other": "dir", "other/x": "file x"}
 
 
+def test_kept_paths_are_exact_names_and_their_subtrees(tmp_path: Path, root: Path) -> None:
+    """The inplace sandbox's kept paths: a name that merely starts like one ("/etc/hostsx", "/laminax") is image
+    content; a directory above a kept path is emptied around it by a whiteout, never removed."""
+    unpack_layer(root, write_layer(tmp_path, "l1", [
+        f("etc/hosts", b"host's"), f("etc/old", b"o"), f("lamina/x", b"mine"), f("var/run/docker.sock", b"s"),
+        f("var/lib/a", b"a"),
+    ]))
+    keep = ("/etc/hosts", "/lamina", "/var/run/docker.sock")
+    stats = unpack_layer(root, write_layer(tmp_path, "l2", [
+        f("etc/hosts", b"image"), f("etc/hostsx", b"hx"), f("etc/host", b"h"), f("laminax", b"lx"),
+        f("lamina/x", b"image"), f("lamina/y", b"image"), f(".wh.var"), f("etc/.wh.old"),
+    ]), keep=keep)
+    assert dir_summary(root) == {
+        "etc": "dir", "etc/hosts": "file host's", "etc/hostsx": "file hx", "etc/host": "file h", "laminax": "file lx",
+        "lamina": "dir", "lamina/x": "file mine", "var": "dir", "var/run": "dir", "var/run/docker.sock": "file s",
+    }
+    assert stats.skipped == 3
+
+
 def test_whiteout_does_not_hide_same_layer_entry(tmp_path: Path, root: Path) -> None:
     unpack_layer(root, write_layer(tmp_path, "l1", [f("a", b"old")]))
     unpack_layer(root, write_layer(tmp_path, "l2", [f("a", b"new"), f(".wh.a")]))

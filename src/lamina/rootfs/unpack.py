@@ -116,6 +116,12 @@ class _Unpacker:
         self.root = root
         self.description = description
         self.keep = keep  # paths ("/lamina", "/etc/hosts") never written, removed or replaced (the inplace sandbox)
+        # asked for every entry, so answered by set lookups: the kept paths, their subtrees, the directories above them
+        self.keep_set = frozenset(keep)
+        self.keep_prefixes = tuple(k + "/" for k in keep)
+        self.keep_holders = frozenset(_ancestors(keep))
+        self.root_text = str(root)
+        self.root_prefix = self.root_text.rstrip("/") + "/"
         self.is_root = os.geteuid() == 0
         self.written: set[str] = set()  # host paths of the entries this layer created or updated
         self.written_parents: set[str] = set()  # host paths of directories holding such entries
@@ -189,8 +195,13 @@ class _Unpacker:
         self.buffered += len(data)
 
     def _in_root(self, path: Path | str) -> str:
-        """``path`` as the image sees it: "/" + its path relative to the root."""
-        rel = os.path.relpath(path, self.root)
+        """``path`` (a host path below the root, normalised) as the image sees it: "/" + its path in the root."""
+        text = str(path)
+        if text.startswith(self.root_prefix):
+            return "/" + text[len(self.root_prefix):]
+        if text == self.root_text:
+            return "/"
+        rel = os.path.relpath(text, self.root)
         return "/" if rel == "." else "/" + rel
 
     def kept(self, path: Path | str) -> bool:
@@ -198,14 +209,14 @@ class _Unpacker:
         if not self.keep:
             return False
         inner = self._in_root(path)
-        return any(inner == k or inner.startswith(k + "/") for k in self.keep)
+        return inner in self.keep_set or inner.startswith(self.keep_prefixes)
 
     def holds_kept(self, path: Path | str) -> bool:
         """Is a path to leave alone below ``path``? (then ``path`` is emptied around it, never removed)"""
         if not self.keep:
             return False
-        inner = self._in_root(path).rstrip("/") + "/"
-        return any(k.startswith(inner) for k in self.keep)
+        inner = self._in_root(path)
+        return (inner.rstrip("/") or "/") in self.keep_holders
 
     def fail(self, name: str, reason: str) -> RootfsError:
         return RootfsError(f"{self.description}: entry {name!r}: {reason}")
@@ -447,6 +458,17 @@ class _Unpacker:
             inode, mode, mtime_ns = self.dir_metadata[path]
             set_directory_metadata(self.root, Path(path), inode, mode=mode,
                                    mtime_ns=mtime_ns if mtime_ns >= 0 else None)
+
+
+def _ancestors(paths: tuple[str, ...]) -> set[str]:
+    """The directories strictly above each of ``paths`` (absolute, no trailing "/"): "/a/b" gives "/" and "/a"."""
+    found: set[str] = set()
+    for path in paths:
+        parent = path
+        while parent != "/":
+            parent = parent.rsplit("/", 1)[0] or "/"
+            found.add(parent)
+    return found
 
 
 def _remove(path: Path) -> None:
