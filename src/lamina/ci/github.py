@@ -29,6 +29,7 @@ from actions_toolkit.file_command import prepare_key_value_message
 
 from lamina.build.executor import BuildResult, display_path
 from lamina.ci import summary
+from lamina.ci.buildpush import REFUSED_INPUTS, map_inputs
 from lamina.ci.credentials import read_docker_config, write_docker_config
 from lamina.ci.tags import Event, expand_tags, lower_image, parse_flavor, parse_rules
 from lamina.console import human_size
@@ -48,7 +49,10 @@ MIN_REDACTED = 3  # shorter values are masked by the runner but not rewritten by
 # Every input of action.yml (tests check the two agree).
 INPUTS = ("context", "file", "push", "tags", "labels", "build-args", "target", "secrets", "secret-files", "no-cache",
           "cache", "cache-repo", "cache-ttl", "registry", "username", "password", "github-token", "images", "flavor",
-          "registry-mirror", "insecure-registry", "platform", "dry-run", "tar-path", "oci-layout-path")
+          "registry-mirror", "insecure-registry", "platform", "dry-run", "tar-path", "oci-layout-path",
+          # docker/build-push-action's own spellings (lamina.ci.buildpush maps or refuses each)
+          "cache-from", "cache-to", "outputs", "load", "platforms", "secret-envs", "builder", "pull", "provenance",
+          "sbom", *REFUSED_INPUTS)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -192,9 +196,16 @@ def plan_from_environ(environ: Mapping[str, str], *, now: datetime | None = None
     if "://" in str(explicit["context"] or "").removeprefix("dir://"):
         raise OptionsError(f"input context: {explicit['context']}: only directories are supported (check out the "
                            "repository with actions/checkout and give its path)")
+    buildx = map_inputs(lambda name: get_input(environ, name), lambda text, commas: split_list(text, commas=commas),
+                        lambda name: get_bool(environ, name))
+    notes += buildx.notes
+    for dest, value in buildx.flags.items():
+        if explicit.get(dest) is None:
+            explicit[dest] = value
     tags = resolve_tags(environ, now)
+    tags += [reference for reference in map(lower_image, buildx.references) if reference not in tags]
     act = environ.get("ACT", "").lower() == "true"
-    push = get_bool(environ, "push")
+    push = get_bool(environ, "push") or buildx.push is True
     dry_run = get_bool(environ, "dry-run")
     if push and not tags and not dry_run:
         raise OptionsError("input push is true but there is nothing to push to: give tags (full image references) "
@@ -210,7 +221,10 @@ def plan_from_environ(environ: Mapping[str, str], *, now: datetime | None = None
             notes.append("no-cache is true: the registry layer cache is not used")
         explicit["cache"] = False
     cache_repo = get_input(environ, "cache-repo")
-    explicit["cache_repo"] = lower_image(cache_repo) if cache_repo else None
+    if cache_repo:
+        if buildx.flags.get("cache_repo") not in (None, lower_image(cache_repo)):
+            notes.append(f"input cache-repo {cache_repo} wins over the repository of cache-from/cache-to")
+        explicit["cache_repo"] = lower_image(cache_repo)
     platforms = split_list(get_input(environ, "platform"))
     if len(platforms) > 1:
         raise OptionsError(f"input platform: {', '.join(platforms)}: lamina builds one platform per step; "
@@ -224,6 +238,7 @@ def plan_from_environ(environ: Mapping[str, str], *, now: datetime | None = None
         secrets.append(f"id={secret_id},env={variable}")
     for secret_id, path in _key_values(split_list(get_input(environ, "secret-files"), commas=False), "secret-files"):
         secrets.append(f"id={secret_id},src={path.strip()}")
+    secrets += buildx.secrets
     explicit["secret"] = secrets or None
     values = flag_values(explicit, build_environ)
     return ActionPlan(values=values, environ=build_environ, options=options_from(values, build_environ),
