@@ -157,7 +157,7 @@ def report(console: Console, result: BuildResult) -> None:
     console.print(f"built {result.digest} ({human_size(result.size)}, {layers} new layer(s){reused})",
                   highlight=False)
     for dest in result.destinations:
-        console.print(f"pushed {dest}@{result.digest}", markup=False, highlight=False)
+        console.print(f"pushed {dest if '@' in dest else f'{dest}@{result.digest}'}", markup=False, highlight=False)
 
 
 def run_build(values: Mapping[str, object], environ: Mapping[str, str], out: Console, err: Console) -> int:

@@ -21,6 +21,7 @@ class BuildOptions:
     build_args: tuple[tuple[str, str], ...] = ()
     target: str | None = None
     no_push: bool = False
+    push_by_digest: bool = False  # destinations' repositories get the manifest by digest, no tag
     tar_path: Path | None = None
     oci_layout_path: Path | None = None
     digest_file: Path | None = None

@@ -51,6 +51,8 @@ BUILD_FLAGS = (
          "list", metavar="KEY=VALUE"),
     Flag("--target", "build this stage (default: the last one)", metavar="STAGE"),
     Flag("--no-push", "build without pushing", "bool"),
+    Flag("--push-by-digest", "push the image to each destination's repository by its digest only, with no tag "
+         "(for joining platforms with lamina manifest create)", "bool"),
     Flag("--tar-path", "also write the image as a docker-archive tarball (docker load, skopeo docker-archive:)",
          metavar="PATH"),
     Flag("--oci-layout-path", "also write the image into an OCI image layout directory", metavar="DIR"),
@@ -286,6 +288,7 @@ def options_from(values: Mapping[str, object], environ: Mapping[str, str]) -> Bu
         build_args=build_args,
         target=text("target"),
         no_push=no_push,
+        push_by_digest=bool(values["push_by_digest"]),
         tar_path=Path(tar_path) if tar_path else None,
         oci_layout_path=Path(oci_layout) if oci_layout else None,
         digest_file=Path(digest_file) if digest_file else None,

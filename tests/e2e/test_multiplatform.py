@@ -21,16 +21,22 @@ def test_manifest_create_assembles_an_index(lamina: Lamina, tmp_path: Path) -> N
     dest = lamina.dest("multi", "1.0")
     repository = dest.rsplit(":", 1)[0]
     digests = {}
-    for platform in PLATFORMS:
+    for platform in PLATFORMS:  # pushed by digest, as a release does: no per-platform tags pile up
         digest_file = tmp_path / f"digest-{platform.replace('/', '-')}"
-        lamina.build(context, "--platform", platform, "--destination", f"{repository}:{platform.replace('/', '-')}",
-                     "--digest-file", str(digest_file)).check()
+        run = lamina.build(context, "--platform", platform, "--destination", repository, "--push-by-digest",
+                           "--digest-file", str(digest_file)).check()
         digests[platform] = digest_file.read_text()
+        assert f"pushed {repository}@{digests[platform]}" in run.stdout
+    listed = skopeo("list-tags", "--tls-verify=false", f"docker://{repository}", check=False)
+    assert listed.returncode != 0 and "404" in listed.stderr  # the registry knows no tag of the repository
+    for digest in digests.values():
+        assert json.loads(inspect_raw(f"docker://{repository}@{digest}"))["config"]
     index_digest = tmp_path / "index-digest"
     run = lamina_in_process(["manifest", "create", "--destination", dest, "--insecure-registry", lamina.registry.host,
                              "--digest-file", str(index_digest),
                              *(f"{repository}@{digests[p]}" for p in PLATFORMS)], lamina.environ()).check()
     assert "3 platforms" in run.stdout
+    assert json.loads(skopeo("list-tags", "--tls-verify=false", f"docker://{repository}").stdout)["Tags"] == ["1.0"]
     index = json.loads(inspect_raw(f"docker://{dest}"))
     assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
     assert [m["digest"] for m in index["manifests"]] == [digests[p] for p in PLATFORMS]

@@ -25,6 +25,7 @@ SAMPLES: dict[str, object] = {
     "build_arg": ["VERSION=1.2", "MODE=release"],
     "target": "runtime",
     "no_push": True,
+    "push_by_digest": True,
     "tar_path": "/out/image.tar",
     "oci_layout_path": "/out/layout",
     "digest_file": "/out/digest",

@@ -892,8 +892,8 @@ def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, prog
         pushed = []
         if not options.no_push:
             for dest in destinations:
-                push_image(client, dest, image, sources, options.cache_dir)
-                pushed.append(str(dest))
+                pushed.append(push_image(client, dest, image, sources, options.cache_dir,
+                                         by_digest=options.push_by_digest))
         if options.tar_path is not None or options.oci_layout_path is not None:
             for layer in final.layers:
                 ensure_local(client, layer, options.cache_dir)

@@ -12,6 +12,7 @@ from typing import Any
 from lamina.build.stage import PARALLEL_TRANSFERS, ensure_local
 from lamina.build.state import LayerRef
 from lamina.errors import InvalidReference, OptionsError, OutputError, RegistryError
+from lamina.oci.digest import compute_digest
 from lamina.oci.layout import ImageBlobs, write_docker_archive, write_oci_layout
 from lamina.oci.model import OCI_CONFIG, OCI_MANIFEST, Descriptor, Manifest
 from lamina.oci.reference import Reference
@@ -27,13 +28,16 @@ def parse_destination(text: str) -> Reference:
 
 
 def push_image(client: RegistryClient, dest: Reference, image: ImageBlobs, sources: Mapping[str, LayerRef],
-               blob_cache: Path | None = None) -> None:
+               blob_cache: Path | None = None, *, by_digest: bool = False) -> str:
     """Layers (a few at a time), then the config, then the manifest: a registry must have every blob a manifest
     names, so the manifest goes only after every layer is confirmed.
 
     A layer the destination lacks is mounted from the repository it came from when that is on the same registry
     (the cache repository, the base image's): nothing is downloaded or uploaded. Otherwise it is uploaded, and
-    downloaded first if this build never needed it locally."""
+    downloaded first if this build never needed it locally.
+
+    ``by_digest``: the manifest goes to ``dest``'s repository under its digest only (no tag is created or moved).
+    Returns what was pushed: ``dest`` itself, or ``repository@digest``."""
     def push_layer(descriptor: Descriptor, path: Path) -> None:
         layer = sources.get(descriptor.digest)
         origins = [layer.source] if layer is not None and layer.source is not None else []
@@ -54,8 +58,12 @@ def push_image(client: RegistryClient, dest: Reference, image: ImageBlobs, sourc
         for future in [pool.submit(push_layer, d, p) for d, p in unique]:
             future.result()
     client.push_blob_bytes(dest, image.config, OCI_CONFIG)
-    target = dest if dest.tag or dest.digest else dest.with_tag("latest")
+    if by_digest:
+        target = Reference(dest.registry, dest.repository, None, compute_digest(image.manifest))
+    else:
+        target = dest if dest.tag or dest.digest else dest.with_tag("latest")
     client.push_manifest(target, image.manifest, Manifest.from_bytes(image.manifest).media_type)
+    return str(target)
 
 
 def build_metadata(image: ImageBlobs, destinations: list[Reference]) -> dict[str, Any]:
