@@ -1,7 +1,7 @@
 # The lamina image: the runtime of the GitHub Action (action.yml) and of the GitLab CI template.
 # Everything of lamina's own lives under /lamina: a virtual environment (/lamina/bin/lamina) and the entrypoint.
 #
-#   lamina build --context . --destination ghcr.io/OWNER/lamina:TAG
+#   lamina build --context . --destination ghcr.io/lamina-build/lamina:TAG
 #
 # Build arguments, for offline builds against a base that already holds the dependencies (the tests):
 #   BASE          the Python base image (Debian bookworm with python3)

@@ -69,7 +69,8 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--skip-tls-verify", action="store_true", help="do not verify registry TLS certificates")
     cache_parser = commands.add_parser("cache", help="maintain the registry layer cache")
     cache_commands = cache_parser.add_subparsers(dest="cache_command", metavar="COMMAND")
-    prune = cache_commands.add_parser("prune", help="delete stale cache entries through the registry API")
+    prune = cache_commands.add_parser("prune", help="delete stale cache entries through the registry API (or "
+                                      "GitHub's or GitLab's API)")
     prune.add_argument("--cache-repo", metavar="REPO",
                        help="the cache repository (required, except with --gitlab: default $CI_REGISTRY_IMAGE/cache)")
     prune.add_argument("--older-than", required=True, metavar="DURATION",
@@ -78,9 +79,16 @@ def parser() -> argparse.ArgumentParser:
     prune.add_argument("--insecure-registry", action="append", default=[], metavar="HOST",
                        help="talk plain HTTP to this registry (repeatable)")
     prune.add_argument("--skip-tls-verify", action="store_true", help="do not verify registry TLS certificates")
-    prune.add_argument("--gitlab", action="store_true",
-                       help="delete through the GitLab API (the project's container registry, CI_PROJECT_ID, "
-                       "CI_SERVER_URL, LAMINA_GITLAB_TOKEN or CI_JOB_TOKEN); GitLab deletes in the background")
+    api = prune.add_mutually_exclusive_group()
+    api.add_argument("--gitlab", action="store_true",
+                     help="delete through the GitLab API (the project's container registry, CI_PROJECT_ID, "
+                     "CI_SERVER_URL, LAMINA_GITLAB_TOKEN or CI_JOB_TOKEN); GitLab deletes in the background")
+    api.add_argument("--github", action="store_true",
+                     help="delete package versions of a ghcr.io cache package through GitHub's REST API "
+                     "(LAMINA_GITHUB_TOKEN or GITHUB_TOKEN, GITHUB_API_URL); untagged versions older than "
+                     "--older-than go too")
+    prune.add_argument("--dry-run", action="store_true",
+                       help="with --github: list what would be deleted, delete nothing")
     return top
 
 
@@ -111,6 +119,11 @@ def run_manifest_create(args: argparse.Namespace, environ: Mapping[str, str], ou
 
 
 def run_prune(args: argparse.Namespace, environ: Mapping[str, str], out: Console) -> int:
+    if args.dry_run and not args.github:
+        raise OptionsError("--dry-run works with --github only (the registry API and GitLab's bulk deletion have no "
+                           "dry run here)")
+    if args.github:
+        return run_github_prune(args, environ, out)
     if args.gitlab:
         from lamina.ci.gitlab_api import prune_command
 
@@ -139,6 +152,27 @@ def run_prune(args: argparse.Namespace, environ: Mapping[str, str], out: Console
               f", kept {report.kept}", markup=False)
     if report.refused:
         make_console(stderr=True).print(f"error: {report.refused}", markup=False)
+        return 1
+    return 0
+
+
+def run_github_prune(args: argparse.Namespace, environ: Mapping[str, str], out: Console) -> int:
+    """``lamina cache prune --github``: one line per deleted (or, with --dry-run, deletable) version, then a summary;
+    exit 1 when GitHub refused to delete some version."""
+    from lamina.ci.github_packages import prune_command, summary_line
+
+    if args.insecure_registry or args.skip_tls_verify:
+        raise OptionsError("--insecure-registry and --skip-tls-verify do not apply to --github (it talks to "
+                           "GITHUB_API_URL, not to the registry)")
+
+    def echo(line: str) -> None:
+        out.print(line, markup=False, highlight=False)
+
+    result = prune_command(args.cache_repo, args.older_than, args.keep, environ, dry_run=args.dry_run, echo=echo)
+    echo(summary_line(result))
+    if result.refused:
+        make_console(stderr=True).print(f"error: GitHub refused to delete {len(result.refused)} version(s) of "
+                                        f"{result.package} (see above)", markup=False, highlight=False)
         return 1
     return 0
 

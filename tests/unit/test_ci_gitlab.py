@@ -355,7 +355,7 @@ def test_gitlab_ci_template() -> None:
     template = yaml.safe_load((ROOT / ".gitlab-ci-template.yml").read_text())
     hidden = template[".lamina-build"]
     assert hidden["image"] == {"name": "$LAMINA_CI_IMAGE", "entrypoint": [""]}
-    assert template["variables"]["LAMINA_CI_IMAGE"].endswith("/lamina:latest")
+    assert template["variables"]["LAMINA_CI_IMAGE"] == "registry.gitlab.com/lamina-build/lamina:1"  # moved by releases
     assert hidden["script"] == ["lamina ci gitlab"]
     assert hidden["artifacts"]["reports"]["dotenv"] == "lamina.env"
     assert hidden["stage"] == "build"
