@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from lamina.errors import DigestMismatch, RegistryError
+from lamina.errors import DigestMismatch, RegistryError, RegistryUnreachable
 from lamina.oci.digest import compute_digest
 from lamina.oci.model import OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST, Descriptor, Manifest, Platform
 from lamina.oci.reference import Reference
@@ -551,3 +551,14 @@ def test_random_faults_campaign(proxy: FaultProxy, registry: RunningRegistry, tm
     assert sum(injected.values()) >= 50
     assert injected[CORRUPT] > 0 and injected[DROP_AFTER] > 0 and injected[DROP_BEFORE] > 0
     assert no_faults("GET", "/") is None
+
+
+def test_a_ca_bundle_variable_naming_no_file_is_an_error_for_people(monkeypatch: pytest.MonkeyPatch,
+                                                                     tmp_path: Path) -> None:
+    """A CA bundle variable inherited from another machine (act passes the host's into a container) made requests
+    raise a bare OSError, which escaped as a traceback."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "missing.crt"))
+    with RegistryClient(RegistryConfig()) as client, \
+            pytest.raises(RegistryUnreachable, match="cannot verify registry.example.com") as info:
+        client.fetch_manifest(Reference.parse("registry.example.com/team/app:1"))
+    assert "REQUESTS_CA_BUNDLE" in info.value.hint and info.value.repository == "team/app"

@@ -1014,6 +1014,14 @@ class RegistryClient:
                     attempt += 1
                     continue
                 raise _unreachable(registry, repository, host, e) from None
+            except OSError as e:  # requests checks the CA bundle path before it connects
+                if "CA certificate bundle" not in str(e):
+                    raise
+                raise RegistryUnreachable(
+                    f"cannot verify {host}: {e}", registry=registry, repository=repository,
+                    hint="REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE or SSL_CERT_FILE names a file that does not exist here "
+                         "(a variable from another machine or container?): unset it, or point it at a CA bundle"
+                ) from None
             if resp.status_code in RETRY_STATUSES and attempt < retries:
                 asked = _retry_after(resp.headers.get("Retry-After"))
                 delay = asked if asked is not None else _backoff(attempt, self._config.backoff_seconds)
