@@ -79,14 +79,25 @@ def run_act(engine: DockerEngine, repo: Path, out: Path, *args: str, runner: str
     return subprocess.run(argv, cwd=repo, env=environ, capture_output=True, text=True, timeout=1200, check=False)
 
 
-def build_variant(repo: Path, registry: RunningRegistry) -> Path:
-    """examples/github/build.yml with the test registry for ghcr.io, and the outputs kept."""
-    text = (ROOT / "examples" / "github" / "build.yml").read_text().replace("ghcr.io", registry.host)
-    text = text.replace("          cache-ttl: 336h\n", f"          cache-ttl: 336h\n          registry-mirror: "
-                        f"{registry.host}\n          insecure-registry: {registry.host}\n")
-    assert "insecure-registry" in text
-    path = repo / ".github" / "workflows" / "build.yml"
-    path.write_text(text + KEEP_OUTPUTS)
+def example_variant(repo: Path, registry: RunningRegistry, name: str, *, keep_outputs: bool = False) -> Path:
+    """examples/github/NAME.yml as .github/workflows/NAME.yml, with the test registry for ghcr.io and docker.io
+    (and as the Action's mirror and insecure registry), and, with ``keep_outputs``, a last step keeping the build
+    step's outputs in act-outputs.json."""
+    text = (ROOT / "examples" / "github" / f"{name}.yml").read_text()
+    text = text.replace("ghcr.io/", f"{registry.host}/").replace("docker.io/", f"{registry.host}/")
+    lines = text.splitlines(keepends=True)
+    count = 0
+    for index in [i for i, line in enumerate(lines) if line.strip() in ("uses: ./", "- uses: ./")]:
+        at = next(i for i in range(index + 1, len(lines)) if lines[i].strip() == "with:")
+        indent = " " * (len(lines[at]) - len(lines[at].lstrip()) + 2)
+        lines[at] += f"{indent}registry-mirror: {registry.host}\n{indent}insecure-registry: {registry.host}\n"
+        if "context:" not in text:  # the repository's own Dockerfile is lamina's, on an unreachable base
+            lines[at] += f"{indent}context: examples/hello\n"
+        count += 1
+    text = "".join(lines)
+    assert count >= 1, name
+    path = repo / ".github" / "workflows" / f"{name}.yml"
+    path.write_text(text + (KEEP_OUTPUTS if keep_outputs else ""))
     return path
 
 
@@ -104,7 +115,7 @@ def test_the_example_workflow_builds_and_pushes_through_the_action(
     # container's network (--network host here), while on a -self-hosted job it uses Docker's default bridge,
     # which the tests' engine does not have; --bind keeps the workspace in the repository directory
     engine.docker("pull", "-q", base_images.debian)
-    build_variant(repo, registry)
+    example_variant(repo, registry, "build", keep_outputs=True)
     sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
                          check=True).stdout.strip()
     run = run_act(engine, repo, tmp_path, "push", "--bind", "-W", ".github/workflows/build.yml", "-j", "build",
@@ -136,10 +147,55 @@ def test_the_example_workflow_builds_and_pushes_through_the_action(
     assert json.loads(skopeo("list-tags", "--tls-verify=false", f"docker://{image}").stdout)["Tags"] == listed
 
 
+@pytest.mark.parametrize("name, tags", [
+    ("matrix", {"main-slim", "main-full"}),  # two matrix jobs, one image each, with their own cache repositories
+    ("dockerhub", {"main"}),  # username and password inputs, type=raw rules
+])
+def test_the_other_examples_push_what_they_promise(
+        engine: DockerEngine, action_image: str, registry: RunningRegistry, base_images: BaseImages, repo: Path,
+        tmp_path: Path, name: str, tags: set[str]) -> None:
+    engine.docker("pull", "-q", base_images.debian)
+    example_variant(repo, registry, name)
+    run = run_act(engine, repo, tmp_path, "push", "--bind", "-W", f".github/workflows/{name}.yml",
+                  "--var", "DOCKERHUB_USERNAME=tester", "--secret", "DOCKERHUB_TOKEN=not-a-real-token",
+                  runner=base_images.debian)
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
+    assert "not-a-real-token" not in run.stdout + run.stderr
+    image = f"{registry.host}/{'tester/app' if name == 'dockerhub' else 'lamina-build/lamina'}"
+    listed = json.loads(skopeo("list-tags", "--tls-verify=false", f"docker://{image}").stdout)["Tags"]
+    assert tags <= set(listed), listed
+
+
+def test_ci_and_release_workflows_plan_in_act(engine: DockerEngine, base_images: BaseImages, repo: Path,
+                                              tmp_path: Path) -> None:
+    """act's dry run reads each workflow whole (every job and step, the matrix, the needs) as GitHub would."""
+    stubs = []
+    for action in ("upload-artifact", "download-artifact"):
+        stub = tmp_path / action
+        stub.mkdir()
+        (stub / "action.yml").write_text("name: stand-in\nruns:\n  using: node20\n  main: index.js\n")
+        (stub / "index.js").write_text("process.exit(1)\n")
+        stubs += ["--local-repository", f"actions/{action}@v4={stub}"]
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"ref": "refs/tags/v1.2.3"}))
+    # in a job container: act's dry run still runs the steps of a -self-hosted job
+    engine.docker("pull", "-q", base_images.debian)
+    release = run_act(engine, repo, tmp_path, "push", "-n", "-W", ".github/workflows/release.yml", "-e", str(event),
+                      *stubs, runner=base_images.debian)
+    assert release.returncode == 0, release.stdout[-4000:] + release.stderr[-2000:]
+    for job in ("image", "publish"):
+        assert f"[release/{job}" in release.stdout
+    assert "Join the platforms into one index and tag it" in release.stdout
+    ci = run_act(engine, repo, tmp_path, "push", "-n", "-W", ".github/workflows/ci.yml", runner=base_images.debian)
+    assert ci.returncode == 0, ci.stdout[-4000:] + ci.stderr[-2000:]
+    assert ".ci/run" in ci.stdout
+
+
 def test_the_release_job_builds_lamina_with_lamina_and_pushes_by_digest(
         engine: DockerEngine, registry: RunningRegistry, python_base: str, repo: Path, tmp_path: Path) -> None:
     workflow = repo / ".github" / "workflows" / "release.yml"
-    text = (ROOT / ".github" / "workflows" / "release.yml").read_text().replace("ghcr.io", registry.host)
+    text = (ROOT / ".github" / "workflows" / "release.yml").read_text()
+    text = text.replace("ghcr.io/${{ github.repository_owner }}", f"{registry.host}/release-test")
     keep = ("      - name: Keep the digest for the test\n"
             "        run: cp digest-* \"$LAMINA_TEST_OUT/\"\n")
     marker = "      - uses: actions/upload-artifact@v4\n"
@@ -167,7 +223,7 @@ def test_the_release_job_builds_lamina_with_lamina_and_pushes_by_digest(
     assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-3000:]
     digest = (tmp_path / "digest-linux-amd64").read_text().strip()
     assert digest.startswith("sha256:")
-    image = f"{registry.host}/lamina-build/lamina"
+    image = f"{registry.host}/release-test/lamina"
     config = json.loads(skopeo("inspect", "--config", "--tls-verify=false", f"docker://{image}@{digest}").stdout)
     assert config["architecture"] == "amd64"
     assert config["config"]["Entrypoint"] == ["/lamina/entrypoint.sh"]
