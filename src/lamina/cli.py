@@ -11,21 +11,22 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
 import lamina
 from lamina.build.executor import BuildResult
 from lamina.cache.prune import parse_duration_text, prune_cache
-from lamina.console import ConsoleProgress, human_size, make_console
+from lamina.console import ConsoleProgress, JsonProgress, human_size, make_console
 from lamina.errors import InvalidReference, LaminaError, OptionsError, StepFailed
 from lamina.launch import configure_logging, launch_build
 from lamina.oci.reference import Reference
 from lamina.oci.registry.assemble import create_index
 from lamina.oci.registry.client import RegistryClient, RegistryConfig
-from lamina.settings import BUILD_FLAGS, flag_values, options_from
+from lamina.settings import BUILD_FLAGS, KANIKO_NO_EFFECT, NoEffect, flag_values, options_from
 
 
 def parser() -> argparse.ArgumentParser:
@@ -37,12 +38,9 @@ def parser() -> argparse.ArgumentParser:
                                        description="Build an image. Every flag can also be set as LAMINA_<FLAG> "
                                        "(repeatable flags: comma-separated).")
     for flag in BUILD_FLAGS:
-        names = [flag.name] + ([flag.short] if flag.short else [])
-        text = f"{flag.help} [env {flag.env}]"
-        if flag.kind == "bool":
-            build_parser.add_argument(*names, dest=flag.dest, action="store_const", const=True, default=None,
-                                      help=text)
-        elif flag.kind == "switch":  # --x, --x=true, --x=false
+        names = [flag.name, *flag.aliases] + ([flag.short] if flag.short else [])
+        text = f"{flag.help} [env {flag.env}{', ' + flag.kaniko_env if flag.kaniko_env else ''}]"
+        if flag.kind in ("bool", "switch"):  # --x, --x=true, --x=false (as Kaniko's flags)
             build_parser.add_argument(*names, dest=flag.dest, nargs="?", const="true", default=None,
                                       metavar="true|false", help=text)
         elif flag.kind == "list":
@@ -50,6 +48,13 @@ def parser() -> argparse.ArgumentParser:
                                       help=text)
         else:
             build_parser.add_argument(*names, dest=flag.dest, default=None, metavar=flag.metavar, help=text)
+    for no_effect in KANIKO_NO_EFFECT:
+        shape: dict[str, Any] = {"metavar": "VALUE"} if no_effect.takes_value else \
+            {"nargs": "?", "const": "true", "metavar": "true|false"}
+        build_parser.add_argument(*no_effect.names, dest=no_effect_dest(no_effect), action="append", default=None,
+                                  help=f"accepted from Kaniko, no effect: {no_effect.reason}", **shape)
+    build_parser.add_argument("--bucket", "-b", dest="kaniko_bucket", default=None, metavar="BUCKET",
+                              help="Kaniko's hidden GCS context flag: refused (give the context as a directory)")
     ci_parser = commands.add_parser("ci", help="build inside a CI job, configured from its environment")
     ci_parser.add_argument("system", choices=("github", "gitlab"),
                            help="github: the GitHub Action (INPUT_* variables); gitlab: GitLab CI variables")
@@ -90,6 +95,19 @@ def parser() -> argparse.ArgumentParser:
     prune.add_argument("--dry-run", action="store_true",
                        help="with --github: list what would be deleted, delete nothing")
     return top
+
+
+def no_effect_dest(no_effect: NoEffect) -> str:
+    return "no_effect_" + no_effect.names[0].lstrip("-").replace("-", "_")
+
+
+def no_effect_notes(args: argparse.Namespace, environ: Mapping[str, str]) -> list[str]:
+    """One line for each Kaniko flag given that has no effect in lamina (and for KANIKO_DIR)."""
+    notes = [f"{no_effect.names[0]} has no effect in lamina: {no_effect.reason}" for no_effect in KANIKO_NO_EFFECT
+             if getattr(args, no_effect_dest(no_effect), None)]
+    if environ.get("KANIKO_DIR"):
+        notes.append("KANIKO_DIR has no effect in lamina: lamina keeps its state in --work-dir")
+    return notes
 
 
 def build_flag_values(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, object]:
@@ -177,28 +195,38 @@ def run_github_prune(args: argparse.Namespace, environ: Mapping[str, str], out: 
     return 0
 
 
-def report(console: Console, result: BuildResult) -> None:
+def report(say: Callable[[str], None], result: BuildResult) -> None:
+    """The build's outcome, a line at a time: the plan of a dry run, or the digest and where it was pushed."""
     if result.plan and not result.digest:  # --dry-run
         for stage, instruction, verdict in result.plan:
-            console.print(f"[{verdict}] ({stage}) {instruction}", markup=False, highlight=False)
+            say(f"[{verdict}] ({stage}) {instruction}")
         hits = sum(1 for *_, verdict in result.plan if verdict == "hit")
-        console.print(f"dry run: {hits} of {len(result.plan)} filesystem steps would come from the cache; "
-                      "nothing was run or pushed", highlight=False)
+        say(f"dry run: {hits} of {len(result.plan)} filesystem steps would come from the cache; nothing was run or "
+            "pushed")
         return
     layers = sum(1 for step in result.steps if step.layer_size is not None and not step.cached)
     cached = sum(1 for step in result.steps if step.cached)
     reused = f", {cached} step(s) from the cache" if cached else ""
-    console.print(f"built {result.digest} ({human_size(result.size)}, {layers} new layer(s){reused})",
-                  highlight=False)
+    say(f"built {result.digest} ({human_size(result.size)}, {layers} new layer(s){reused})")
     for dest in result.destinations:
-        console.print(f"pushed {dest if '@' in dest else f'{dest}@{result.digest}'}", markup=False, highlight=False)
+        say(f"pushed {dest if '@' in dest else f'{dest}@{result.digest}'}")
 
 
-def run_build(values: Mapping[str, object], environ: Mapping[str, str], out: Console, err: Console) -> int:
-    """``lamina build``: flag values → options → the build, with its progress and result on the console."""
+def run_build(values: Mapping[str, object], environ: Mapping[str, str], out: Console, err: Console,
+              notes: Sequence[str] = ()) -> int:
+    """``lamina build``: flag values → options → the build, with its progress and result on the console (or as
+    JSON lines with --log-format json)."""
     options = options_from(values, environ)
     configure_logging(options.verbosity)
-    progress = ConsoleProgress(out, options.verbosity)
+    progress: ConsoleProgress | JsonProgress
+    if options.log_format == "json":
+        progress = JsonProgress(verbosity=options.verbosity)
+    else:
+        if options.log_format == "text":
+            out = make_console(log_format="text")
+        progress = ConsoleProgress(out, options.verbosity, timestamps=options.log_timestamp)
+    for note in notes:
+        progress.message(f"note: {note}")
     try:
         result = launch_build(options, progress, environ)
     except StepFailed as exc:
@@ -208,7 +236,10 @@ def run_build(values: Mapping[str, object], environ: Mapping[str, str], out: Con
         raise
     finally:
         progress.close()
-    report(out, result)
+    if isinstance(progress, JsonProgress):
+        report(lambda line: progress.emit("info", line), result)
+    else:
+        report(lambda line: out.print(line, markup=False, highlight=False), result)
     return 0
 
 
@@ -234,8 +265,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return run_prune(args, env, out)
         if args.command == "manifest":
             return run_manifest_create(args, env, out)
+        if args.kaniko_bucket:
+            raise OptionsError(f"--bucket {args.kaniko_bucket}: contexts in Google Cloud Storage buckets are not "
+                               "supported yet; download the context and give it as --context DIR")
         values = build_flag_values(args, env)
-        return run_build(values, env, out, err)
+        return run_build(values, env, out, err, no_effect_notes(args, env))
     except LaminaError as exc:
         if values.get("verbosity") in ("debug", "trace"):
             err.print_exception()

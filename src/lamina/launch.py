@@ -31,12 +31,16 @@ from lamina.sandbox.runners import cleanup_created, make_runner, terminating
 def registry_config(options: BuildOptions) -> RegistryConfig:
     return RegistryConfig(insecure_registries=tuple(sorted(options.insecure_registries)),
                           skip_tls_verify=options.skip_tls_verify, registry_mirrors=options.registry_mirrors,
-                          docker_config_dir=options.docker_config_dir, retries=options.image_download_retry,
+                          docker_config_dir=options.docker_config_dir,
+                          # lamina unpacks only digest-checked blobs: what Kaniko retries as an extraction (a layer
+                          # stream that broke off) is a download here
+                          retries=options.image_download_retry + options.image_fs_extract_retry,
                           push_retries=options.push_retry, ca_certificates=options.registry_certificates,
                           client_certificates=options.registry_client_certs,
                           skip_tls_verify_registries=options.skip_tls_verify_registries,
                           registry_maps=options.registry_maps,
-                          skip_default_registry_fallback=options.skip_default_registry_fallback)
+                          skip_default_registry_fallback=options.skip_default_registry_fallback,
+                          http_fallback=options.insecure_pull)
 
 
 def configure_logging(verbosity: str) -> None:

@@ -69,6 +69,17 @@ class BuildOptions:
     force: bool = False  # --force: the inplace sandbox outside lamina's runtime image
     cleanup: bool = False  # --cleanup: remove the directories the build created outside its work directory
     verbosity: str = "info"  # --verbosity: what the entry point shows and logs (lamina.console.LEVELS)
+    # Kaniko's executor flags
+    labels: tuple[tuple[str, str], ...] = ()  # --label: added to the image config's Labels
+    ignore_paths: tuple[str, ...] = ()  # --ignore-path (and /var/run with --ignore-var-run): never in a layer
+    insecure_pull: bool = False  # --insecure-pull: plain HTTP for a registry whose HTTPS fails
+    push_ignore_immutable_tag_errors: bool = False
+    push_permission_check: bool = True  # checked before the build (not with --skip-push-permission-check)
+    image_fs_extract_retry: int = 0  # --image-fs-extract-retry
+    single_snapshot: bool = False  # --single-snapshot: the target stage's changes in one layer
+    log_format: str = "color"  # --log-format: text, color or json
+    log_timestamp: bool = False  # --log-timestamp
+    git_options: str | None = None  # --git: branch=...,single-branch=...,recurse-submodules=... for a git context
 
     @property
     def build_arg_map(self) -> dict[str, str]:

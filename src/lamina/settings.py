@@ -22,6 +22,7 @@ from lamina.errors import OptionsError
 from lamina.options import ROOTFS_MODES, BuildOptions, default_mount_cache_dir, parse_secrets, parse_size
 from lamina.sandbox.detect import SANDBOXES
 
+LOG_FORMATS = ("text", "color", "json")
 TRUE = frozenset({"1", "true", "yes", "on"})
 FALSE = frozenset({"0", "false", "no", "off", ""})
 
@@ -30,9 +31,11 @@ FALSE = frozenset({"0", "false", "no", "off", ""})
 class Flag:
     name: str  # "--build-arg"
     help: str
-    kind: str = "value"  # "value", "list" (repeatable) or "bool"
+    kind: str = "value"  # "value", "list" (repeatable), "bool" (default false) or "switch" (default true)
     short: str | None = None
     metavar: str | None = None
+    aliases: tuple[str, ...] = ()  # other spellings on the command line (Kaniko's older names)
+    kaniko_env: str | None = None  # the KANIKO_* variable Kaniko reads for it (after LAMINA_<FLAG>)
 
     @property
     def dest(self) -> str:
@@ -50,15 +53,15 @@ BUILD_FLAGS = (
     Flag("--build-arg", "set a build argument: KEY=VALUE, or KEY to take it from the environment (repeatable)",
          "list", metavar="KEY=VALUE"),
     Flag("--target", "build this stage (default: the last one)", metavar="STAGE"),
-    Flag("--no-push", "build without pushing", "bool"),
+    Flag("--no-push", "build without pushing", "bool", kaniko_env="KANIKO_NO_PUSH"),
     Flag("--push-by-digest", "push the image to each destination's repository by its digest only, with no tag "
          "(for joining platforms with lamina manifest create)", "bool"),
     Flag("--tar-path", "also write the image as a docker-archive tarball (docker load, skopeo docker-archive:)",
-         metavar="PATH"),
+         metavar="PATH", aliases=("--tarPath",)),
     Flag("--oci-layout-path", "also write the image into an OCI image layout directory", metavar="DIR"),
     Flag("--digest-file", "write the image digest (sha256:...) to this file", metavar="PATH"),
     Flag("--registry-mirror", "pull docker.io images through this mirror first (repeatable)", "list",
-         metavar="HOST"),
+         metavar="HOST", kaniko_env="KANIKO_REGISTRY_MIRROR"),
     Flag("--insecure-registry", "talk plain HTTP to this registry (repeatable)", "list", metavar="HOST"),
     Flag("--skip-tls-verify", "do not verify registry TLS certificates", "bool"),
     Flag("--skip-tls-verify-registry", "do not verify the TLS certificate of this registry (repeatable)", "list",
@@ -68,7 +71,7 @@ BUILD_FLAGS = (
     Flag("--registry-client-cert", "a client certificate for mutual TLS: HOST=CERT,KEY (repeatable)", "list",
          metavar="HOST=CERT,KEY"),
     Flag("--registry-map", "pull images of a registry from mirrors first: ORIGINAL=MIRROR[;MIRROR2] (repeatable)",
-         "list", metavar="ORIG=NEW"),
+         "list", metavar="ORIG=NEW", kaniko_env="KANIKO_REGISTRY_MAP"),
     Flag("--skip-default-registry-fallback", "with mirrors or maps, never fall back to the original registry",
          "bool"),
     Flag("--push-retry", "retries of each push request on connection errors, 429 and 5xx (default: 3)",
@@ -76,7 +79,7 @@ BUILD_FLAGS = (
     Flag("--image-download-retry", "retries of each pull request on connection errors, 429 and 5xx (default: 3)",
          metavar="N"),
     Flag("--platform", "build for os/arch[/variant] (default: the host's); selects base images from indexes",
-         metavar="PLATFORM"),
+         metavar="PLATFORM", aliases=("--custom-platform", "--customPlatform")),
     Flag("--work-dir", "where root filesystems and blobs live during the build (default: the temp dir)",
          metavar="DIR"),
     Flag("--secret", "expose a secret to RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VARIABLE (repeatable)",
@@ -99,7 +102,7 @@ BUILD_FLAGS = (
     Flag("--image-name-tag-with-digest-file", "write NAME:TAG@DIGEST of each destination to this file",
          metavar="PATH"),
     Flag("--metadata-file", "write build metadata as JSON (the keys docker buildx writes)", metavar="PATH"),
-    Flag("--verbosity", "log level: " + ", ".join(LEVELS) + " (default: info)", metavar="LEVEL"),
+    Flag("--verbosity", "log level: " + ", ".join(LEVELS) + " (default: info)", short="-v", metavar="LEVEL"),
     Flag("--sandbox", "where RUN steps run: " + ", ".join(SANDBOXES) + " (default: auto, the best one available; "
          "see README, Sandboxes)", metavar="NAME"),
     Flag("--rootfs-mode", "how a stage's layers become its root filesystem: overlay (an EROFS image of the layers "
@@ -111,7 +114,57 @@ BUILD_FLAGS = (
     Flag("--force", "run the inplace sandbox (which builds in /) outside lamina's runtime image", "bool"),
     Flag("--cleanup", "also remove the directories the build created outside its work directory (--work-dir, "
          "mount cache, --cache-dir) when it ends", "bool"),
+    # Kaniko's executor flags, with Kaniko's meaning (see the README's Kaniko table)
+    Flag("--label", "add a label to the image config: KEY=VALUE (repeatable)", "list", metavar="KEY=VALUE"),
+    Flag("--context-sub-path", "build from this directory inside the context", metavar="PATH"),
+    Flag("--insecure", "push to the destinations' registries (and the cache's) over plain HTTP", "bool"),
+    Flag("--insecure-pull", "pull over plain HTTP from a registry whose HTTPS fails", "bool"),
+    Flag("--skip-tls-verify-pull", "do not verify TLS certificates of the registries pulled from", "bool"),
+    Flag("--push-ignore-immutable-tag-errors", "a push refused because the tag is immutable counts as done "
+         "(with a warning)", "bool"),
+    Flag("--skip-push-permission-check", "do not check before the build that every destination (and the cache "
+         "repository) accepts a push", "bool"),
+    Flag("--ignore-path", "leave whatever changes under this path out of every layer (repeatable)", "list",
+         metavar="PATH"),
+    Flag("--ignore-var-run", "leave changes under /var/run out of every layer (Kaniko's default is true; "
+         "lamina's, as BuildKit's, false)", "bool", aliases=("--whitelist-var-run",)),
+    Flag("--image-fs-extract-retry", "retries of downloading and unpacking a layer that fails to unpack "
+         "(default: 0)", metavar="N"),
+    Flag("--single-snapshot", "one layer for everything the target stage's steps change, taken at its end",
+         "bool"),
+    Flag("--git", "for a git context: branch=NAME,single-branch=true|false,recurse-submodules=true|false",
+         metavar="OPTIONS"),
+    Flag("--log-format", "text, color (default) or json (one JSON object a line: level, msg, time)",
+         metavar="FORMAT"),
+    Flag("--log-timestamp", "begin each line of text and color logs with the time", "bool"),
 )
+
+
+@dataclass(frozen=True)
+class NoEffect:
+    """A Kaniko executor flag that lamina accepts and says why it has no effect here."""
+
+    names: tuple[str, ...]
+    takes_value: bool
+    reason: str
+
+
+KANIKO_NO_EFFECT = (
+    NoEffect(("--snapshot-mode", "--snapshotMode"), True,
+             "lamina compares a file's type, mode, owner, size, mtime and inode (as BuildKit) on every snapshot; "
+             "there is no mode to choose"),
+    NoEffect(("--use-new-run",), False, "lamina's RUN never needs a full-filesystem snapshot (it reads the overlay's "
+             "upper directory, or scans an unpacked root once per step)"),
+    NoEffect(("--compressed-caching",), False, "lamina streams layers compressed as it writes them; there is no "
+             "uncompressed copy to choose"),
+    NoEffect(("--skip-unused-stages",), False, "lamina always builds only the stages the target needs, as "
+             "BuildKit (Kaniko builds every stage up to the target without it)"),
+    NoEffect(("--kaniko-dir",), True, "lamina keeps its state in --work-dir (a new temporary directory by default), "
+             "never in /kaniko"),
+    NoEffect(("--force-build-metadata",), False, "lamina records metadata instructions in the config and history, "
+             "as BuildKit, and makes no empty layers for them"),
+)
+
 
 
 def truthy(flag: Flag, text: str) -> bool:
@@ -124,8 +177,11 @@ def truthy(flag: Flag, text: str) -> bool:
 
 
 def env_value(flag: Flag, environ: Mapping[str, str]) -> object | None:
-    """``LAMINA_<FLAG>`` as a flag value (None when unset or blank): lists split at commas, booleans parsed."""
+    """``LAMINA_<FLAG>``, else Kaniko's ``KANIKO_*`` variable for it, as a flag value (None when unset or blank):
+    lists split at commas (Kaniko's registry map at semicolons too), booleans parsed."""
     raw = environ.get(flag.env, "")
+    if not raw.strip() and flag.kaniko_env:
+        raw = environ.get(flag.kaniko_env, "")
     if not raw.strip():
         return None
     if flag.kind in ("bool", "switch"):
@@ -150,7 +206,7 @@ def flag_values(explicit: Mapping[str, object | None], environ: Mapping[str, str
             given = env_value(flag, environ)
         if given is None and derived is not None:
             given = derived.get(flag.dest)
-        if flag.kind == "switch" and isinstance(given, str):
+        if flag.kind in ("bool", "switch") and isinstance(given, str):
             given = truthy(flag, given)
         if given is None:
             given = {"bool": False, "switch": True, "list": []}.get(flag.kind)
@@ -204,6 +260,11 @@ def options_from(values: Mapping[str, object], environ: Mapping[str, str]) -> Bu
         scheme = context_text.split("://", 1)[0]
         raise OptionsError(f"--context {context_text}: {scheme}:// contexts are not supported; give a directory")
     context = Path(context_text)
+    sub_path = text("context_sub_path")
+    if sub_path:  # Kaniko: the context is this directory inside the given one (a Dockerfile path stays as given)
+        if Path(sub_path).is_absolute() or ".." in Path(sub_path).parts:
+            raise OptionsError(f"--context-sub-path {sub_path}: expected a relative path inside the context")
+        context = context / sub_path
     dockerfile_text = text("dockerfile")
     dockerfile = Path(dockerfile_text) if dockerfile_text else context / "Dockerfile"
     if dockerfile_text and not dockerfile.is_absolute() and not dockerfile.exists() and (context / dockerfile).exists():
@@ -271,6 +332,29 @@ def options_from(values: Mapping[str, object], environ: Mapping[str, str]) -> Bu
     def path_or_none(name: str) -> Path | None:
         value = text(name)
         return Path(value) if value else None
+    labels = []
+    for item in items("label"):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise OptionsError(f"--label {item}: expected KEY=VALUE")
+        labels.append((key.strip(), value))
+    insecure = set(items("insecure_registry"))
+    if values["insecure"]:  # Kaniko: push over plain HTTP, to the destinations (and the cache repository)
+        cache_repo = text("cache_repo")
+        for name in [*destinations, *([cache_repo] if cache_repo else [])]:
+            insecure.add(registry_host(name))
+    ignore_paths = [path.rstrip("/") or "/" for path in items("ignore_path")]
+    if values["ignore_var_run"]:
+        ignore_paths.append("/var/run")
+    for path in ignore_paths:
+        if not path.startswith("/") or path == "/":
+            raise OptionsError(f"--ignore-path {path}: expected an absolute path below /")
+    log_format = (text("log_format") or "color").lower()
+    if log_format not in LOG_FORMATS:
+        raise OptionsError(f"--log-format {log_format}: expected one of {', '.join(LOG_FORMATS)}")
+    extract_retry = text("image_fs_extract_retry") or "0"
+    if not extract_retry.isdigit():
+        raise OptionsError(f"--image-fs-extract-retry {extract_retry}: expected a number of retries")
     build_args = parse_build_args(items("build_arg"), environ)
     epoch = source_date_epoch(environ, dict(build_args))
     if epoch is None and values["reproducible"]:
@@ -293,8 +377,8 @@ def options_from(values: Mapping[str, object], environ: Mapping[str, str]) -> Bu
         oci_layout_path=Path(oci_layout) if oci_layout else None,
         digest_file=Path(digest_file) if digest_file else None,
         registry_mirrors=tuple(items("registry_mirror")),
-        insecure_registries=frozenset(items("insecure_registry")),
-        skip_tls_verify=bool(values["skip_tls_verify"]),
+        insecure_registries=frozenset(insecure),
+        skip_tls_verify=bool(values["skip_tls_verify"] or values["skip_tls_verify_pull"]),
         work_dir=Path(work_dir) if work_dir else None,
         platform=text("platform"),
         source_date_epoch=epoch,
@@ -314,7 +398,7 @@ def options_from(values: Mapping[str, object], environ: Mapping[str, str]) -> Bu
         registry_certificates=tuple(pairs("registry_certificate", "--registry-certificate")),
         registry_client_certs=tuple(client_certs),
         skip_tls_verify_registries=tuple(items("skip_tls_verify_registry")),
-        registry_maps=tuple(pairs("registry_map", "--registry-map")),
+        registry_maps=registry_maps(items("registry_map")),
         skip_default_registry_fallback=bool(values["skip_default_registry_fallback"]),
         push_retry=count("push_retry", "--push-retry"),
         image_download_retry=count("image_download_retry", "--image-download-retry"),
@@ -329,7 +413,47 @@ def options_from(values: Mapping[str, object], environ: Mapping[str, str]) -> Bu
         force=bool(values["force"]),
         cleanup=bool(values["cleanup"]),
         verbosity=verbosity,
+        labels=tuple(labels),
+        ignore_paths=tuple(dict.fromkeys(ignore_paths)),
+        insecure_pull=bool(values["insecure_pull"]),
+        push_ignore_immutable_tag_errors=bool(values["push_ignore_immutable_tag_errors"]),
+        push_permission_check=not values["skip_push_permission_check"] and not no_push and not dry_run,
+        image_fs_extract_retry=int(extract_retry),
+        single_snapshot=bool(values["single_snapshot"]),
+        log_format=log_format,
+        log_timestamp=bool(values["log_timestamp"]),
+        git_options=text("git"),
     )
+
+
+def registry_host(name: str) -> str:
+    """The registry of an image or repository name as written (``docker.io`` when it names none)."""
+    first, slash, _ = name.partition("/")
+    return first if slash and ("." in first or ":" in first or first == "localhost") else "docker.io"
+
+
+def registry_maps(items: list[str]) -> tuple[tuple[str, str], ...]:
+    """``--registry-map`` values as Kaniko reads them: ``ORIG=NEW;ORIG2=NEW2`` (and the flag repeated); a piece
+    without ``=`` is one more mirror of the registry before it (``ORIG=NEW;NEW2``). Grouped per registry, mirrors
+    joined with ``;`` in order."""
+    maps: dict[str, list[str]] = {}
+    last: str | None = None
+    for item in items:
+        for piece in item.split(";"):
+            piece = piece.strip()
+            if not piece:
+                continue
+            key, eq, value = piece.partition("=")
+            if eq:
+                if not key or not value:
+                    raise OptionsError(f"--registry-map {item}: expected ORIGINAL=MIRROR[;ORIGINAL2=MIRROR2]")
+                last = key
+                maps.setdefault(key, []).append(value)
+            elif last is not None:
+                maps[last].append(piece)
+            else:
+                raise OptionsError(f"--registry-map {item}: expected ORIGINAL=MIRROR[;ORIGINAL2=MIRROR2]")
+    return tuple((key, ";".join(mirrors)) for key, mirrors in maps.items())
 
 
 def rejoin(items: list[str]) -> list[str]:

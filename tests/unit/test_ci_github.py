@@ -88,7 +88,7 @@ def test_every_input() -> None:
     assert o.insecure_registries == frozenset({"reg.example", "local:5000"})
     assert o.platform == "linux/arm64"
     assert o.tar_path == Path("out/image.tar") and o.oci_layout_path == Path("out/layout")
-    assert p.labels == (("org.example.a", "1"), ("org.example.b", "two words"))
+    assert o.labels == (("org.example.a", "1"), ("org.example.b", "two words"))  # --label, as every entry point
 
 
 def test_no_cache_and_dry_run() -> None:
@@ -218,11 +218,3 @@ def test_progress_groups_stages_and_stops_commands() -> None:
     assert f"::{token}::" in lines[forged:]
 
 
-def test_labels_inserted_in_the_target_stage(tmp_path: Path) -> None:
-    dockerfile = tmp_path / "Dockerfile"
-    dockerfile.write_text("FROM busybox AS one\nRUN true\n\nFROM busybox AS two\nRUN true\n")
-    options = github.plan_from_environ(runner_env(context=str(tmp_path), target="one")).options
-    labelled = github.add_labels(options, [("a", 'x "y" $HOME')], tmp_path / "copy")
-    lines = labelled.path.read_text().splitlines()
-    assert lines[2] == 'LABEL "a"="x \\"y\\" \\$HOME"' and labelled.inserted_line == 3
-    assert lines[4] == "FROM busybox AS two"

@@ -58,11 +58,33 @@ SAMPLES: dict[str, object] = {
     "image_name_tag_with_digest_file": "/out/name-tags",
     "metadata_file": "/out/metadata.json",
     "verbosity": "debug",
+    "label": ["org.example.team=builders", "org.example.tier=2"],
+    "context_sub_path": "services/api",
+    "insecure": True,
+    "insecure_pull": True,
+    "skip_tls_verify_pull": True,
+    "push_ignore_immutable_tag_errors": True,
+    "skip_push_permission_check": True,
+    "ignore_path": ["/opt/scratch", "/tmp/cache"],
+    "ignore_var_run": True,
+    "image_fs_extract_retry": "2",
+    "single_snapshot": True,
+    "git": "branch=release,single-branch=true",
+    "log_format": "json",
+    "log_timestamp": True,
     "sandbox": "chroot",
     "rootfs_mode": "unpack",
     "rootfs_memory": "512M",
     "force": True,
     "cleanup": True,
+}
+
+# flags whose effect depends on another flag, which each entry point would otherwise derive differently: that
+# flag, given the same way to all of them (as LAMINA_<FLAG>)
+COMPANIONS: dict[str, dict[str, str]] = {
+    "context_sub_path": {"LAMINA_CONTEXT": "/srv/ctx"},
+    "insecure": {"LAMINA_DESTINATION": "plain.example:5000/team/app:1",
+                 "LAMINA_CACHE_REPO": "plain.example:5000/team/cache"},
 }
 
 HOME = {"HOME": "/home/builder"}  # the default mount cache directory depends on it: the same everywhere
@@ -150,12 +172,14 @@ def test_the_flag_gives_the_same_options_in_every_entry_point(flag: Flag) -> Non
     value = SAMPLES[flag.dest]
     names = controlled_fields(flag)
     assert names, f"the sample of {flag.name} ({value!r}) changes no BuildOptions field: pick another"
-    expected = compared(through_cli(cli_argv(flag, value), {}), names)  # the command-line argument
-    by_variable = variable(flag, value)
+    companions = COMPANIONS.get(flag.dest, {})  # what the flag's effect depends on, the same everywhere
+    expected = compared(through_cli(cli_argv(flag, value), companions), names)  # the command-line argument
+    by_variable = {**variable(flag, value), **companions}
     entry_points = {
         f"lamina build with {flag.env}": through_cli([], by_variable),
         "the Action, " + ("input " + ACTION_INPUTS[flag.dest][0] if flag.dest in ACTION_INPUTS else flag.env):
-            through_action(action_input(flag, value) if flag.dest in ACTION_INPUTS else by_variable),
+            through_action({**action_input(flag, value), **companions} if flag.dest in ACTION_INPUTS
+                           else by_variable),
         f"the GitLab job with {flag.env}": through_gitlab(by_variable),
     }
     for name, options in entry_points.items():

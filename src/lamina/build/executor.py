@@ -101,7 +101,7 @@ from lamina.rootfs.unpack import unpack_layer
 from lamina.sandbox.base import DEFAULT_PATH, Runner
 from lamina.sandbox.inplace import ROOT, InplaceRoot
 from lamina.sandbox.users import UnknownUser, read_user_db, resolve_user
-from lamina.snapshot.diff import Changes, diff_scans
+from lamina.snapshot.diff import Changes, diff_scans, without_paths
 from lamina.snapshot.scan import FileState, has_capability, scan_tree
 from lamina.snapshot.tar import LayerBlob, write_layer
 
@@ -315,6 +315,11 @@ class _Build:
             self.run_instruction(state, self.onbuild_trigger(base, image, number, trigger))
         for inst in stage.instructions:
             self.run_instruction(state, inst)
+        if self.single_snapshot_stage(state) and not self.planning and state.materialized:
+            layer = self.snapshot(state, final=True)
+            if layer is not None:  # the one layer of everything the stage's steps changed
+                state.history.append(self.history_entry(f"single snapshot of stage {stage.label} "
+                                                        "(--single-snapshot)", layer, self.created))
         if state.rootfs == ROOT and stage.index != self.last_stage:  # inplace: / goes to the next stage
             self.give_up_root(state)
         return state
@@ -405,6 +410,13 @@ class _Build:
         """RUN, COPY, ADD and WORKDIR: from the cache when an entry matches, else executed on the rootfs. Returns
         the history text, the layer (if any), whether it came from the cache, and the time the layer was made."""
         text = self.filesystem_text(state, inst)
+        if self.single_snapshot_stage(state):  # no layer per step, so no cache entry either
+            if self.planning:
+                self.plan.append(PlannedStep(state.stage.label, inst, None))
+                state.key = None
+                return text, None, False, None
+            self.materialize(state)
+            return text, self.execute(state, inst), False, self.created
         if self.cache is None and not self.planning:
             return text, self.execute(state, inst), False, self.created
         key = self.step_key(state, inst)
@@ -765,16 +777,23 @@ class _Build:
         return scan_tree(rootfs, exclude=self.inplace.exclude if self.inplace is not None and rootfs == ROOT
                          else frozenset())
 
-    def snapshot(self, state: StageState) -> LayerRef | None:
+    def single_snapshot_stage(self, state: StageState) -> bool:
+        """--single-snapshot: the target stage's changes become one layer, taken when the stage ends."""
+        return self.options.single_snapshot and state.stage.index == self.last_stage
+
+    def snapshot(self, state: StageState, *, final: bool = False) -> LayerRef | None:
+        if self.single_snapshot_stage(state) and not final:
+            return None  # the changes stay in the upper directory (or out of the scan) until the stage ends
         if state.overlay is not None:
-            changes = state.overlay.changes()
+            changes = without_paths(state.overlay.changes(), self.options.ignore_paths)
             blob = None if changes.is_empty else self.write_layer(state.rootfs, changes)
             state.overlay.commit(blob is not None, f"stage {state.stage.label}, layer {len(state.layers) + 1}")
             if blob is None:
                 return None
         else:
             after = self.scan(state.rootfs)
-            changes = diff_scans(state.scan or {}, after, lambda key: has_capability(state.rootfs / key))
+            changes = without_paths(diff_scans(state.scan or {}, after, lambda key: has_capability(state.rootfs / key)),
+                                    self.options.ignore_paths)
             state.scan = after
             if changes.is_empty:
                 return None
@@ -790,8 +809,11 @@ class _Build:
         config: dict[str, Any] = {"architecture": platform.architecture}
         if state.author:
             config["author"] = state.author
-        if state.config:
-            config["config"] = state.config
+        image_config = dict(state.config)
+        if self.options.labels:  # --label: on the image only, after the Dockerfile's own (as BuildKit's --label)
+            image_config["Labels"] = {**(image_config.get("Labels") or {}), **dict(self.options.labels)}
+        if image_config:
+            config["config"] = image_config
         history = fill_history_times(state.history)
         config["created"] = self.created if self.options.source_date_epoch is not None else \
             next((h["created"] for h in reversed(history) if h.get("created")), self.created)
@@ -829,6 +851,12 @@ def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, prog
         cache = RegistryCache(client, cache_repository(options, destinations),
                               ttl=timedelta(seconds=options.cache_ttl_seconds),
                               push=options.push_cache and not options.dry_run)
+    if options.push_permission_check:  # before a long build, as Kaniko (not with --skip-push-permission-check)
+        pushed_to = [] if options.no_push else list(destinations)
+        if cache is not None and options.push_cache:
+            pushed_to.append(cache_repository(options, destinations))
+        for repository in {(ref.registry, ref.repository): ref for ref in pushed_to}.values():
+            client.check_push(repository)
     overlay_off: str | None = None
     if options.rootfs_mode != "unpack":
         overlay_off = (f"the {runner.name} sandbox runs RUN" if runner.name != "namespace"
@@ -892,8 +920,14 @@ def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, prog
         pushed = []
         if not options.no_push:
             for dest in destinations:
-                pushed.append(push_image(client, dest, image, sources, options.cache_dir,
-                                         by_digest=options.push_by_digest))
+                try:
+                    pushed.append(push_image(client, dest, image, sources, options.cache_dir,
+                                             by_digest=options.push_by_digest))
+                except RegistryError as exc:
+                    if not (options.push_ignore_immutable_tag_errors and is_immutable_tag_error(exc)):
+                        raise
+                    warnings.append(f"{dest} is an immutable tag that already exists; not moved "
+                                    f"(--push-ignore-immutable-tag-errors): {exc}")
         if options.tar_path is not None or options.oci_layout_path is not None:
             for layer in final.layers:
                 ensure_local(client, layer, options.cache_dir)
@@ -944,6 +978,20 @@ def _verdict(cache: RegistryCache, step: PlannedStep) -> str:
     if step.key is None:
         return "not cached"
     return "hit" if cache.found.get(step.key) is not None else "miss"
+
+
+# what registries answer when a tag may not move (Kaniko's list, plus Harbor's and Docker Hub's wording)
+IMMUTABLE_TAG_ERRORS = (
+    "The repository has enabled tag immutability",  # Google Artifact Registry
+    "cannot be overwritten because the repository is immutable",  # Amazon ECR
+    "configured as immutable",  # Harbor ("... is configured as immutable, cannot be updated")
+    "tag immutable",
+)
+
+
+def is_immutable_tag_error(error: RegistryError) -> bool:
+    text = str(error).lower()
+    return any(marker.lower() in text for marker in IMMUTABLE_TAG_ERRORS)
 
 
 def cache_repository(options: BuildOptions, destinations: list[Reference]) -> Reference:

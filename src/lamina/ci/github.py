@@ -27,13 +27,12 @@ from typing import Any, TextIO
 from actions_toolkit.command import Command
 from actions_toolkit.file_command import prepare_key_value_message
 
-from lamina.build.executor import BuildResult, display_path
+from lamina.build.executor import BuildResult
 from lamina.ci import summary
 from lamina.ci.buildpush import REFUSED_INPUTS, map_inputs
 from lamina.ci.credentials import read_docker_config, write_docker_config
 from lamina.ci.tags import Event, expand_tags, lower_image, parse_flavor, parse_rules
 from lamina.console import human_size
-from lamina.dockerfile.instructions import load_dockerfile
 from lamina.errors import DockerfileError, LaminaError, OptionsError, StepFailed
 from lamina.launch import launch_build
 from lamina.options import BuildOptions
@@ -119,8 +118,8 @@ def secret_values(environ: Mapping[str, str]) -> list[str]:
 
 @dataclass(frozen=True)
 class ActionPlan:
-    """What the inputs ask for: the build's flag values and environment (before logins and labels are attached,
-    which write files), and the rest."""
+    """What the inputs ask for: the build's flag values and environment (before the logins are written, which
+    writes files), and the rest."""
 
     values: dict[str, object]
     environ: Mapping[str, str] = field(repr=False)
@@ -128,7 +127,6 @@ class ActionPlan:
     tags: tuple[str, ...]
     push: bool
     logins: Mapping[str, tuple[str, str]] = field(repr=False)
-    labels: tuple[tuple[str, str], ...] = ()
     notes: tuple[str, ...] = ()
 
 
@@ -175,7 +173,7 @@ ACTION_FLAGS: dict[str, tuple[str, str]] = {
     "target": ("target", "value"), "tar-path": ("tar_path", "value"), "oci-layout-path": ("oci_layout_path", "value"),
     "registry-mirror": ("registry_mirror", "list"), "insecure-registry": ("insecure_registry", "list"),
     "platform": ("platform", "value"), "cache": ("cache", "bool"), "cache-ttl": ("cache_ttl", "value"),
-    "dry-run": ("dry_run", "bool"),
+    "dry-run": ("dry_run", "bool"), "labels": ("label", "lines"),
 }
 
 
@@ -243,7 +241,6 @@ def plan_from_environ(environ: Mapping[str, str], *, now: datetime | None = None
     values = flag_values(explicit, build_environ)
     return ActionPlan(values=values, environ=build_environ, options=options_from(values, build_environ),
                       tags=tuple(tags), push=push, logins=logins_from(environ),
-                      labels=tuple(_key_values(split_list(get_input(environ, "labels"), commas=False), "labels")),
                       notes=tuple(notes))
 
 
@@ -357,45 +354,6 @@ class GitHubProgress:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# labels (BuildOptions has none: a LABEL line is added to the target stage of a copy of the Dockerfile)
-
-
-@dataclass(frozen=True)
-class LabelledDockerfile:
-    path: Path
-    original: Path
-    inserted_line: int  # the line number of the added LABEL in the copy
-
-
-def _quote(text: str, escape: str) -> str:
-    text = text.replace("\r", " ").replace("\n", " ")
-    return '"' + text.replace(escape, escape * 2).replace('"', escape + '"').replace("$", escape + "$") + '"'
-
-
-def add_labels(options: BuildOptions, labels: Sequence[tuple[str, str]], directory: Path) -> LabelledDockerfile:
-    """Copy the Dockerfile into ``directory`` with ``LABEL`` after the last instruction of the target stage."""
-    text = options.dockerfile.read_text(encoding="utf-8")
-    parsed = load_dockerfile(text, file=display_path(options.dockerfile))
-    stages = parsed.stages
-    stage = stages[-1]
-    if options.target:
-        named = [s for s in stages if (s.name or "").lower() == options.target.lower()]
-        if named:
-            stage = named[0]
-    last = stage.instructions[-1].end_line if stage.instructions else stage.base.end_line
-    label = "LABEL " + " ".join(f"{_quote(k, parsed.escape)}={_quote(v, parsed.escape)}" for k, v in labels)
-    lines = text.splitlines()
-    lines.insert(last, label)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / options.dockerfile.name
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    ignore = options.dockerfile.with_name(options.dockerfile.name + ".dockerignore")
-    if ignore.is_file():
-        shutil.copyfile(ignore, path.with_name(path.name + ".dockerignore"))
-    return LabelledDockerfile(path, options.dockerfile, last + 1)
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # outputs
 
 
@@ -433,20 +391,13 @@ def annotation_path(file: str, environ: Mapping[str, str]) -> str:
     return file
 
 
-def report_error(exc: LaminaError, environ: Mapping[str, str], log: Log,
-                 labelled: LabelledDockerfile | None) -> None:
+def report_error(exc: LaminaError, environ: Mapping[str, str], log: Log) -> None:
     """An error annotation; on its Dockerfile line when the error has one (a malformed instruction, a failed RUN)."""
     located = isinstance(exc, DockerfileError) or (isinstance(exc, StepFailed) and exc.file is not None)
     if located:
         assert isinstance(exc, (DockerfileError, StepFailed)) and exc.file is not None
         file, line, detail = exc.file, exc.line, exc.detail
         column = exc.column if isinstance(exc, DockerfileError) else 1
-        if labelled is not None and file == display_path(labelled.path):
-            file = display_path(labelled.original)
-            if line is not None and line == labelled.inserted_line:
-                line, detail = None, f"the labels input: {detail}"
-            elif line is not None and line > labelled.inserted_line:
-                line -= 1
         if line is not None:
             log.command("error", detail, title="Dockerfile", file=annotation_path(file, environ), line=line,
                         col=column)
@@ -463,7 +414,6 @@ def main(environ: Mapping[str, str], stdout: TextIO | None = None) -> int:
     log = Log(stream, secrets)
     for secret in secrets:  # first of all, before any other line
         log.mask(secret)
-    labelled: LabelledDockerfile | None = None
     title = "lamina build"
     # private (0700), inside the action's container: the runner does not mount $RUNNER_TEMP into container actions
     scratch = Path(tempfile.mkdtemp(prefix="lamina-"))
@@ -479,9 +429,6 @@ def main(environ: Mapping[str, str], stdout: TextIO | None = None) -> int:
                 build_environ["DOCKER_CONFIG"] = str(write_docker_config(scratch / "docker-config", plan.logins,
                                                                          base))
                 log.line("registry logins: " + ", ".join(sorted(plan.logins)))
-            if plan.labels:
-                labelled = add_labels(plan.options, plan.labels, scratch / "dockerfile")
-                values["dockerfile"] = str(labelled.path)
             options = options_from(values, build_environ)
             progress = GitHubProgress(log)
             try:
@@ -489,7 +436,7 @@ def main(environ: Mapping[str, str], stdout: TextIO | None = None) -> int:
             finally:
                 progress.close()
         except LaminaError as exc:
-            report_error(exc, environ, log, labelled)
+            report_error(exc, environ, log)
             append_summary(environ, log, summary.failure_summary(title=title, message=str(exc)))
             return exc.exit_code
         except KeyboardInterrupt:

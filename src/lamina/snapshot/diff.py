@@ -19,7 +19,7 @@ change must give the same layer whichever way the rootfs is kept.
 from __future__ import annotations
 
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from lamina.snapshot.scan import FileState
@@ -33,6 +33,19 @@ class Changes:
     @property
     def is_empty(self) -> bool:
         return not (self.upserts or self.deletions)
+
+
+def without_paths(changes: Changes, paths: Sequence[str]) -> Changes:
+    """``changes`` minus everything at or below ``paths`` (absolute, as --ignore-path gives them): Kaniko's ignore
+    list, for paths whose changes must never reach a layer."""
+    keys = tuple(path.strip("/") for path in paths if path.strip("/"))
+    if not keys:
+        return changes
+
+    def kept(key: str) -> bool:
+        return not any(key == ignored or key.startswith(ignored + "/") for ignored in keys)
+
+    return Changes(tuple(k for k in changes.upserts if kept(k)), tuple(k for k in changes.deletions if kept(k)))
 
 
 def ancestors(key: str) -> list[str]:

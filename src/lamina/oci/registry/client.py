@@ -110,6 +110,7 @@ class RegistryConfig:
     # --registry-map ORIG=NEW[;NEW2]: pull images of ORIG from NEW first (any registry, Kaniko's semantics)
     registry_maps: tuple[tuple[str, str], ...] = ()
     skip_default_registry_fallback: bool = False  # mirrors and maps only: never fall back to the origin
+    http_fallback: bool = False  # any registry whose HTTPS fails is spoken to over plain HTTP (--insecure-pull)
     environ: Mapping[str, str] | None = field(default=None, repr=False, compare=False)  # CI credentials; None: os
 
 
@@ -334,6 +335,19 @@ class RegistryClient:
                             " to upload", registry=dest.registry, repository=dest.repository,
                             hint="the source image lost the blob, or this account may not read it; pull the"
                                  " source image again or push the blob from a local copy")
+
+    def check_push(self, ref: Reference) -> None:
+        """Does the registry let this account push to ``ref``'s repository? Starts a blob upload (as Kaniko's
+        permission check does, before a long build) and cancels it; raises the error a push would get."""
+        resp = self._request("POST", ref, f"/v2/{ref.repository}/blobs/uploads/", action=_PUSH,
+                             headers={"Content-Length": "0"})
+        with resp:
+            if resp.status_code not in (201, 202):
+                raise self._status_error(resp, ref, f"the push permission check of {ref.name} failed", _PUSH)
+            location = resp.headers.get("Location")
+            url = resp.url
+        if location:
+            self._cancel_upload(ref, urljoin(url, location))
 
     def mount_blob(self, dest: Reference, digest: str, source: Reference) -> bool:
         """Mount blob ``digest`` from ``source``'s repository into ``dest``'s (``POST .../blobs/uploads/?mount=
@@ -1053,9 +1067,10 @@ class RegistryClient:
         return "http" if host in self._plain_http else "https"
 
     def _fall_back_to_http(self, host: str) -> bool:
-        """Switch a loopback host that fails over HTTPS to plain HTTP (once), like Docker."""
+        """Switch a loopback host (any host with ``http_fallback``) that fails over HTTPS to plain HTTP (once), like
+        Docker (and Kaniko's --insecure-pull)."""
         with self._lock:
-            if host in self._plain_http or not _is_loopback(host):
+            if host in self._plain_http or not (_is_loopback(host) or self._config.http_fallback):
                 return False
             log.debug("%s does not speak HTTPS; using plain HTTP", host)
             self._plain_http.add(host)
