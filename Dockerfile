@@ -32,9 +32,16 @@ RUN command -v git >/dev/null || { apt-get update -qq && apt-get install -y -qq 
       ca-certificates >/dev/null && rm -rf /var/lib/apt/lists/*; }
 COPY --from=install /lamina /lamina
 COPY entrypoint.sh /lamina/entrypoint.sh
-# the marker the inplace sandbox looks for: this image's / may be built in, /lamina is never touched
-RUN touch /lamina/.lamina-runtime
+# the marker the inplace sandbox looks for: this image's / may be built in, /lamina (and /kaniko) never touched;
+# Kaniko's paths, so that a CI job written for gcr.io/kaniko-project/executor:debug runs unchanged on this image:
+# /kaniko/executor takes Kaniko's flags, /kaniko/.docker/config.json holds the registry logins
+RUN touch /lamina/.lamina-runtime \
+ && mkdir -p /kaniko/.docker \
+ && printf '#!/bin/sh\n# the Kaniko executor, as lamina: the same flags\nexec /lamina/bin/lamina build "$@"\n' \
+      > /kaniko/executor \
+ && chmod 0755 /kaniko/executor
 ENV PATH=/lamina/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    DOCKER_CONFIG=/kaniko/.docker \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 ENTRYPOINT ["/lamina/entrypoint.sh"]

@@ -90,10 +90,11 @@ class Container:
 
     def github_action(self, workspace: Path, home: Path, inputs: Mapping[str, str], *,
                       env: Mapping[str, str] | None = None, privileged: bool = False,
-                      timeout: float = 900) -> tuple[int, str, dict[str, str]]:
+                      timeout: float = 900, command: Sequence[str] = ()) -> tuple[int, str, dict[str, str]]:
         """As actions/runner's container action step: ``docker run --workdir /github/workspace --rm`` with the
-        workspace, home, workflow and file-command volumes, INPUT_* (hyphens kept) and GITHUB_* variables, no
-        arguments (the image's entrypoint). Returns (exit status, output, the step's outputs)."""
+        workspace, home, workflow and file-command volumes, INPUT_* (hyphens kept) and GITHUB_* variables, and
+        ``command`` (a ``docker://`` step's ``with: args``; none for the Action itself). Returns (exit status,
+        output, the step's outputs)."""
         name = f"lamina-action-{os.getpid()}-{next(_names)}"
         files = home.parent / f"file_commands-{name}"
         workflow = home.parent / f"workflow-{name}"
@@ -116,7 +117,7 @@ class Container:
         for key, value in variables.items():
             args += ["-e", f"{key}={value}"]
         args += ["-v", f"{workspace}:/github/workspace", "-v", f"{home}:/github/home",
-                 "-v", f"{workflow}:/github/workflow", "-v", f"{files}:/github/file_commands", self.image]
+                 "-v", f"{workflow}:/github/workflow", "-v", f"{files}:/github/file_commands", self.image, *command]
         result = self.engine.docker(*args, timeout=timeout, check=False)
         from tests.e2e.test_github_action import read_outputs
         outputs = read_outputs(files / "set_output")

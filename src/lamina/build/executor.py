@@ -871,8 +871,9 @@ def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, prog
     inplace = None
     if runner.name == "inplace":  # / is the rootfs: leave the build's own files (and /lamina, mounts...) alone
         explicit_mount_cache = None if options.mount_cache_default else options.mount_cache_dir
-        inplace = InplaceRoot.create([workspace.root, options.context, options.dockerfile], force=options.force,
-                                     made=[options.cache_dir, explicit_mount_cache])
+        docker_config = Path(options.docker_config_dir) if options.docker_config_dir else None  # read on demand
+        inplace = InplaceRoot.create([workspace.root, options.context, options.dockerfile, docker_config],
+                                     force=options.force, made=[options.cache_dir, explicit_mount_cache])
     warnings = list(dockerfile.warnings)
     cleaner: threading.Thread | None = None
     try:

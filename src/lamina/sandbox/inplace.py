@@ -57,7 +57,8 @@ log = logging.getLogger(__name__)
 ROOT = Path("/")
 MOUNTINFO = Path("/proc/self/mountinfo")
 LAMINA_HOME = "/lamina"
-ALWAYS_IGNORED = (LAMINA_HOME, "/proc", "/sys", "/dev", "/etc/mtab", "/etc/resolv.conf", "/etc/hosts",
+KANIKO_HOME = "/kaniko"  # Kaniko's paths in lamina's image (/kaniko/executor, /kaniko/.docker), as Kaniko keeps them
+ALWAYS_IGNORED = (LAMINA_HOME, KANIKO_HOME, "/proc", "/sys", "/dev", "/etc/mtab", "/etc/resolv.conf", "/etc/hosts",
                   "/etc/hostname", "/var/run", "/run/secrets")
 
 
