@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+from lamina.build.context_source import fetch_context
 from lamina.build.executor import BuildResult, build
 from lamina.oci.registry.client import RegistryClient, RegistryConfig
 from lamina.options import BuildOptions
@@ -50,7 +54,20 @@ def configure_logging(verbosity: str) -> None:
 
 
 def launch_build(options: BuildOptions, progress: Progress, environ: Mapping[str, str]) -> BuildResult:
-    """Build with ``options`` in the sandbox they ask for; progress goes to ``progress`` (closed by the caller)."""
+    """Build with ``options`` in the sandbox they ask for; progress goes to ``progress`` (closed by the caller).
+    A remote context (tar://, git://, https://, ...) or Dockerfile URL is fetched first, and removed at the end."""
+    if options.context_source is None and options.dockerfile_url is None:
+        return _launch(options, progress, environ)
+    work = options.work_dir if options.work_dir is not None and options.work_dir.is_dir() else None
+    fetched = Path(tempfile.mkdtemp(prefix="lamina-context-", dir=work))
+    try:
+        progress.message(f"context: fetching {options.context_source or options.dockerfile_url}")
+        return _launch(fetch_context(options, fetched, environ), progress, environ)
+    finally:
+        shutil.rmtree(fetched, ignore_errors=True)
+
+
+def _launch(options: BuildOptions, progress: Progress, environ: Mapping[str, str]) -> BuildResult:
     facts = probe(environ)
     choice = choose(options.sandbox, facts, force=options.force)
     if not facts.rootless_inner:

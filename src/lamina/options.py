@@ -80,6 +80,11 @@ class BuildOptions:
     log_format: str = "color"  # --log-format: text, color or json
     log_timestamp: bool = False  # --log-timestamp
     git_options: str | None = None  # --git: branch=...,single-branch=...,recurse-submodules=... for a git context
+    # a context or Dockerfile to fetch first (lamina.build.context_source): then ``context`` and ``dockerfile`` are
+    # resolved against what was fetched, and ``context_sub_path`` applies inside it
+    context_source: str | None = None  # tar://, git://, https://, gs://, s3://
+    context_sub_path: str | None = None
+    dockerfile_url: str | None = None  # --dockerfile http(s)://...
 
     @property
     def build_arg_map(self) -> dict[str, str]:

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lamina.build.context_source import parse_context, parse_git_options
 from lamina.cache.prune import parse_duration_text
 from lamina.console import LEVELS
 from lamina.errors import OptionsError
@@ -254,20 +255,28 @@ def options_from(values: Mapping[str, object], environ: Mapping[str, str]) -> Bu
         return [str(v) for v in value]
 
     context_text = text("context") or "."
+    context_source: str | None = None
     if context_text.startswith("dir://"):
         context_text = context_text[len("dir://"):]
     elif "://" in context_text:
-        scheme = context_text.split("://", 1)[0]
-        raise OptionsError(f"--context {context_text}: {scheme}:// contexts are not supported; give a directory")
+        parse_context(context_text)  # an unknown scheme is refused now, not after the flags are all read
+        parse_git_options(text("git"))
+        context_source, context_text = context_text, "."
     context = Path(context_text)
     sub_path = text("context_sub_path")
-    if sub_path:  # Kaniko: the context is this directory inside the given one (a Dockerfile path stays as given)
-        if Path(sub_path).is_absolute() or ".." in Path(sub_path).parts:
-            raise OptionsError(f"--context-sub-path {sub_path}: expected a relative path inside the context")
+    if sub_path and (Path(sub_path).is_absolute() or ".." in Path(sub_path).parts):
+        raise OptionsError(f"--context-sub-path {sub_path}: expected a relative path inside the context")
+    if sub_path and context_source is None:  # the context is this directory inside the given one
         context = context / sub_path
     dockerfile_text = text("dockerfile")
-    dockerfile = Path(dockerfile_text) if dockerfile_text else context / "Dockerfile"
-    if dockerfile_text and not dockerfile.is_absolute() and not dockerfile.exists() and (context / dockerfile).exists():
+    dockerfile_url = dockerfile_text if dockerfile_text and dockerfile_text.startswith(("http://", "https://")) \
+        else None
+    if dockerfile_url or context_source:  # resolved once the context is fetched (lamina.build.context_source)
+        dockerfile = Path("Dockerfile" if dockerfile_url or not dockerfile_text else dockerfile_text)
+    else:
+        dockerfile = Path(dockerfile_text) if dockerfile_text else context / "Dockerfile"
+    if dockerfile_text and not dockerfile_url and not context_source and not dockerfile.is_absolute() \
+            and not dockerfile.exists() and (context / dockerfile).exists():
         dockerfile = context / dockerfile  # Kaniko: a relative --dockerfile may be relative to the context
     destinations = tuple(items("destination"))
     no_push = bool(values["no_push"])
@@ -423,6 +432,9 @@ def options_from(values: Mapping[str, object], environ: Mapping[str, str]) -> Bu
         log_format=log_format,
         log_timestamp=bool(values["log_timestamp"]),
         git_options=text("git"),
+        context_source=context_source,
+        context_sub_path=sub_path if context_source else None,
+        dockerfile_url=dockerfile_url,
     )
 
 

@@ -10,11 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
-import subprocess
-import threading
 from collections.abc import Iterator
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -22,6 +18,7 @@ import pytest
 from tests.container.conftest import HOST_CA_BUNDLE, Container
 from tests.e2e.helpers import clean_environ, lamina_in_process, unpack, write_context
 from tests.support.baseimages import BaseImages
+from tests.support.http_files import git, publish_bare, serve_directory
 from tests.support.registry import RunningRegistry
 
 pytestmark = pytest.mark.e2e
@@ -197,35 +194,20 @@ def test_gitlab_job_with_an_empty_entrypoint(container: Container, base_images: 
     assert expected in log, differences(host_dest, dest, tmp_path)
 
 
-def _git(*args: str, cwd: Path) -> None:
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(cwd), "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
-    subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True)
-
-
 @pytest.fixture
 def git_server(tmp_path: Path) -> Iterator[str]:
     """A bare repository served over (dumb) HTTP on loopback: ``<url>/repo.git``, tag v1."""
-    www = tmp_path / "www"
     work = tmp_path / "repo-work"
     work.mkdir(parents=True)
-    _git("init", "-q", "-b", "main", cwd=work)
+    git("init", "-q", "-b", "main", cwd=work)
     (work / "docs").mkdir()
     (work / "docs" / "readme.md").write_text("from git\n")
-    _git("add", "-A", cwd=work)
-    _git("commit", "-q", "-m", "one", cwd=work)
-    _git("tag", "v1", cwd=work)
-    www.mkdir()
-    _git("clone", "-q", "--bare", str(work), str(www / "repo.git"), cwd=tmp_path)
-    _git("update-server-info", cwd=www / "repo.git")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(www)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    git("add", "-A", cwd=work)
+    git("commit", "-q", "-m", "one", cwd=work)
+    git("tag", "v1", cwd=work)
+    publish_bare(work, tmp_path / "www")
+    with serve_directory(tmp_path / "www") as url:
+        yield url
 
 
 def test_add_from_git_and_stages_copying_from_each_other(container: Container, base_images: BaseImages,

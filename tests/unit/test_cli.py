@@ -59,11 +59,19 @@ def test_no_destination_without_no_push_is_refused() -> None:
         options_from(values([]), {})
 
 
-def test_dir_scheme_accepted_other_schemes_refused(tmp_path: Path) -> None:
+def test_context_schemes(tmp_path: Path) -> None:
     opts = options_from(values(["--context", f"dir://{tmp_path}", "--no-push"]), {})
-    assert opts.context == tmp_path
-    with pytest.raises(OptionsError, match="not supported"):
-        options_from(values(["--context", "git://example.com/repo", "--no-push"]), {})
+    assert opts.context == tmp_path and opts.context_source is None
+    opts = options_from(values(["--context", "git://example.com/repo.git#refs/heads/main", "--no-push",
+                                "--dockerfile", "sub/Dockerfile", "--context-sub-path", "app"]), {})
+    assert opts.context_source == "git://example.com/repo.git#refs/heads/main" and opts.context_sub_path == "app"
+    assert opts.dockerfile == Path("sub/Dockerfile")  # found in the context once it is fetched
+    opts = options_from(values(["--dockerfile", "https://example.com/Dockerfile", "--no-push"]), {})
+    assert opts.dockerfile_url == "https://example.com/Dockerfile"
+    with pytest.raises(OptionsError, match="unknown context scheme ftp://"):
+        options_from(values(["--context", "ftp://example.com/ctx.tar", "--no-push"]), {})
+    with pytest.raises(OptionsError, match="--git depth=1: expected branch=NAME"):
+        options_from(values(["--context", "git://example.com/r.git", "--git", "depth=1", "--no-push"]), {})
 
 
 def test_source_date_epoch_is_read() -> None:
