@@ -123,8 +123,8 @@ BUILD_FLAGS = (
     Flag("--skip-tls-verify-pull", "do not verify TLS certificates of the registries pulled from", "bool"),
     Flag("--push-ignore-immutable-tag-errors", "a push refused because the tag is immutable counts as done "
          "(with a warning)", "bool"),
-    Flag("--skip-push-permission-check", "do not check before the build that every destination (and the cache "
-         "repository) accepts a push", "bool"),
+    Flag("--skip-push-permission-check", "do not check before the build that every destination accepts a push",
+         "bool"),
     Flag("--ignore-path", "leave whatever changes under this path out of every layer (repeatable)", "list",
          metavar="PATH"),
     Flag("--ignore-var-run", "leave changes under /var/run out of every layer (Kaniko's default is true; "

@@ -275,7 +275,8 @@ def test_credential_helper_without_credentials(lamina: Lamina, tmp_path: Path, a
     context = write_context(tmp_path / "ctx", f"FROM {auth_base_images.busybox}\n")
     run = _build(context, "--destination", f"{auth_registry.host}/e2e/helper-none:1", "--insecure-registry",
                  auth_registry.host, docker_config=config_dir, extra_env=_helper_env(bin_dir), subprocess=True)
-    line = _one_error_line(run, auth_registry.host, "library/busybox", "HTTP 401", absent=(AUTH_PASSWORD,))
+    # the push permission check comes first (as Kaniko's): the destination is what has no credentials
+    line = _one_error_line(run, auth_registry.host, "e2e/helper-none", "HTTP 401", absent=(AUTH_PASSWORD,))
     assert "credentials" in line, line
     # config.json does name a source for this registry: the helper, which had nothing; say so, rather than
     # "no credentials in config.json; add an auths entry" (an auths entry would not even be read)

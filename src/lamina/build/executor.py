@@ -851,11 +851,9 @@ def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, prog
         cache = RegistryCache(client, cache_repository(options, destinations),
                               ttl=timedelta(seconds=options.cache_ttl_seconds),
                               push=options.push_cache and not options.dry_run)
-    if options.push_permission_check:  # before a long build, as Kaniko (not with --skip-push-permission-check)
-        pushed_to = [] if options.no_push else list(destinations)
-        if cache is not None and options.push_cache:
-            pushed_to.append(cache_repository(options, destinations))
-        for repository in {(ref.registry, ref.repository): ref for ref in pushed_to}.values():
+    if options.push_permission_check:  # before a long build, as Kaniko (not with --skip-push-permission-check);
+        # not the cache repository: a cache that cannot be written only warns, and a fully cached build writes nothing
+        for repository in {(ref.registry, ref.repository): ref for ref in destinations}.values():
             client.check_push(repository)
     overlay_off: str | None = None
     if options.rootfs_mode != "unpack":
