@@ -23,10 +23,19 @@ from lamina.cache.prune import parse_duration_text, prune_cache
 from lamina.console import ConsoleProgress, JsonProgress, human_size, make_console
 from lamina.errors import InvalidReference, LaminaError, OptionsError, StepFailed
 from lamina.launch import configure_logging, launch_build
+from lamina.oci.model import Platform
 from lamina.oci.reference import Reference
 from lamina.oci.registry.assemble import create_index
 from lamina.oci.registry.client import RegistryClient, RegistryConfig
-from lamina.settings import BUILD_FLAGS, KANIKO_NO_EFFECT, NoEffect, flag_values, options_from
+from lamina.settings import (
+    BUILD_FLAGS,
+    KANIKO_NO_EFFECT,
+    NoEffect,
+    flag_values,
+    options_from,
+    parse_build_args,
+    registry_maps,
+)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -72,6 +81,31 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--insecure-registry", action="append", default=[], metavar="HOST",
                         help="talk plain HTTP to this registry (repeatable)")
     create.add_argument("--skip-tls-verify", action="store_true", help="do not verify registry TLS certificates")
+    warm_parser = commands.add_parser(
+        "warm", help="keep base images in a cache directory for later builds (Kaniko's warmer)",
+        description="Resolve images (given, or the base images of a Dockerfile's stages) and keep their manifests, "
+        "configs and layers in --cache-dir; a build with the same --cache-dir then uses them without the registry "
+        "for digest references, and when the registry cannot be reached for tags.")
+    warm_parser.add_argument("--image", "-i", action="append", default=[], metavar="IMAGE",
+                             help="an image to keep (repeatable)")
+    warm_parser.add_argument("--dockerfile", "-d", metavar="PATH", help="keep the base image of every stage")
+    warm_parser.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE",
+                             help="for the FROM lines of --dockerfile (repeatable)")
+    warm_parser.add_argument("--cache-dir", "-c", default="/cache", metavar="DIR", help="where (default: /cache)")
+    warm_parser.add_argument("--force", "-f", action="store_true", help="fetch again what is already kept")
+    warm_parser.add_argument("--cache-ttl", default="336h", metavar="DURATION",
+                             help="kept images older than this are fetched again (default: 336h)")
+    warm_parser.add_argument("--platform", "--custom-platform", "--customPlatform", metavar="PLATFORM",
+                             help="os/arch[/variant] (default: the host's)")
+    for name in ("--insecure-registry", "--skip-tls-verify-registry", "--registry-certificate",
+                 "--registry-client-cert", "--registry-map", "--registry-mirror"):
+        warm_parser.add_argument(name, action="append", default=[], metavar="VALUE", help="as lamina build's")
+    for name in ("--insecure-pull", "--skip-tls-verify-pull", "--skip-default-registry-fallback"):
+        warm_parser.add_argument(name, nargs="?", const="true", default=None, metavar="true|false",
+                                 help="as lamina build's")
+    warm_parser.add_argument("--verbosity", "-v", default="info", metavar="LEVEL")
+    warm_parser.add_argument("--log-format", default="color", metavar="FORMAT")
+    warm_parser.add_argument("--log-timestamp", nargs="?", const="true", default=None, metavar="true|false")
     cache_parser = commands.add_parser("cache", help="maintain the registry layer cache")
     cache_commands = cache_parser.add_subparsers(dest="cache_command", metavar="COMMAND")
     prune = cache_commands.add_parser("prune", help="delete stale cache entries through the registry API (or "
@@ -134,6 +168,82 @@ def run_manifest_create(args: argparse.Namespace, environ: Mapping[str, str], ou
     if args.digest_file:
         Path(args.digest_file).write_text(index.digest)
     return 0
+
+
+def run_warm(args: argparse.Namespace, environ: Mapping[str, str], out: Console) -> int:
+    """``lamina warm``: the images (and a Dockerfile's base images) into --cache-dir."""
+    from lamina.cache.warm import blob_path, load_image, warm
+
+    def switch(value: str | None) -> bool:
+        return value is not None and value.lower() in ("1", "true", "yes", "on")
+
+    refs: list[Reference] = []
+    texts = list(args.image)
+    if args.dockerfile:
+        texts += dockerfile_base_images(Path(args.dockerfile), args.build_arg, environ)
+    if not texts:
+        raise OptionsError("lamina warm: give --image IMAGE (repeatable) or --dockerfile PATH")
+    for text in dict.fromkeys(texts):
+        try:
+            refs.append(Reference.parse(text))
+        except InvalidReference as exc:
+            raise OptionsError(f"--image {text}: {exc}") from None
+    try:
+        platform = Platform.parse(args.platform) if args.platform else Platform.host()
+        ttl = parse_duration_text(args.cache_ttl).total_seconds()
+    except ValueError as exc:
+        raise OptionsError(f"lamina warm: {exc}") from None
+    cache_dir = Path(args.cache_dir)
+    if not args.force:  # what is kept, fresh and whole stays as it is
+        def whole(ref: Reference) -> bool:
+            kept = load_image(cache_dir, ref, platform, ttl_seconds=ttl)
+            return kept is not None and all(blob_path(cache_dir, layer.digest).exists()
+                                            for layer in kept.manifest.layers)
+        for ref in [ref for ref in refs if whole(ref)]:
+            out.print(f"{ref}: kept already ({platform})", markup=False, highlight=False)
+            refs.remove(ref)
+    config = RegistryConfig(
+        insecure_registries=tuple(args.insecure_registry), skip_tls_verify=switch(args.skip_tls_verify_pull),
+        registry_mirrors=tuple(args.registry_mirror), docker_config_dir=environ.get("DOCKER_CONFIG") or None,
+        ca_certificates=tuple((host, path) for host, _, path in (item.partition("=") for item in
+                                                                 args.registry_certificate) if path),
+        client_certificates=tuple((host, *value.split(",", 1)) for host, _, value in
+                                  (item.partition("=") for item in args.registry_client_cert) if "," in value),
+        skip_tls_verify_registries=tuple(args.skip_tls_verify_registry),
+        registry_maps=registry_maps(args.registry_map),
+        skip_default_registry_fallback=switch(args.skip_default_registry_fallback),
+        http_fallback=switch(args.insecure_pull), environ=environ)
+    with RegistryClient(config) as client:
+        for image in warm(client, cache_dir, refs, platform, force=args.force):
+            out.print(f"{image.reference}: kept {image.manifest_digest} for {image.platform} ({image.layers} layers, "
+                      f"{image.downloaded} downloaded) in {cache_dir}", markup=False, highlight=False)
+    return 0
+
+
+def dockerfile_base_images(path: Path, build_args: Sequence[str], environ: Mapping[str, str]) -> list[str]:
+    """The base image of every stage of the Dockerfile at ``path`` (FROM lines expanded with the meta ARGs and
+    ``build_args``), leaving out scratch and earlier stages."""
+    from lamina.dockerfile.instructions import load_dockerfile
+    from lamina.dockerfile.stages import expand_meta, find_stage
+
+    try:
+        dockerfile = load_dockerfile(path.read_text(encoding="utf-8"), file=str(path))
+    except OSError as exc:
+        raise OptionsError(f"--dockerfile {path}: {exc.strerror or exc}") from None
+    given = dict(parse_build_args(build_args, environ))
+    meta: dict[str, str] = {}
+    for inst in dockerfile.meta_args:
+        for name, default in inst.pairs:
+            if name in given:
+                meta[name] = given[name]
+            elif default is not None:
+                meta[name] = expand_meta(inst, default, meta)
+    images = []
+    for stage in dockerfile.stages:
+        image = expand_meta(stage.base, stage.base.image, meta)
+        if image.lower() != "scratch" and find_stage(dockerfile, image, before=stage.index) is None:
+            images.append(image)
+    return images
 
 
 def run_prune(args: argparse.Namespace, environ: Mapping[str, str], out: Console) -> int:
@@ -248,7 +358,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     args = parser().parse_args(argv)
     out = make_console()
     err = make_console(stderr=True)
-    if args.command not in ("build", "cache", "ci", "manifest") or \
+    if args.command not in ("build", "cache", "ci", "manifest", "warm") or \
             (args.command == "cache" and args.cache_command is None) or \
             (args.command == "manifest" and args.manifest_command is None):
         parser().print_help()
@@ -265,6 +375,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return run_prune(args, env, out)
         if args.command == "manifest":
             return run_manifest_create(args, env, out)
+        if args.command == "warm":
+            return run_warm(args, env, out)
         if args.kaniko_bucket:
             raise OptionsError(f"--bucket {args.kaniko_bucket}: contexts in Google Cloud Storage buckets are not "
                                "supported yet; download the context and give it as --context DIR")

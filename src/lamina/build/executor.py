@@ -341,7 +341,9 @@ class _Build:
     def resolve_image(self, ref: Reference, platform: Platform) -> PulledImage:
         key = f"{ref}|{platform}"
         if key not in self.resolved:
-            self.resolved[key] = resolve_image(self.client, ref, platform, self.workspace, self.cache)
+            self.resolved[key] = resolve_image(self.client, ref, platform, self.workspace, self.cache,
+                                               cache_dir=self.options.cache_dir,
+                                               ttl_seconds=self.options.cache_ttl_seconds, say=self.progress.message)
         return self.resolved[key]
 
     def materialize(self, state: StageState) -> None:

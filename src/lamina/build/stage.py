@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 from lamina.build.state import LayerRef, StageState
 from lamina.build.workspace import Workspace
 from lamina.cache.registry import RegistryCache
+from lamina.cache.warm import load_image
 from lamina.dockerfile.instructions import Stage
-from lamina.errors import RootfsError
+from lamina.errors import RegistryUnreachable, RootfsError
 from lamina.oci.model import Descriptor, Platform
 from lamina.oci.reference import Reference
 from lamina.oci.registry.client import RegistryClient
@@ -43,10 +45,12 @@ class PulledImage:
 
 
 def resolve_image(client: RegistryClient, ref: Reference, platform: Platform, workspace: Workspace,
-                  cache: RegistryCache | None = None) -> PulledImage:
+                  cache: RegistryCache | None = None, *, cache_dir: Path | None = None,
+                  ttl_seconds: float | None = None, say: Callable[[str], None] | None = None) -> PulledImage:
     """Resolve ``ref`` for ``platform``: manifest and config only, no layer is downloaded. With ``cache``, the
     config comes from the cache when an earlier build kept it there (one manifest GET instead of a blob GET), and
-    is kept there otherwise."""
+    is kept there otherwise. With ``cache_dir`` (``lamina warm``'s), a kept image serves a digest reference without
+    the registry, and a tag when the registry cannot be reached."""
     kept: list[bytes | None] = []  # what the cache had for the config, once asked
 
     def known_config(descriptor: Descriptor) -> bytes | None:
@@ -54,9 +58,20 @@ def resolve_image(client: RegistryClient, ref: Reference, platform: Platform, wo
         kept.append(cache.image_config(descriptor))
         return kept[-1]
 
-    resolved = client.resolve_image(ref, platform, known_config if cache is not None else None)
-    if cache is not None and kept[-1:] != [resolved.config_bytes]:
-        cache.store_image_config(resolved.manifest.config.digest, resolved.config_bytes)
+    warmed = load_image(cache_dir, ref, platform, ttl_seconds=ttl_seconds) if cache_dir is not None else None
+    if warmed is not None and ref.digest is not None:
+        resolved = warmed
+    else:
+        try:
+            resolved = client.resolve_image(ref, platform, known_config if cache is not None else None)
+        except RegistryUnreachable:
+            if warmed is None:
+                raise
+            if say is not None:
+                say(f"warning: {ref.registry} cannot be reached: using {ref} as lamina warm kept it in {cache_dir}")
+            resolved = warmed
+        if cache is not None and kept[-1:] != [resolved.config_bytes]:
+            cache.store_image_config(resolved.manifest.config.digest, resolved.config_bytes)
     diff_ids = list((resolved.config.get("rootfs") or {}).get("diff_ids") or [])
     layers = resolved.manifest.layers
     if len(diff_ids) != len(layers):
