@@ -61,6 +61,9 @@ class BuildOptions:
     image_name_with_digest_file: Path | None = None  # one line per destination: name@digest
     image_name_tag_with_digest_file: Path | None = None  # one line per destination: name:tag@digest
     metadata_file: Path | None = None  # buildx-style JSON
+    # --digest-file, --image-name-with-digest-file, --image-name-tag-with-digest-file given as https:// URLs:
+    # (flag dest, URL), written by HTTP PUT instead (Kaniko's pre-signed bucket URLs)
+    output_urls: tuple[tuple[str, str], ...] = ()
     # how a stage's layers become its rootfs (lamina.rootfs.overlay): auto, overlay or unpack
     rootfs_mode: str = "auto"
     rootfs_memory: int | None = None  # bytes of step changes an overlay rootfs may keep in memory; None: default

@@ -340,7 +340,7 @@ def options_from(values: Mapping[str, object], environ: Mapping[str, str]) -> Bu
 
     def path_or_none(name: str) -> Path | None:
         value = text(name)
-        return Path(value) if value else None
+        return Path(value) if value and not is_url(value) else None
     labels = []
     for item in items("label"):
         key, eq, value = item.partition("=")
@@ -384,7 +384,7 @@ def options_from(values: Mapping[str, object], environ: Mapping[str, str]) -> Bu
         push_by_digest=bool(values["push_by_digest"]),
         tar_path=Path(tar_path) if tar_path else None,
         oci_layout_path=Path(oci_layout) if oci_layout else None,
-        digest_file=Path(digest_file) if digest_file else None,
+        digest_file=Path(digest_file) if digest_file and not is_url(digest_file) else None,
         registry_mirrors=tuple(items("registry_mirror")),
         insecure_registries=frozenset(insecure),
         skip_tls_verify=bool(values["skip_tls_verify"] or values["skip_tls_verify_pull"]),
@@ -417,6 +417,7 @@ def options_from(values: Mapping[str, object], environ: Mapping[str, str]) -> Bu
         rootfs_memory=rootfs_memory,
         image_name_with_digest_file=path_or_none("image_name_with_digest_file"),
         image_name_tag_with_digest_file=path_or_none("image_name_tag_with_digest_file"),
+        output_urls=tuple((name, str(text(name))) for name in OUTPUT_FILES if is_url(text(name))),
         metadata_file=path_or_none("metadata_file"),
         sandbox=sandbox,
         force=bool(values["force"]),
@@ -436,6 +437,14 @@ def options_from(values: Mapping[str, object], environ: Mapping[str, str]) -> Bu
         context_sub_path=sub_path if context_source else None,
         dockerfile_url=dockerfile_url,
     )
+
+
+OUTPUT_FILES = ("digest_file", "image_name_with_digest_file", "image_name_tag_with_digest_file")
+
+
+def is_url(value: str | None) -> bool:
+    """An output file given as an https:// URL (written by HTTP PUT), as Kaniko takes them."""
+    return bool(value) and str(value).startswith("https://")
 
 
 def registry_host(name: str) -> str:

@@ -182,3 +182,47 @@ def test_the_bucket_flag_is_refused_with_what_to_do(lamina: Lamina, tmp_path: Pa
     context = write_context(tmp_path / "ctx", f"FROM {lamina.images.busybox}\n")
     run = lamina.build(context, "--no-push", "--bucket", "my-bucket")
     assert run.returncode == 2 and "--bucket my-bucket: contexts in Google Cloud Storage" in run.stderr
+
+
+def test_output_files_as_https_urls_are_put(lamina: Lamina, tmp_path: Path) -> None:
+    """Kaniko writes --digest-file and the image-name files given as https:// URLs (pre-signed bucket URLs) with
+    an HTTP PUT of text/plain."""
+    import ssl
+
+    from pytest_httpserver import HTTPServer
+    from werkzeug import Request, Response
+
+    from tests.support.tls_registry import TestCA
+
+    ca = TestCA(tmp_path / "ca")
+    leaf = ca.issue("put-server", hosts=("127.0.0.1",))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(leaf.cert_path), str(leaf.key_path))
+    received: dict[str, tuple[str, str]] = {}
+
+    def record(request: Request) -> Response:
+        received[request.path] = (request.content_type or "", request.get_data(as_text=True))
+        return Response("", status=200)
+
+    server = HTTPServer(host="127.0.0.1", port=0, ssl_context=context)
+    server.expect_request("/digest", method="PUT").respond_with_handler(record)
+    server.expect_request("/names", method="PUT").respond_with_handler(record)
+    server.expect_request("/tags", method="PUT").respond_with_handler(record)
+    server.start()
+    try:
+        base = f"https://127.0.0.1:{server.port}"
+        build_context = write_context(tmp_path / "ctx", f"FROM {lamina.images.busybox}\nRUN echo put > /p\n")
+        dest = lamina.dest("put-files")
+        lamina.build(build_context, "--destination", dest, "--digest-file", f"{base}/digest?X-Amz-Signature=abc",
+                     "--image-name-with-digest-file", f"{base}/names", "--image-name-tag-with-digest-file",
+                     f"{base}/tags", extra_env={"REQUESTS_CA_BUNDLE": str(ca.cert_path)}, subprocess=True).check()
+        untrusted = lamina.build(build_context, "--no-push", "--digest-file", f"{base}/digest?X-Amz-Signature=abc",
+                                 subprocess=True)
+    finally:
+        server.stop()
+    assert untrusted.returncode != 0 and f"--digest-file: cannot PUT to {base}/digest" in untrusted.stderr
+    assert "X-Amz-Signature" not in untrusted.stderr + untrusted.stdout
+    content_type, digest = received["/digest"]
+    assert content_type == "text/plain" and digest.startswith("sha256:")
+    name = dest.rsplit(":", 1)[0]
+    assert received["/names"][1] == f"{name}@{digest}\n" and received["/tags"][1] == f"{dest}@{digest}\n"

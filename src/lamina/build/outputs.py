@@ -9,6 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import requests
+
 from lamina.build.stage import PARALLEL_TRANSFERS, ensure_local
 from lamina.build.state import LayerRef
 from lamina.errors import InvalidReference, OptionsError, OutputError, RegistryError
@@ -79,6 +81,19 @@ def build_metadata(image: ImageBlobs, destinations: list[Reference]) -> dict[str
     return metadata
 
 
+def put_text(url: str, text: str, name: str) -> None:
+    """An output file given as an ``https://`` URL (a pre-signed S3, GCS or Azure URL): HTTP PUT, as Kaniko."""
+    flag = "--" + name.replace("_", "-")
+    shown, _, query = url.partition("?")  # a pre-signed URL's query is a credential: never printed
+    try:
+        resp = requests.put(url, data=text.encode(), headers={"Content-Type": "text/plain"}, timeout=60)
+    except requests.RequestException as exc:
+        detail = str(exc).replace(query, "...") if query else str(exc)
+        raise OutputError(f"{flag}: cannot PUT to {shown}: {detail}") from None
+    if resp.status_code >= 300:
+        raise OutputError(f"{flag}: PUT to {shown} answered HTTP {resp.status_code}")
+
+
 def write_outputs(options: BuildOptions, image: ImageBlobs, destinations: list[Reference]) -> None:
     try:
         if options.tar_path is not None:
@@ -87,15 +102,19 @@ def write_outputs(options: BuildOptions, image: ImageBlobs, destinations: list[R
         if options.oci_layout_path is not None:
             tag = next((d.tag for d in destinations if d.tag), None)
             write_oci_layout(options.oci_layout_path, image, tag or "latest")
-        if options.digest_file is not None:
-            options.digest_file.write_text(image.manifest_digest)
         named = [d for d in destinations if not options.no_push]
-        if options.image_name_with_digest_file is not None:
-            options.image_name_with_digest_file.write_text(
-                "".join(f"{d.name}@{image.manifest_digest}\n" for d in named))
-        if options.image_name_tag_with_digest_file is not None:
-            options.image_name_tag_with_digest_file.write_text(
-                "".join(f"{d.name}:{d.tag or 'latest'}@{image.manifest_digest}\n" for d in named))
+        texts = {
+            "digest_file": image.manifest_digest,
+            "image_name_with_digest_file": "".join(f"{d.name}@{image.manifest_digest}\n" for d in named),
+            "image_name_tag_with_digest_file": "".join(f"{d.name}:{d.tag or 'latest'}@{image.manifest_digest}\n"
+                                                       for d in named),
+        }
+        for name, text in texts.items():
+            path = getattr(options, name)
+            if path is not None:
+                path.write_text(text)
+        for name, url in options.output_urls:
+            put_text(url, texts[name], name)
         if options.metadata_file is not None:
             options.metadata_file.write_text(json.dumps(build_metadata(image, named), indent=2) + "\n")
     except OSError as exc:
