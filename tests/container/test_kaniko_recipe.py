@@ -5,12 +5,17 @@ the registry login written to /kaniko/.docker/config.json, then ``/kaniko/execut
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import AUTH_PASSWORD, AUTH_USER
 from tests.container.conftest import Container
 from tests.e2e.helpers import inspect_config, write_context
 from tests.support.baseimages import BaseImages
+from tests.support.http_files import git
 from tests.support.registry import RunningRegistry
 
 # the job's script, as GitLab's documentation gives it for Kaniko (the older, config.json login variant)
@@ -36,6 +41,54 @@ def test_the_gitlab_kaniko_recipe_runs_unchanged(container: Container, auth_regi
     assert AUTH_PASSWORD not in log
     config = inspect_config(f"docker://{host}/group/project:v1.0.0", creds=(AUTH_USER, AUTH_PASSWORD))
     assert config["config"]["Labels"]["org.example.recipe"] == "kaniko"
+
+
+NODE_DIR = Path(__file__).resolve().parents[2] / ".ci" / "node" / "node_modules"
+GITLAB_CI = """\
+build:
+  stage: build
+  image:
+    name: {image}
+    entrypoint: [""]
+  script:
+{script}
+"""
+
+
+def test_the_gitlab_kaniko_recipe_through_gitlab_ci_local(container: Container, auth_registry: RunningRegistry,
+                                                          base_images: BaseImages, tmp_path: Path) -> None:
+    """The same recipe as a .gitlab-ci.yml, run by gitlab-ci-local (GitLab's job semantics: the project copied into
+    the job container, predefined variables, the script through the image's shell) on the real engine."""
+    program = NODE_DIR / ".bin" / "gitlab-ci-local"
+    node = NODE_DIR / "node" / "bin"
+    if not program.exists() or not (node / "node").exists():
+        pytest.fail("gitlab-ci-local is not installed: .ci/run installs it (npm install --prefix .ci/node "
+                    "gitlab-ci-local node@22)", pytrace=False)
+    # its helper image, which it would pull from Docker Hub: any image with a shell and coreutils does its job
+    container.engine.docker("pull", "-q", base_images.debian)
+    container.engine.docker("tag", base_images.debian, "docker.io/firecow/gitlab-ci-local-util:latest")
+    project = write_context(tmp_path / "project", f"""
+        FROM {base_images.busybox}
+        RUN echo through-gitlab-ci-local > /how.txt
+    """)
+    script = "".join(f"    - {line}\n" for line in KANIKO_RECIPE.splitlines())
+    (project / ".gitlab-ci.yml").write_text(GITLAB_CI.format(image=container.image, script=script.rstrip("\n")))
+    git("init", "-q", "-b", "main", cwd=project)
+    git("add", "-A", cwd=project)
+    git("commit", "-q", "-m", "project", cwd=project)
+    host = auth_registry.host
+    variables = {"CI_REGISTRY": host, "CI_REGISTRY_USER": AUTH_USER, "CI_REGISTRY_PASSWORD": AUTH_PASSWORD,
+                 "CI_REGISTRY_IMAGE": f"{host}/group/gcl", "CI_COMMIT_TAG": "v2.0.0"}
+    argv = [str(program), "--pull-policy", "if-not-present", "--network", "host"]
+    for key, value in variables.items():
+        argv += ["--variable", f"{key}={value}"]
+    env = {**os.environ, **container.engine.environ(), "PATH": f"{node}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    run = subprocess.run([*argv, "build"], cwd=project, env=env, capture_output=True, text=True, timeout=900,
+                         check=False)
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
+    assert "PASS  build" in run.stdout
+    config = inspect_config(f"docker://{host}/group/gcl:v2.0.0", creds=(AUTH_USER, AUTH_PASSWORD))
+    assert config["history"][-1]["created_by"].endswith("echo through-gitlab-ci-local > /how.txt # buildkit")
 
 
 def test_kaniko_flags_through_the_github_runner_invocation(container: Container, base_images: BaseImages,
