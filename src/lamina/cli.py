@@ -22,7 +22,7 @@ from lamina.build.executor import BuildResult
 from lamina.cache.prune import parse_duration_text, prune_cache
 from lamina.console import ConsoleProgress, JsonProgress, human_size, make_console
 from lamina.errors import InvalidReference, LaminaError, OptionsError, StepFailed
-from lamina.launch import configure_logging, launch_build
+from lamina.launch import configure_logging, launch_build, registry_config
 from lamina.oci.model import Platform
 from lamina.oci.reference import Reference
 from lamina.oci.registry.assemble import create_index
@@ -34,7 +34,6 @@ from lamina.settings import (
     flag_values,
     options_from,
     parse_build_args,
-    registry_maps,
 )
 
 
@@ -202,17 +201,16 @@ def run_warm(args: argparse.Namespace, environ: Mapping[str, str], out: Console)
         for ref in [ref for ref in refs if whole(ref)]:
             out.print(f"{ref}: kept already ({platform})", markup=False, highlight=False)
             refs.remove(ref)
-    config = RegistryConfig(
-        insecure_registries=tuple(args.insecure_registry), skip_tls_verify=switch(args.skip_tls_verify_pull),
-        registry_mirrors=tuple(args.registry_mirror), docker_config_dir=environ.get("DOCKER_CONFIG") or None,
-        ca_certificates=tuple((host, path) for host, _, path in (item.partition("=") for item in
-                                                                 args.registry_certificate) if path),
-        client_certificates=tuple((host, *value.split(",", 1)) for host, _, value in
-                                  (item.partition("=") for item in args.registry_client_cert) if "," in value),
-        skip_tls_verify_registries=tuple(args.skip_tls_verify_registry),
-        registry_maps=registry_maps(args.registry_map),
-        skip_default_registry_fallback=switch(args.skip_default_registry_fallback),
-        http_fallback=switch(args.insecure_pull), environ=environ)
+    # the registry settings as lamina build reads them (LAMINA_<FLAG> variables included): one RegistryConfig
+    registry_flags: dict[str, object | None] = {
+        "insecure_registry": args.insecure_registry or None, "registry_mirror": args.registry_mirror or None,
+        "skip_tls_verify_registry": args.skip_tls_verify_registry or None,
+        "registry_certificate": args.registry_certificate or None,
+        "registry_client_cert": args.registry_client_cert or None, "registry_map": args.registry_map or None,
+        "skip_default_registry_fallback": switch(args.skip_default_registry_fallback) or None,
+        "insecure_pull": switch(args.insecure_pull) or None, "skip_tls_verify_pull": switch(args.skip_tls_verify_pull)
+        or None, "no_push": True}
+    config = registry_config(options_from(flag_values(registry_flags, environ), environ))
     with RegistryClient(config) as client:
         for image in warm(client, cache_dir, refs, platform, force=args.force):
             out.print(f"{image.reference}: kept {image.manifest_digest} for {image.platform} ({image.layers} layers, "

@@ -29,7 +29,7 @@ from typing import BinaryIO
 
 import requests
 
-from lamina.errors import ContextError, OptionsError
+from lamina.errors import ContextError, OptionsError, RootfsError
 from lamina.options import BuildOptions
 from lamina.rootfs.unpack import unpack_layer
 
@@ -116,9 +116,8 @@ def fetch_context(options: BuildOptions, into: Path, environ: Mapping[str, str],
             with ArchiveStream(source, into, environ, stdin) as archive:
                 try:
                     unpack_layer(context, archive, description=f"the context {options.context_source}")
-                except Exception as exc:
-                    raise ContextError(f"the context {options.context_source} is not a readable tar archive: "
-                                       f"{exc}") from exc
+                except RootfsError as exc:  # names the context and what is wrong with the archive
+                    raise ContextError(str(exc)) from exc
         if options.context_sub_path:
             context = context / options.context_sub_path
             if not context.is_dir():
