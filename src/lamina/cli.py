@@ -222,20 +222,14 @@ def dockerfile_base_images(path: Path, build_args: Sequence[str], environ: Mappi
     """The base image of every stage of the Dockerfile at ``path`` (FROM lines expanded with the meta ARGs and
     ``build_args``), leaving out scratch and earlier stages."""
     from lamina.dockerfile.instructions import load_dockerfile
-    from lamina.dockerfile.stages import expand_meta, find_stage
+    from lamina.dockerfile.stages import evaluate_meta_args, expand_meta, find_stage
 
     try:
         dockerfile = load_dockerfile(path.read_text(encoding="utf-8"), file=str(path))
     except OSError as exc:
         raise OptionsError(f"--dockerfile {path}: {exc.strerror or exc}") from None
-    given = dict(parse_build_args(build_args, environ))
     meta: dict[str, str] = {}
-    for inst in dockerfile.meta_args:
-        for name, default in inst.pairs:
-            if name in given:
-                meta[name] = given[name]
-            elif default is not None:
-                meta[name] = expand_meta(inst, default, meta)
+    evaluate_meta_args(dockerfile.meta_args, dict(parse_build_args(build_args, environ)), meta)
     images = []
     for stage in dockerfile.stages:
         image = expand_meta(stage.base, stage.base.image, meta)

@@ -19,7 +19,8 @@ from pathlib import Path
 from lamina.build.context_source import parse_context, parse_git_options
 from lamina.cache.prune import parse_duration_text
 from lamina.console import LEVELS
-from lamina.errors import OptionsError
+from lamina.errors import InvalidReference, OptionsError
+from lamina.oci.reference import Reference
 from lamina.options import ROOTFS_MODES, BuildOptions, default_mount_cache_dir, parse_secrets, parse_size
 from lamina.sandbox.detect import SANDBOXES
 
@@ -351,7 +352,10 @@ def options_from(values: Mapping[str, object], environ: Mapping[str, str]) -> Bu
     if values["insecure"]:  # Kaniko: push over plain HTTP, to the destinations (and the cache repository)
         cache_repo = text("cache_repo")
         for name in [*destinations, *([cache_repo] if cache_repo else [])]:
-            insecure.add(registry_host(name))
+            try:
+                insecure.add(Reference.parse(name).registry)
+            except InvalidReference:
+                pass  # the build reports the bad name where it reads it
     ignore_paths = [path.rstrip("/") or "/" for path in items("ignore_path")]
     if values["ignore_var_run"]:
         ignore_paths.append("/var/run")
@@ -445,12 +449,6 @@ OUTPUT_FILES = ("digest_file", "image_name_with_digest_file", "image_name_tag_wi
 def is_url(value: str | None) -> bool:
     """An output file given as an https:// URL (written by HTTP PUT), as Kaniko takes them."""
     return bool(value) and str(value).startswith("https://")
-
-
-def registry_host(name: str) -> str:
-    """The registry of an image or repository name as written (``docker.io`` when it names none)."""
-    first, slash, _ = name.partition("/")
-    return first if slash and ("." in first or ":" in first or first == "localhost") else "docker.io"
 
 
 def registry_maps(items: list[str]) -> tuple[tuple[str, str], ...]:

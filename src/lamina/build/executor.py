@@ -69,7 +69,14 @@ from lamina.dockerfile.instructions import (
 )
 from lamina.dockerfile.mounts import BindMount, CacheMount, parse_mount
 from lamina.dockerfile.parse import parse_dockerfile
-from lamina.dockerfile.stages import automatic_args, expand_meta, find_stage, needed_stages, select_target
+from lamina.dockerfile.stages import (
+    automatic_args,
+    evaluate_meta_args,
+    expand_meta,
+    find_stage,
+    needed_stages,
+    select_target,
+)
 from lamina.errors import (
     ContextError,
     DockerfileError,
@@ -266,13 +273,7 @@ class _Build:
         for name in PROXY_ARGS:
             if name in build_args:  # usable without ARG, never persisted (BuildKit)
                 self.used_args.add(name)
-        for inst in self.dockerfile.meta_args:
-            for name, default in inst.pairs:
-                if name in build_args:
-                    self.meta[name] = build_args[name]
-                    self.used_args.add(name)
-                elif default is not None:
-                    self.meta[name] = expand_meta(inst, default, self.meta)
+        self.used_args |= evaluate_meta_args(self.dockerfile.meta_args, build_args, self.meta)
 
     # -- stages -------------------------------------------------------------------------------------------------
 

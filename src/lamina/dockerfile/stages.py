@@ -4,9 +4,9 @@ global ARG scope of FROM lines. Pure: no I/O."""
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
-from lamina.dockerfile.instructions import Copy, Dockerfile, Instruction, Run, Stage
+from lamina.dockerfile.instructions import Arg, Copy, Dockerfile, Instruction, Run, Stage
 from lamina.dockerfile.lex import ExpansionError, expand_word
 from lamina.dockerfile.mounts import mount_from
 from lamina.errors import OptionsError
@@ -82,6 +82,20 @@ def platform_args(target: Platform, build: Platform) -> dict[str, str]:
         "BUILDPLATFORM": str(build), "BUILDOS": build.os, "BUILDARCH": build.architecture,
         "BUILDVARIANT": build.variant,
     }
+
+
+def evaluate_meta_args(meta_args: Sequence[Arg], build_args: Mapping[str, str], meta: dict[str, str]) -> set[str]:
+    """The ARGs before the first FROM into ``meta``, in order (a build arg wins over the default, which may use the
+    ARGs before it); returns the names of the build args they consumed."""
+    used: set[str] = set()
+    for inst in meta_args:
+        for name, default in inst.pairs:
+            if name in build_args:
+                meta[name] = build_args[name]
+                used.add(name)
+            elif default is not None:
+                meta[name] = expand_meta(inst, default, meta)
+    return used
 
 
 def expand_meta(inst: Instruction, text: str, meta: Mapping[str, str]) -> str:
