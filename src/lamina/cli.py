@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ from rich.console import Console
 
 import lamina
 from lamina.build.executor import BuildResult
-from lamina.cache.prune import parse_duration_text, prune_cache
+from lamina.cache.entries import LAYOUT_PREFIX
+from lamina.cache.prune import parse_duration_text, prune_cache, prune_layout
 from lamina.console import ConsoleProgress, JsonProgress, human_size, make_console
 from lamina.errors import InvalidReference, LaminaError, OptionsError, StepFailed
 from lamina.launch import configure_logging, launch_build, registry_config
@@ -260,6 +262,8 @@ def run_prune(args: argparse.Namespace, environ: Mapping[str, str], out: Console
         raise OptionsError(f"--older-than {args.older_than}: {exc}") from None
     if args.keep < 0:
         raise OptionsError("--keep must be 0 or more")
+    if args.cache_repo.startswith(LAYOUT_PREFIX):
+        return run_layout_prune(Path(args.cache_repo[len(LAYOUT_PREFIX):]), older_than, args.keep, out)
     try:
         repo = Reference.parse(args.cache_repo)
     except InvalidReference as exc:
@@ -273,6 +277,17 @@ def run_prune(args: argparse.Namespace, environ: Mapping[str, str], out: Console
     if report.refused:
         make_console(stderr=True).print(f"error: {report.refused}", markup=False)
         return 1
+    return 0
+
+
+def run_layout_prune(path: Path, older_than: timedelta, keep: int, out: Console) -> int:
+    """``lamina cache prune --cache-repo oci:/path``: a cache kept in an OCI layout."""
+    if not (path / "index.json").is_file():
+        raise OptionsError(f"--cache-repo oci:{path}: no OCI layout there (no index.json)")
+    report = prune_layout(path, older_than=older_than, keep=keep)
+    count = len(report.deleted)
+    out.print(f"oci:{path}: deleted {count} stale cache entr{'y' if count == 1 else 'ies'}, kept {report.kept}",
+              markup=False)
     return 0
 
 

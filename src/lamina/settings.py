@@ -351,7 +351,7 @@ def options_from(values: Mapping[str, object], environ: Mapping[str, str]) -> Bu
     insecure = set(items("insecure_registry"))
     if values["insecure"]:  # Kaniko: push over plain HTTP, to the destinations (and the cache repository)
         cache_repo = text("cache_repo")
-        for name in [*destinations, *([cache_repo] if cache_repo else [])]:
+        for name in [*destinations, *([cache_repo] if cache_repo and not cache_repo.startswith("oci:") else [])]:
             try:
                 insecure.add(Reference.parse(name).registry)
             except InvalidReference:

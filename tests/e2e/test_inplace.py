@@ -230,11 +230,15 @@ def test_inplace_is_refused_outside_the_runtime_image(lamina: Lamina, tmp_path: 
     assert not Path("/should-never-exist").exists()
 
 
-def test_inplace_with_the_cache(runtime: Path, lamina: Lamina, tmp_path: Path) -> None:
-    """Hits need no rootfs; the first miss clears / and unpacks the base and the hit layers, then runs."""
+@pytest.mark.parametrize("cache_repo", [None, "oci:/cache/layers"])
+def test_inplace_with_the_cache(runtime: Path, lamina: Lamina, tmp_path: Path, cache_repo: str | None) -> None:
+    """Hits need no rootfs; the first miss clears / and unpacks the base and the hit layers, then runs. A cache
+    kept in an OCI layout inside / (``--cache-repo oci:/cache/layers``) is never cleared with it."""
     assert not RUNTIME_MARKER.exists(), "this machine's / has lamina's runtime marker: refusing to run"
     dest = lamina.dest("inplace-cache")
     args = ["--sandbox", "inplace", "--destination", dest, "--insecure-registry", lamina.registry.host, "--cache"]
+    if cache_repo is not None:
+        args += ["--cache-repo", cache_repo]
     for version in ("one", "two"):
         write_context(runtime / "workspace", f"""
             FROM {lamina.images.busybox}
@@ -247,3 +251,5 @@ def test_inplace_with_the_cache(runtime: Path, lamina: Lamina, tmp_path: Path) -
     assert "cached" in proc.stdout.split("STEP 2/3")[1].split("STEP 3/3")[0]
     image = unpack(f"docker://{dest}", tmp_path / "pushed")
     assert image.read("version.txt") == "two\ncached\n" and not image.exists("bin/vi")
+    if cache_repo is not None:
+        assert (runtime / "cache" / "layers" / "index.json").is_file() and not image.exists("cache")

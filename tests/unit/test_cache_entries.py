@@ -6,7 +6,7 @@ import base64
 import json
 from datetime import UTC, datetime
 
-from lamina.cache.registry import CONFIG_TAG_PREFIX, KEY, config_entry_manifest, parse_config_entry
+from lamina.cache.entries import CONFIG_TAG_PREFIX, KEY, config_entry_manifest, parse_config_entry
 from lamina.oci.digest import compute_digest
 from lamina.oci.model import OCI_CONFIG, Descriptor
 

@@ -46,6 +46,17 @@ def test_several_cache_repositories_use_the_first_written_and_say_so() -> None:
     assert any("reg.example/a not used" in note for note in p.notes)
 
 
+def test_local_cache_maps_onto_a_layout_cache() -> None:
+    p = plan(cache_from="type=local,src=/tmp/.buildx-cache", cache_to="type=local,dest=/tmp/.buildx-cache,mode=max")
+    assert p.options.cache and p.options.cache_repo == "oci:/tmp/.buildx-cache" and p.options.push_cache
+    assert any("OCI layout /tmp/.buildx-cache" in note for note in p.notes)
+    read_only = plan(cache_from="type=local,src=/Cache/Dir")
+    assert read_only.options.cache_repo == "oci:/Cache/Dir" and not read_only.options.push_cache
+    with pytest.raises(OptionsError, match="give the same directory as src and dest"):
+        plan(cache_from="type=local,src=/tmp/.buildx-cache", cache_to="type=local,dest=/tmp/.buildx-cache-new")
+    assert plan(cache_repo="oci:/Runner/Cache").options.cache_repo == "oci:/Runner/Cache"  # a path keeps its case
+
+
 def test_lamina_inputs_win_over_the_build_push_action_spelling() -> None:
     p = plan(cache_to="type=registry,ref=reg.example/b:c", cache_repo="reg.example/mine")
     assert p.options.cache_repo == "reg.example/mine"
@@ -56,8 +67,8 @@ def test_lamina_inputs_win_over_the_build_push_action_spelling() -> None:
 @pytest.mark.parametrize("spec, message", [
     ("type=gha", "not in the GitHub Actions cache; use type=registry,ref="),
     ("type=gha,mode=max,scope=app", "GitHub Actions cache"),
-    ("type=local,src=/tmp/cache", "type=local is not one"),
-    ("type=inline", "type=inline is not one"),
+    ("type=local", "type=local needs "),
+    ("type=inline", "type=inline is neither"),
     ("type=s3,region=eu-west-1,bucket=b", "type=s3"),
     ("type=registry", "needs ref="),
     ("type=registry,ref=reg.example/app@sha256:" + "a" * 64, "without a digest"),

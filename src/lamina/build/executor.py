@@ -48,8 +48,10 @@ from lamina.build.stage import (
 )
 from lamina.build.state import LayerRef, StageState
 from lamina.build.workspace import Workspace
+from lamina.cache.entries import CacheEntry
 from lamina.cache.key import compute_base_key, compute_executed_key, compute_link_chain, compute_step_key
-from lamina.cache.registry import CacheEntry, RegistryCache
+from lamina.cache.layer_cache import LayerCache
+from lamina.cache.stores import CacheStore, LayoutStore, RegistryStore, open_store
 from lamina.dockerfile.instructions import (
     Arg,
     Command,
@@ -248,7 +250,7 @@ class _Build:
     steps: list[StepResult] = field(default_factory=list)
     step_total: int = 0
     created: str = ""
-    cache: RegistryCache | None = None
+    cache: LayerCache | None = None
     planning: bool = False  # compute keys only: nothing is pulled, executed or pushed
     plan: list[PlannedStep] = field(default_factory=list)
     resolved: dict[str, PulledImage] = field(default_factory=dict)
@@ -445,9 +447,10 @@ class _Build:
             self.cache.push(key, layer.descriptor if layer else None, layer.diff_id if layer else None,
                             layer.path if layer else None, self.history_entry(text, layer, self.created),
                             state.platform)
-            if layer is not None and self.cache.push_enabled:
+            source = self.cache.layer_source(key) if layer is not None and self.cache.push_enabled else None
+            if layer is not None and source is not None:
                 # the destination push mounts it from the cache entry instead of uploading the blob a second time
-                layer = replace(layer, source=self.cache.entry_ref(key))
+                layer = replace(layer, source=source)
                 state.layers[-1] = layer
         elif state.key is not None:
             state.key = compute_executed_key(state.key, inst.original, layer.diff_id if layer else None)
@@ -467,8 +470,9 @@ class _Build:
         if entry.layer is None or entry.diff_id is None:
             return None
         assert self.cache is not None
-        layer = LayerRef(entry.layer, entry.diff_id, self.workspace.blob_path(entry.layer.digest),
-                         source=self.cache.entry_ref(entry.key))
+        kept = self.cache.layer_path(entry.layer)  # an OCI layout cache: its blob is read in place
+        layer = LayerRef(entry.layer, entry.diff_id, kept or self.workspace.blob_path(entry.layer.digest),
+                         source=self.cache.layer_source(entry.key))
         state.layers.append(layer)
         if state.materialized:  # a step before this one ran: apply the hit on top
             ensure_local(self.client, layer, self.options.cache_dir)
@@ -851,7 +855,7 @@ def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, prog
     target = select_target(dockerfile, options.target)
     cache = None
     if options.cache or options.dry_run:
-        cache = RegistryCache(client, cache_repository(options, destinations),
+        cache = LayerCache(cache_store(options, destinations, client),
                               ttl=timedelta(seconds=options.cache_ttl_seconds),
                               push=options.push_cache and not options.dry_run)
     if options.push_permission_check:  # before a long build, as Kaniko (not with --skip-push-permission-check);
@@ -873,8 +877,9 @@ def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, prog
     if runner.name == "inplace":  # / is the rootfs: leave the build's own files (and /lamina, mounts...) alone
         explicit_mount_cache = None if options.mount_cache_default else options.mount_cache_dir
         docker_config = Path(options.docker_config_dir) if options.docker_config_dir else None  # read on demand
+        layout_cache = cache.store.path if cache is not None and isinstance(cache.store, LayoutStore) else None
         inplace = InplaceRoot.create([workspace.root, options.context, options.dockerfile, docker_config],
-                                     force=options.force, made=[options.cache_dir, explicit_mount_cache])
+                                     force=options.force, made=[options.cache_dir, explicit_mount_cache, layout_cache])
     warnings = list(dockerfile.warnings)
     cleaner: threading.Thread | None = None
     try:
@@ -976,7 +981,7 @@ def prefetch_clones(clones: list[GitFetch], into: Path) -> dict[GitFetch, Path |
     return done
 
 
-def _verdict(cache: RegistryCache, step: PlannedStep) -> str:
+def _verdict(cache: LayerCache, step: PlannedStep) -> str:
     if step.key is None:
         return "not cached"
     return "hit" if cache.found.get(step.key) is not None else "miss"
@@ -996,20 +1001,14 @@ def is_immutable_tag_error(error: RegistryError) -> bool:
     return any(marker.lower() in text for marker in IMMUTABLE_TAG_ERRORS)
 
 
-def cache_repository(options: BuildOptions, destinations: list[Reference]) -> Reference:
-    """--cache-repo, else ``<first destination's repository>/cache``."""
+def cache_store(options: BuildOptions, destinations: list[Reference], client: RegistryClient) -> CacheStore:
+    """--cache-repo (a repository, or ``oci:/path``), else ``<first destination's repository>/cache``."""
     if options.cache_repo:
-        try:
-            ref = Reference.parse(options.cache_repo)
-        except InvalidReference as exc:
-            raise OptionsError(f"--cache-repo {options.cache_repo}: {exc}") from None
-        if ref.digest is not None:
-            raise OptionsError(f"--cache-repo {options.cache_repo}: give a repository, not a digest")
-        return Reference(ref.registry, ref.repository, None, None)
+        return open_store(options.cache_repo, client)
     if not destinations:
-        raise OptionsError("--cache needs somewhere to keep the cache: pass --cache-repo REPOSITORY "
-                           "(or a --destination, whose repository gets a /cache sibling)")
+        raise OptionsError("--cache needs somewhere to keep the cache: pass --cache-repo REPOSITORY or "
+                           "oci:/path (or a --destination, whose repository gets a /cache sibling)")
     first = destinations[0]
-    return Reference(first.registry, first.repository + "/cache", None, None)
+    return RegistryStore(client, Reference(first.registry, first.repository + "/cache", None, None))
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from lamina.build.state import LayerRef, StageState
 from lamina.build.workspace import Workspace
-from lamina.cache.registry import RegistryCache
+from lamina.cache.layer_cache import LayerCache
 from lamina.cache.warm import load_image
 from lamina.dockerfile.instructions import Stage
 from lamina.errors import RegistryUnreachable, RootfsError
@@ -45,7 +45,7 @@ class PulledImage:
 
 
 def resolve_image(client: RegistryClient, ref: Reference, platform: Platform, workspace: Workspace,
-                  cache: RegistryCache | None = None, *, cache_dir: Path | None = None,
+                  cache: LayerCache | None = None, *, cache_dir: Path | None = None,
                   ttl_seconds: float | None = None, say: Callable[[str], None] | None = None) -> PulledImage:
     """Resolve ``ref`` for ``platform``: manifest and config only, no layer is downloaded. With ``cache``, the
     config comes from the cache when an earlier build kept it there (one manifest GET instead of a blob GET), and

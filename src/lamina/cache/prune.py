@@ -6,7 +6,9 @@ without that annotation) is left alone. Entries older than a cutoff are deleted 
 ``keep`` newest; a digest that some tag not being deleted also points to is never deleted (deleting a manifest
 deletes every tag on it).
 
-:func:`select_stale` and :func:`parse_duration_text` are pure; :func:`prune_cache` talks to the registry.
+:func:`select_stale` and :func:`parse_duration_text` are pure; :func:`prune_cache` talks to the registry;
+:func:`prune_layout` prunes a cache kept in an OCI layout (``--cache-repo oci:/path``), whose unreferenced blobs
+then go too.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from lamina.errors import RegistryError
+from lamina.oci.layout import layout_refs, locked_layout, read_layout_manifest, remove_layout_refs
 from lamina.oci.model import MANIFEST_TYPES
 from lamina.oci.reference import Reference
 from lamina.oci.registry.client import FetchedManifest, RegistryClient
@@ -141,12 +145,37 @@ def prune_cache(client: RegistryClient, cache_repo: Reference, *, older_than: ti
     return PruneReport(len(entries) - len(deleted), tuple(deleted))
 
 
+def prune_layout(path: Path, *, older_than: timedelta, keep: int = 0, now: datetime | None = None) -> PruneReport:
+    """Drop the cache entries of the OCI layout ``path`` older than ``older_than`` (keeping the ``keep`` newest),
+    base image configs kept as ``config-…`` entries included, then the blobs nothing references any more."""
+    if now is None:
+        now = datetime.now(UTC)
+    entries: list[tuple[str, datetime]] = []
+    with locked_layout(path):
+        for tag, _digest in layout_refs(path):
+            if not (is_cache_key(tag) or tag.startswith("config-")):
+                continue
+            body = read_layout_manifest(path, tag)
+            created = _created_of(body) if body is not None else None
+            if created is not None:
+                entries.append((tag, created))
+        stale = select_stale(entries, older_than=older_than, keep=keep, now=now)
+        if stale:
+            remove_layout_refs(path, set(stale))
+    return PruneReport(len(entries) - len(stale), tuple(stale))
+
+
 def _entry_created(tag: str, manifest: FetchedManifest) -> datetime | None:
     """When the cache entry ``tag`` was created, or ``None`` if it is not a cache entry."""
     if not is_cache_key(tag) or manifest.media_type not in MANIFEST_TYPES:
         return None
+    return _created_of(manifest.body)
+
+
+def _created_of(body: bytes) -> datetime | None:
+    """The ``created`` annotation of a manifest's JSON, or None."""
     try:
-        raw = json.loads(manifest.body)
+        raw = json.loads(body)
     except ValueError:
         return None
     annotations = raw.get("annotations") if isinstance(raw, dict) else None

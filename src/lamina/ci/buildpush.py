@@ -24,6 +24,7 @@ import csv
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from lamina.cache.entries import LAYOUT_PREFIX
 from lamina.errors import InvalidReference, OptionsError
 from lamina.oci.reference import Reference
 
@@ -92,11 +93,18 @@ def parse_cache_spec(text: str, what: str) -> CacheSpec:
 
 
 def _cache_repository(spec: CacheSpec, what: str) -> str:
+    if spec.kind == "local":  # a directory (with actions/cache): lamina's cache as an OCI layout there
+        directory = spec.attributes.get("src" if what == "cache-from" else "dest", "")
+        if not directory:
+            raise OptionsError(f"input {what}: type=local needs {'src' if what == 'cache-from' else 'dest'}=DIRECTORY")
+        return LAYOUT_PREFIX + directory
     if spec.kind != "registry":
-        hint = ("lamina keeps its layer cache in a registry, not in the GitHub Actions cache"
-                if spec.kind == "gha" else f"lamina keeps its layer cache in a registry (type={spec.kind} is not one)")
+        hint = ("lamina keeps its layer cache in a registry or a directory, not in the GitHub Actions cache"
+                if spec.kind == "gha" else f"lamina keeps its layer cache in a registry or a directory (type={spec.kind}"
+                " is neither)")
         raise OptionsError(f"input {what}: type={spec.kind}: {hint}; use type=registry,ref=REGISTRY/IMAGE:cache "
-                           "(or cache: true, which caches in <first tag's repository>/cache)")
+                           "(or cache: true, which caches in <first tag's repository>/cache), or type=local with a "
+                           "directory that actions/cache keeps")
     ref = spec.attributes.get("ref", "")
     if not ref:
         raise OptionsError(f"input {what}: type=registry needs ref=REGISTRY/REPOSITORY[:TAG]")
@@ -122,9 +130,18 @@ def map_cache(cache_from: list[str], cache_to: list[str]) -> BuildxInputs:
     if not write:
         out.flags["no_push_cache"] = True
         out.notes.append(f"cache-from without cache-to: the layer cache in {repository} is read, not written")
+    layouts = [r for r in repositories if r.startswith(LAYOUT_PREFIX)]
+    if len(layouts) > 1:
+        raise OptionsError(f"inputs cache-from/cache-to: type=local names {len(layouts)} directories; lamina keeps its "
+                           "cache in one directory, which it updates in place and prunes with `lamina cache prune "
+                           "--cache-repo oci:DIR` (no move step needed): give the same directory as src and dest")
     if len(repositories) > 1:
         out.notes.append(f"lamina uses one cache repository, {repository}; "
                          f"{', '.join(repositories[1:])} not used")
+    if repository.startswith(LAYOUT_PREFIX):
+        out.notes.append(f"layer cache in the OCI layout {repository.removeprefix(LAYOUT_PREFIX)}: one entry per step, "
+                         "every step cached (as mode=max)")
+        return out
     out.notes.append(f"layer cache in {repository}: one tag per step, named by its cache key (any tag given in "
                      "ref= is not used; every step is cached, as mode=max)")
     return out

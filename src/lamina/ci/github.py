@@ -28,6 +28,7 @@ from actions_toolkit.command import Command
 from actions_toolkit.file_command import prepare_key_value_message
 
 from lamina.build.executor import BuildResult
+from lamina.cache.entries import LAYOUT_PREFIX
 from lamina.ci import summary
 from lamina.ci.buildpush import REFUSED_INPUTS, map_inputs
 from lamina.ci.credentials import read_docker_config, write_docker_config
@@ -220,9 +221,11 @@ def plan_from_environ(environ: Mapping[str, str], *, now: datetime | None = None
         explicit["cache"] = False
     cache_repo = get_input(environ, "cache-repo")
     if cache_repo:
-        if buildx.flags.get("cache_repo") not in (None, lower_image(cache_repo)):
+        if not cache_repo.startswith(LAYOUT_PREFIX):  # a directory's path keeps its case
+            cache_repo = lower_image(cache_repo)
+        if buildx.flags.get("cache_repo") not in (None, cache_repo):
             notes.append(f"input cache-repo {cache_repo} wins over the repository of cache-from/cache-to")
-        explicit["cache_repo"] = lower_image(cache_repo)
+        explicit["cache_repo"] = cache_repo
     platforms = split_list(get_input(environ, "platform"))
     if len(platforms) > 1:
         raise OptionsError(f"input platform: {', '.join(platforms)}: lamina builds one platform per step; "

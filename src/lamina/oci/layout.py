@@ -8,6 +8,7 @@ twice, streamed: once to learn its size (and check its diff_id), once into the a
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import io
 import json
@@ -194,6 +195,95 @@ def write_oci_layout(path: Path, image: ImageBlobs, ref_name: str | None) -> Non
             f.write(canonical_json(index))
     except OSError as e:
         raise _os_error("write the OCI layout", path, e) from e
+
+
+def read_layout_manifest(path: Path, ref_name: str) -> bytes | None:
+    """The manifest that index.json of the OCI layout ``path`` tags ``ref_name``, checked against its digest; None
+    when the layout or the tag does not exist."""
+    if not (path / INDEX_FILE).exists():
+        return None
+    for entry in reversed(_read_index(path)["manifests"]):
+        if not isinstance(entry, dict) or (entry.get("annotations") or {}).get(REF_NAME) != ref_name:
+            continue
+        digest = entry.get("digest")
+        if not isinstance(digest, str) or not is_digest(digest):
+            raise OutputError(f"{path / INDEX_FILE}: the entry {ref_name} has no valid digest")
+        blob = path / "blobs" / "sha256" / digest_hex(digest)
+        try:
+            body = blob.read_bytes()
+        except OSError as e:
+            raise _os_error("read the OCI layout", path, e) from e
+        if compute_digest(body) != digest:
+            raise OutputError(f"{blob} does not match its digest {digest}")
+        return body
+    return None
+
+
+def layout_refs(path: Path) -> list[tuple[str, str]]:
+    """The tagged entries of the OCI layout ``path``'s index.json: (ref name, manifest digest)."""
+    refs = []
+    for entry in _read_index(path)["manifests"] if (path / INDEX_FILE).exists() else []:
+        name = (entry.get("annotations") or {}).get(REF_NAME) if isinstance(entry, dict) else None
+        if isinstance(name, str) and isinstance(entry.get("digest"), str):
+            refs.append((name, entry["digest"]))
+    return refs
+
+
+def _referenced(blobs: Path, digest: str, seen: set[str]) -> None:
+    """Add ``digest`` and every blob its manifest or index names (when it is one) to ``seen``."""
+    if digest in seen or not is_digest(digest):
+        return
+    seen.add(digest)
+    try:
+        document = json.loads((blobs / digest_hex(digest)).read_bytes())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return  # a layer, a config, or missing
+    if not isinstance(document, dict) or document.get("schemaVersion") != 2:
+        return
+    named = [document.get("config"), *(document.get("layers") or []), *(document.get("manifests") or [])]
+    for descriptor in named:
+        if isinstance(descriptor, dict) and isinstance(descriptor.get("digest"), str):
+            _referenced(blobs, descriptor["digest"], seen)
+
+
+def remove_layout_refs(path: Path, names: set[str]) -> int:
+    """Drop the index.json entries tagged with ``names`` from the OCI layout ``path``, then every blob no remaining
+    entry reaches; returns how many blobs were removed. The caller holds ``locked_layout``."""
+    index = _read_index(path)
+    index["manifests"] = [entry for entry in index["manifests"]
+                          if not (isinstance(entry, dict) and (entry.get("annotations") or {}).get(REF_NAME) in names)]
+    blobs = path / "blobs" / "sha256"
+    try:
+        with _atomic_file(path / INDEX_FILE) as f:
+            f.write(canonical_json(index))
+        reachable: set[str] = set()
+        for entry in index["manifests"]:
+            if isinstance(entry, dict) and isinstance(entry.get("digest"), str):
+                _referenced(blobs, entry["digest"], reachable)
+        removed = 0
+        for blob in blobs.iterdir() if blobs.is_dir() else []:
+            if not blob.name.startswith(".") and f"sha256:{blob.name}" not in reachable:
+                blob.unlink()
+                removed += 1
+    except OSError as e:
+        raise _os_error("prune the OCI layout", path, e) from e
+    return removed
+
+
+@contextlib.contextmanager
+def locked_layout(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the layout directory ``path`` (created if missing), so that builds sharing it
+    update index.json one at a time (flock(2) on the directory itself: no lock file inside the layout)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as e:
+        raise _os_error("open the OCI layout", path, e) from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 # -- docker archive -------------------------------------------------------------------------------------------------
