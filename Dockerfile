@@ -30,6 +30,13 @@ LABEL org.opencontainers.image.title="lamina" \
 # git, for ADD from a git repository (the inplace sandbox clones before it clears /, while git is still there)
 RUN command -v git >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends git \
       ca-certificates >/dev/null && rm -rf /var/lib/apt/lists/*; }
+# Kaniko's :debug image keeps a static busybox in /busybox: CI jobs written for it run `/busybox/sh` and its tools, and
+# the inplace sandbox leaves /busybox alone, so the job's shell still works after a build has replaced /
+RUN if command -v busybox >/dev/null; then cp "$(command -v busybox)" /tmp/busybox; \
+    else apt-get update -qq && apt-get install -y -qq --no-install-recommends busybox-static >/dev/null \
+      && cp /bin/busybox /tmp/busybox && apt-get purge -y -qq busybox-static >/dev/null \
+      && rm -rf /var/lib/apt/lists/*; fi \
+ && mkdir /busybox && mv /tmp/busybox /busybox/busybox && /busybox/busybox --install -s /busybox
 COPY --from=install /lamina /lamina
 COPY entrypoint.sh /lamina/entrypoint.sh
 # the marker the inplace sandbox looks for: this image's / may be built in, /lamina (and /kaniko) never touched;
@@ -37,10 +44,10 @@ COPY entrypoint.sh /lamina/entrypoint.sh
 # /kaniko/executor takes Kaniko's flags, /kaniko/.docker/config.json holds the registry logins
 RUN touch /lamina/.lamina-runtime \
  && mkdir -p /kaniko/.docker \
- && printf '#!/bin/sh\n# the Kaniko executor, as lamina: the same flags\nexec /lamina/bin/lamina build "$@"\n' \
+ && printf '#!/busybox/sh\n# the Kaniko executor, as lamina: the same flags\nexec /lamina/bin/lamina build "$@"\n' \
       > /kaniko/executor \
  && chmod 0755 /kaniko/executor
-ENV PATH=/lamina/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+ENV PATH=/lamina/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/kaniko:/busybox \
     DOCKER_CONFIG=/kaniko/.docker \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1

@@ -104,3 +104,32 @@ def test_kaniko_flags_through_the_github_runner_invocation(container: Container,
     assert status == 0, log[-6000:]
     assert "note: --snapshot-mode has no effect in lamina" in log
     assert inspect_config(f"docker://{host}/kaniko/args:1")["config"]["Labels"] == {"org.example.via": "args"}
+
+
+def test_a_debug_image_job_runs_on_busybox_and_keeps_its_tools(container: Container, base_images: BaseImages,
+                                                               tmp_path: Path) -> None:
+    """Jobs written for Kaniko's :debug image call ``/busybox/sh`` and ``executor`` (on its PATH), and go on after
+    the build: here a job builds two images in a row, one FROM scratch, with the inplace sandbox (the default in
+    the unprivileged container) building in its own /, then still has its shell, its tools and lamina."""
+    project = write_context(tmp_path / "project", f"""
+        FROM {base_images.busybox} AS tools
+        RUN echo hello > /hello.txt
+        FROM scratch
+        COPY --from=tools /hello.txt /hello.txt
+    """)
+    (project / "Second.Dockerfile").write_text(f"FROM {base_images.debian}\nRUN echo second > /second.txt\n")
+    host = container.registry.host
+    script = (
+        "set -e; "
+        f"executor --context . --destination {host}/kaniko/scratch:1 --digest-file /tmp/first.digest; "
+        "test ! -e /hello.txt; "  # / is the job's own again
+        "/busybox/wc -c < /tmp/first.digest; "
+        f"/kaniko/executor --context . --dockerfile Second.Dockerfile --destination {host}/kaniko/second:1; "
+        "ls /busybox | grep -qx wget && cat /etc/os-release | head -n 1 && echo job-still-runs"
+    )
+    status, log = container.gitlab_job(project, f"exec /busybox/sh -c '{script}'")
+    assert status == 0, log[-6000:]
+    assert "sandbox: inplace" in log and "job-still-runs" in log and "\n71\n" in log
+    assert inspect_config(f"docker://{host}/kaniko/scratch:1")["rootfs"]["diff_ids"]
+    assert inspect_config(f"docker://{host}/kaniko/second:1")["history"][-1]["created_by"].endswith(
+        "echo second > /second.txt # buildkit")

@@ -93,6 +93,11 @@ def python_base_context(root: Path, debian: str) -> Path:
             dest = site / file
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest)
+    # busybox-static, which the runtime image installs into /busybox (Kaniko's :debug shell)
+    busybox = Path("/bin/busybox")
+    if not busybox.is_file():
+        pytest.fail("/bin/busybox is missing (apt-get install busybox-static)", pytrace=False)
+    shutil.copy2(busybox, rootfs / "usr/bin/busybox")
     # git, as the runtime image installs it (ADD from a git repository): the program, its helpers, templates
     git = Path("/usr/bin/git")
     if not git.is_file():

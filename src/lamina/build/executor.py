@@ -918,7 +918,7 @@ def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, prog
             warnings.append("one or more build args were not consumed: " + ", ".join(unused))
         final = run.states[target.index]
         image = run.image(final)
-        cleaner = threading.Thread(target=workspace.remove_trees, name="cleanup", daemon=True)
+        cleaner = threading.Thread(target=_clean_up, args=(workspace, inplace), name="cleanup", daemon=True)
         cleaner.start()  # deleting thousands of files overlaps with the push
         sources = {layer.descriptor.digest: layer for layer in final.layers}
         if cache is not None and not options.no_push:
@@ -953,7 +953,24 @@ def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, prog
                 progress.message(f"warning: {warning}")
         if cleaner is not None:
             cleaner.join()
+        if inplace is not None:
+            inplace.restore()  # after a failure too: the job can run lamina again
         workspace.remove()
+
+
+def _clean_up(workspace: Workspace, inplace: InplaceRoot | None) -> None:
+    """Once the image is assembled: the stages' trees go, and (inplace) ``/`` is cleared and lamina's interpreter
+    written back. The built files in ``/`` are moved next to the work directory, not deleted (deleting thousands of
+    files is most of what clearing costs): the container ends with the job, and a next inplace build in it removes
+    them with the rest of ``/`` when it first clears it."""
+    workspace.remove_trees()
+    if inplace is not None and inplace.interpreter is not None:
+        aside = workspace.root / "cleared"
+        inplace.restore(aside)
+        try:
+            os.rename(aside, workspace.root.parent / f".{workspace.root.name}-cleared")
+        except OSError:
+            pass  # removed with the work directory
 
 
 def _may_add_from_git(dockerfile: Dockerfile) -> bool:

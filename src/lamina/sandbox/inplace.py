@@ -26,6 +26,9 @@ How a build goes (the executor does this when its runner is this one, see ``Inpl
   lamina (and the lazily imported ones of the standard library it needs) is imported, and nothing re-executes
   Python afterwards. External programs are gone after the first clearing: the repositories ADD clones are cloned
   before it (the executor plans the build first), and lamina copies trees in Python (``rootfs/clone.py``).
+- The files lamina's interpreter needs to start again are read into memory at the first clearing
+  (``interpreter_files.py``); when the build ends (``InplaceRoot.restore``), ``/`` is cleared once more, as Kaniko's
+  ``--cleanup``, and they are written back: the CI job can run lamina again, with ``/busybox``'s tools.
 
 ``RUN --mount`` targets are placed instead of mounted (see placed.py). Not supported here: ``--network=none`` (the
 command shares the container's network), and a stage whose files must not see lamina's (``/lamina`` is visible to
@@ -41,6 +44,7 @@ import os
 import pkgutil
 import shutil
 import stat
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +54,7 @@ from lamina.errors import SandboxError
 from lamina.sandbox.base import RunSpec
 from lamina.sandbox.chroot import run_group
 from lamina.sandbox.detect import RUNTIME_MARKER
+from lamina.sandbox.interpreter_files import InterpreterFiles, capture
 from lamina.sandbox.placed import placed_mounts
 
 log = logging.getLogger(__name__)
@@ -58,7 +63,8 @@ ROOT = Path("/")
 MOUNTINFO = Path("/proc/self/mountinfo")
 LAMINA_HOME = "/lamina"
 KANIKO_HOME = "/kaniko"  # Kaniko's paths in lamina's image (/kaniko/executor, /kaniko/.docker), as Kaniko keeps them
-ALWAYS_IGNORED = (LAMINA_HOME, KANIKO_HOME, "/proc", "/sys", "/dev", "/etc/mtab", "/etc/resolv.conf", "/etc/hosts",
+BUSYBOX_HOME = "/busybox"  # the static shell and tools of Kaniko's :debug image, which a CI job's script runs on
+ALWAYS_IGNORED = (LAMINA_HOME, KANIKO_HOME, BUSYBOX_HOME, "/proc", "/sys", "/dev", "/etc/mtab", "/etc/resolv.conf", "/etc/hosts",
                   "/etc/hostname", "/var/run", "/run/secrets")
 
 
@@ -212,12 +218,14 @@ def move_into_root(source: Path, ignored: tuple[str, ...], *, root: Path = ROOT)
     shutil.rmtree(source, ignore_errors=True)
 
 
-@dataclass(frozen=True)
+@dataclass
 class InplaceRoot:
-    """What the executor needs to build in ``/``: the paths to leave alone, and ``--force``."""
+    """What the executor needs to build in ``/``: the paths to leave alone, ``--force``, and the files lamina's
+    interpreter needs to start again (read before the first clearing, written back by ``restore``)."""
 
     ignored: tuple[str, ...]
     force: bool = False
+    interpreter: InterpreterFiles | None = None
 
     @classmethod
     def create(cls, extra: Iterable[Path | None], *, force: bool, marker: Path = RUNTIME_MARKER,
@@ -243,7 +251,30 @@ class InplaceRoot:
         return frozenset(p.strip("/") for p in self.ignored if p.strip("/"))
 
     def clear(self, into: Path | None = None) -> bool:
+        if self.interpreter is None:
+            check_allowed(force=self.force)
+            self.interpreter = capture(self.ignored)
+            log.info("inplace: kept %d files (%.1f MB) of lamina's interpreter for after the build",
+                     len(self.interpreter.entries), self.interpreter.size / 1e6)
         return clear_root(self.ignored, force=self.force, into=into)
+
+    def restore(self, aside: Path | None = None) -> None:
+        """The build is over: clear what it left in ``/`` and write lamina's interpreter back, so that the CI job
+        can run lamina again (with /busybox's tools, as Kaniko's :debug image). Nothing to do if ``/`` was never
+        cleared. ``aside``: a new directory inside an ignored path where the built files are moved (renames, which
+        cost nothing: they are this container's own files) instead of removed; its caller disposes of it."""
+        if self.interpreter is None:
+            return
+        started = time.monotonic()
+        if aside is not None:
+            aside.mkdir(mode=0o700)
+        clear_root(self.ignored, force=self.force, into=aside)
+        failed = self.interpreter.write_back()
+        log.info("inplace: / cleared and lamina's interpreter written back in %.2f s", time.monotonic() - started)
+        if failed:
+            log.warning("inplace: could not write back %d file(s) of lamina's interpreter, such as %s",
+                        len(failed), failed[0])
+        self.interpreter = None
 
     def move_in(self, source: Path) -> None:
         move_into_root(source, self.ignored)
