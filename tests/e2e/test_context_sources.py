@@ -1,7 +1,7 @@
 """Every context source Kaniko reads, end to end against local servers: ``tar://`` (a file and standard input), a
 git repository (``git://`` with ``GIT_PULL_METHOD=http``, a ``.git`` URL, a ref, a commit, ``--git branch=``), an
-``http(s)://`` tar.gz, ``--context-sub-path`` inside each, a ``--dockerfile`` URL, and the bucket schemes refused with
-what to install."""
+``http(s)://`` tar.gz, ``--context-sub-path`` inside each, and a ``--dockerfile`` URL. Buckets:
+test_bucket_contexts.py."""
 
 from __future__ import annotations
 
@@ -131,10 +131,3 @@ def test_https_tarball_and_dockerfile_url(lamina: Lamina, tmp_path: Path) -> Non
     files = built_files(lamina, dest, tmp_path)
     assert files["marker"] == "remote-dockerfile" and files["h.txt"] == "over http\n"
     assert missing.returncode != 0 and "HTTP 404" in missing.stderr
-
-
-@pytest.mark.parametrize("context, package", [("gs://bucket/ctx.tar.gz", "google.cloud.storage"),
-                                              ("s3://bucket/ctx.tar.gz", "boto3")])
-def test_bucket_contexts_need_their_extra(lamina: Lamina, context: str, package: str, tmp_path: Path) -> None:
-    run = lamina.build(tmp_path, "--context", context, "--no-push")
-    assert run.returncode == 2 and f"need the {package} package: pip install 'lamina[" in run.stderr

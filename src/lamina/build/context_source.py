@@ -8,7 +8,8 @@
 * ``https://...`` (and ``http://``) anything else: a tar.gz downloaded and unpacked;
 * ``gs://BUCKET/OBJECT``, ``s3://BUCKET/KEY`` and Azure blob URLs (``https://ACCOUNT.blob.core.windows.net/...``)
   through their vendors' Python clients, optional extras (``lamina[gcs]``, ``lamina[s3]``, ``lamina[azure]``);
-  refused with what to install when missing.
+  refused with what to install when missing. Kaniko's variables: ``S3_ENDPOINT``, ``S3_FORCE_PATH_STYLE``,
+  ``AZURE_STORAGE_ACCESS_KEY``.
 
 Then ``--context-sub-path`` picks a directory inside, and a relative ``--dockerfile`` is found in it; a
 ``--dockerfile`` given as an ``http(s)://`` URL is downloaded. :func:`parse_context` is pure; :func:`fetch_context`
@@ -26,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
+from urllib.parse import urlsplit
 
 import requests
 
@@ -34,7 +36,9 @@ from lamina.options import BuildOptions
 from lamina.rootfs.unpack import unpack_layer
 
 SCHEMES = ("tar", "git", "https", "http", "gs", "s3")
-AZURE_BLOB_HOST = re.compile(r"^https://[a-z0-9]+\.blob\.core\.windows\.net/", re.IGNORECASE)
+# Azure blob storage in each of Azure's clouds (as Kaniko's ValidAzureBlobStorageHost): an account name, then the host
+AZURE_BLOB_HOST = re.compile(r"^https://[a-z0-9]+\.blob\.core\.(windows\.net|chinacloudapi\.cn|cloudapi\.de|"
+                             r"usgovcloudapi\.net)/", re.IGNORECASE)
 HASH = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 TIMEOUT = 60
 CHUNK = 1 << 20
@@ -190,17 +194,41 @@ def download_from_bucket(source: ContextSource, dest: Path, environ: Mapping[str
                            f"pip install 'lamina[{extra}]' (it is not in lamina's image)") from None
     bucket, _, key = source.location.split("://", 1)[1].partition("/")
     try:
-        if source.kind == "gs":
+        if source.kind == "gs":  # Application Default Credentials; STORAGE_EMULATOR_HOST for an emulator
             client_module.Client().bucket(bucket).blob(key).download_to_filename(str(dest))
         elif source.kind == "s3":
-            client_module.client("s3").download_file(bucket, key, str(dest))
+            client_module.client("s3", **s3_settings(environ)).download_file(bucket, key, str(dest))
         else:
-            blob = client_module.BlobClient.from_blob_url(source.location,
-                                                          credential=environ.get("AZURE_STORAGE_ACCESS_KEY"))
+            key_text = environ.get("AZURE_STORAGE_ACCESS_KEY")  # Kaniko's: a shared key of the URL's account
+            credential = {"account_name": azure_account(source.location), "account_key": key_text} if key_text else None
+            blob = client_module.BlobClient.from_blob_url(source.location, credential=credential)
             with dest.open("wb") as out:
                 blob.download_blob().readinto(out)
     except Exception as exc:  # noqa: BLE001 - each vendor's client has an error tree of its own
         raise ContextError(f"--context {source.location}: the download failed: {exc}") from None
+
+
+def s3_settings(environ: Mapping[str, str]) -> dict[str, object]:
+    """boto3 client arguments from Kaniko's variables: ``S3_ENDPOINT`` (an S3-compatible server such as MinIO) and
+    ``S3_FORCE_PATH_STYLE=true``; the region and credentials come from boto3's own (``AWS_REGION``, ...)."""
+    settings: dict[str, object] = {}
+    if environ.get("S3_ENDPOINT"):
+        settings["endpoint_url"] = environ["S3_ENDPOINT"]
+    if environ.get("S3_FORCE_PATH_STYLE", "").lower() == "true":
+        from botocore.config import Config
+
+        settings["config"] = Config(s3={"addressing_style": "path"})
+    return settings
+
+
+def azure_account(url: str) -> str:
+    """The storage account of a blob URL: the host's first label (``ACCOUNT.blob.core.windows.net``), or the first
+    path segment of an IP-style URL (an emulator: ``http://127.0.0.1:10000/ACCOUNT/container/blob``)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if host == "localhost" or re.fullmatch(r"[0-9.]+|\[?[0-9a-f:]+\]?", host):
+        return parts.path.lstrip("/").split("/", 1)[0]
+    return host.split(".", 1)[0]
 
 
 def git_environ(environ: Mapping[str, str]) -> dict[str, str]:
