@@ -113,6 +113,10 @@ class AuthError(RegistryError):
     """The registry refused our credentials or has none for us (401/403)."""
 
 
+class ImmutableTag(RegistryError):
+    """A manifest push was refused because the tag exists and the repository does not let tags move."""
+
+
 class NotFound(RegistryError):
     """A repository, tag, manifest or blob does not exist (404)."""
 

@@ -14,6 +14,7 @@ import pytest
 
 from tests.e2e.conftest import Lamina
 from tests.e2e.helpers import inspect_config, inspect_raw, lamina_in_process, unpack, write_context
+from tests.support.recording_proxy import RecordingProxy
 from tests.support.registry import RunningRegistry
 
 # (flag, value or None for a boolean given bare): Kaniko's flags in root.go order, deprecated spellings last
@@ -226,3 +227,23 @@ def test_output_files_as_https_urls_are_put(lamina: Lamina, tmp_path: Path) -> N
     assert content_type == "text/plain" and digest.startswith("sha256:")
     name = dest.rsplit(":", 1)[0]
     assert received["/names"][1] == f"{name}@{digest}\n" and received["/tags"][1] == f"{dest}@{digest}\n"
+
+
+def test_immutable_tags_on_a_registry_that_enforces_them(lamina: Lamina, tmp_path: Path) -> None:
+    """A registry with tag immutability (Harbor's 412 answer, played by the proxy): pushing over an existing tag
+    fails and says why; with --push-ignore-immutable-tag-errors the push counts as done, the tag keeps its image,
+    and the other destinations are still pushed."""
+    with RecordingProxy(lamina.registry.host, immutable_tags=True) as proxy:
+        repo = f"{proxy.host}/kaniko/immutable"
+        first = write_context(tmp_path / "one", f"FROM {lamina.images.busybox}\nRUN echo one > /v.txt\n")
+        second = write_context(tmp_path / "two", f"FROM {lamina.images.busybox}\nRUN echo two > /v.txt\n")
+        lamina.build(first, "--destination", f"{repo}:1.0", insecure=[proxy.host]).check()
+        kept = inspect_raw(f"docker://{repo}:1.0")
+        refused = lamina.build(second, "--destination", f"{repo}:1.0", insecure=[proxy.host])
+        assert refused.returncode == 1 and "immutable tags" in refused.stderr and "HTTP 412" in refused.stderr, \
+            refused.describe()
+        done = lamina.build(second, "--destination", f"{repo}:1.0", "--destination", f"{repo}:1.1",
+                            "--push-ignore-immutable-tag-errors", insecure=[proxy.host]).check()
+        assert "is an immutable tag that already exists; not moved" in done.stdout + done.stderr
+        assert inspect_raw(f"docker://{repo}:1.0") == kept
+        assert unpack(f"docker://{repo}:1.1", tmp_path / "new").read("v.txt") == "two\n"

@@ -8,7 +8,7 @@ import json
 import pytest
 from pytest_httpserver import HTTPServer
 
-from lamina.errors import RegistryError
+from lamina.errors import ImmutableTag
 from lamina.oci.model import OCI_MANIFEST
 from lamina.oci.reference import Reference
 from lamina.oci.registry.client import RegistryClient, RegistryConfig
@@ -30,7 +30,11 @@ def client(httpserver: HTTPServer) -> RegistryClient:
     (400, {"errors": [{"code": "TAG_INVALID", "message": "The image tag '1.0' already exists in the 'app' repository "
                                                          "and cannot be overwritten because the repository is "
                                                          "immutable."}]}),
-    # Harbor: 409 with an "immutable" message
+    # Artifact Registry
+    (400, {"errors": [{"code": "UNKNOWN", "message": "The repository has enabled tag immutability."}]}),
+    # Harbor since 1.10: 412 DENIED from its immutable tag middleware
+    (412, {"errors": [{"code": "DENIED", "message": "The tag:team/app:1.0 is immutable, cannot be overwrite."}]}),
+    # Harbor before: 409 with an "immutable" message
     (409, {"errors": [{"code": "PRECONDITION", "message": "Failed to process request due to 'app:1.0' configured as "
                                                           "immutable."}]}),
 ])
@@ -38,7 +42,7 @@ def test_an_immutable_tag_is_explained(client: RegistryClient, httpserver: HTTPS
                                        body: dict[str, object]) -> None:
     httpserver.expect_request("/v2/team/app/manifests/1.0", method="PUT").respond_with_json(body, status=status)
     ref = Reference.parse(f"127.0.0.1:{httpserver.port}/team/app:1.0")
-    with pytest.raises(RegistryError) as info:
+    with pytest.raises(ImmutableTag) as info:
         client.push_manifest(ref, MANIFEST, OCI_MANIFEST)
     error = info.value
     assert error.status == status

@@ -4,11 +4,16 @@ Every request is forwarded as it came (method, path and query, headers including
 body streamed through) and every exchange is recorded as ``(method, path, status, request bytes, response
 bytes)``. ``Host`` is passed on unchanged so the registry writes upload ``Location`` URLs for the proxy, and any
 absolute ``Location`` naming the upstream is rewritten to the proxy: the client never leaves it.
+
+With ``immutable_tags`` set, it behaves as Harbor with a tag immutability rule: a manifest PUT to a tag that already
+exists upstream is refused with HTTP 412 and Harbor's error body, and never forwarded.
 """
 
 from __future__ import annotations
 
 import http.client
+import json
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +23,7 @@ from urllib.parse import urlsplit
 from tests.support.loopback import LoopbackServer
 
 CHUNK = 64 * 1024
+MANIFEST_TAG = re.compile(r"^/v2/(?P<repo>.+)/manifests/(?P<tag>[A-Za-z0-9_][A-Za-z0-9._-]{0,127})$")
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
                         "transfer-encoding", "upgrade"})
 
@@ -41,8 +47,9 @@ class RecordingProxy(LoopbackServer):
 
     thread_name = "recording-proxy"
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, *, immutable_tags: bool = False) -> None:
         self.upstream = upstream
+        self.immutable_tags = immutable_tags
         self._lock = threading.Lock()
         self._exchanges: list[Exchange] = []
         self._serve(_handler_for(self))
@@ -71,16 +78,41 @@ def _handler_for(proxy: RecordingProxy) -> type[BaseHTTPRequestHandler]:
         def _forward(self) -> None:
             upstream = http.client.HTTPConnection(proxy.upstream, timeout=60)
             try:
-                self._exchange(upstream)
+                if not self._refused_as_immutable(upstream):
+                    self._exchange(upstream)
             finally:
                 upstream.close()
 
+        def _refused_as_immutable(self, upstream: http.client.HTTPConnection) -> bool:
+            match = MANIFEST_TAG.match(self.path.split("?", 1)[0])
+            if not proxy.immutable_tags or self.command != "PUT" or match is None:
+                return False
+            headers = {k: v for k, v in self.headers.items() if k.lower() in ("authorization", "host")}
+            headers["Accept"] = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json"
+            upstream.request("HEAD", self.path, headers=headers)
+            exists = upstream.getresponse()
+            exists.read()
+            if exists.status != 200:
+                return False
+            length = int(self.headers.get("Content-Length") or 0)
+            self.rfile.read(length)
+            body = json.dumps({"errors": [{"code": "DENIED", "message": (  # Harbor's immutable tag middleware
+                f"The tag:{match['repo']}:{match['tag']} is immutable, cannot be overwrite.")}]}).encode()
+            self.send_response_only(412, "Precondition Failed")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            self.wfile.flush()
+            proxy.record(Exchange(self.command, self.path, 412, length, len(body)))
+            return True
+
         def _exchange(self, upstream: http.client.HTTPConnection) -> None:
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+            headers = [(k, v) for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP]  # repeated ones too
             length = self.headers.get("Content-Length")
             chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
             upstream.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
-            for name, value in headers.items():
+            for name, value in headers:
                 upstream.putheader(name, value)
             if chunked:
                 upstream.putheader("Transfer-Encoding", "chunked")

@@ -1,5 +1,5 @@
 """The pure parts of lamina's Kaniko compatibility: registry-map values as Kaniko writes them, its KANIKO_*
-variables, known immutable-tag answers, ignored paths in a snapshot, JSON log lines and the no-effect notes."""
+variables, ignored paths in a snapshot, JSON log lines and the no-effect notes."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ import json
 
 import pytest
 
-from lamina.build.executor import is_immutable_tag_error
 from lamina.cli import no_effect_notes, parser
 from lamina.console import JsonProgress
-from lamina.errors import OptionsError, RegistryError
+from lamina.errors import OptionsError
 from lamina.progress import StepResult
 from lamina.settings import flag_values, options_from, registry_maps
 from lamina.snapshot.diff import Changes, without_paths
@@ -44,17 +43,6 @@ def test_kaniko_variables_come_after_lamina_ones() -> None:
     env["LAMINA_NO_PUSH"] = "false"
     options = options_from(flag_values({"destination": ["r.example/a"]}, env), env)
     assert options.registry_mirrors == ("l.example",) and not options.no_push
-
-
-@pytest.mark.parametrize("message, immutable", [
-    ("pushing the manifest failed (HTTP 400): The repository has enabled tag immutability", True),
-    (("HTTP 400: tag invalid: The image tag '1.0' already exists in the 'app' repository and cannot be overwritten "
-     "because the repository is immutable."), True),
-    ("HTTP 412: the tag 1.0 is configured as immutable, cannot be updated", True),
-    ("access to r.example/app denied (HTTP 403)", False),
-])
-def test_immutable_tag_answers(message: str, immutable: bool) -> None:
-    assert is_immutable_tag_error(RegistryError(message, registry="r.example", repository="app")) is immutable
 
 
 def test_ignored_paths_leave_a_snapshot() -> None:

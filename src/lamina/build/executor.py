@@ -82,6 +82,7 @@ from lamina.dockerfile.stages import (
 from lamina.errors import (
     ContextError,
     DockerfileError,
+    ImmutableTag,
     InvalidReference,
     LaminaError,
     OptionsError,
@@ -931,7 +932,7 @@ def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, prog
                     pushed.append(push_image(client, dest, image, sources, options.cache_dir,
                                              by_digest=options.push_by_digest))
                 except RegistryError as exc:
-                    if not (options.push_ignore_immutable_tag_errors and is_immutable_tag_error(exc)):
+                    if not (options.push_ignore_immutable_tag_errors and isinstance(exc, ImmutableTag)):
                         raise
                     warnings.append(f"{dest} is an immutable tag that already exists; not moved "
                                     f"(--push-ignore-immutable-tag-errors): {exc}")
@@ -1005,19 +1006,6 @@ def _verdict(cache: LayerCache, step: PlannedStep) -> str:
 
 
 # what registries answer when a tag may not move (Kaniko's list, plus Harbor's and Docker Hub's wording)
-IMMUTABLE_TAG_ERRORS = (
-    "The repository has enabled tag immutability",  # Google Artifact Registry
-    "cannot be overwritten because the repository is immutable",  # Amazon ECR
-    "configured as immutable",  # Harbor ("... is configured as immutable, cannot be updated")
-    "tag immutable",
-)
-
-
-def is_immutable_tag_error(error: RegistryError) -> bool:
-    text = str(error).lower()
-    return any(marker.lower() in text for marker in IMMUTABLE_TAG_ERRORS)
-
-
 def cache_store(options: BuildOptions, destinations: list[Reference], client: RegistryClient) -> CacheStore:
     """--cache-repo (a repository, or ``oci:/path``), else ``<first destination's repository>/cache``."""
     if options.cache_repo:

@@ -47,7 +47,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import urllib3
 
-from lamina.errors import AuthError, DigestMismatch, NotFound, RegistryError, RegistryUnreachable
+from lamina.errors import AuthError, DigestMismatch, ImmutableTag, NotFound, RegistryError, RegistryUnreachable
 from lamina.oci.digest import DigestingWriter, compute_digest
 from lamina.oci.model import ACCEPT_MANIFESTS, INDEX_TYPES, MANIFEST_TYPES, Descriptor, Manifest, Platform
 from lamina.oci.reference import DOCKER_HUB, DOCKER_HUB_ALIASES, Reference
@@ -1086,6 +1086,14 @@ class RegistryClient:
         def error(cls: type[RegistryError], message: str, hint: str) -> RegistryError:
             return cls(message, registry=ref.registry, repository=ref.repository, status=status, hint=hint)
 
+        if manifest is not None and action == _PUSH and status in (400, 403, 409, 412) and (
+                "TAG_INVALID" in codes or "immutab" in detail.lower() or "already exists" in detail.lower()):
+            # ECR 400 TAG_INVALID; Artifact Registry 400 "...enabled tag immutability"; Harbor 412 (older: 409)
+            # "... is immutable"; Docker Hub 403 with immutability on
+            return error(ImmutableTag, f"{doing}: the tag {manifest} exists and the repository does not allow "
+                         "overwriting it (immutable tags)",
+                         f"push a new tag, or turn off tag immutability for {ref.repository}"
+                         + (f" ({detail})" if detail else ""))
         if status == 403:
             verb = action if action in (_PUSH, _DELETE) else _PULL
             return error(AuthError, f"access to {ref.name} denied (HTTP 403)",
@@ -1113,12 +1121,6 @@ class RegistryClient:
         if "MANIFEST_BLOB_UNKNOWN" in codes or "BLOB_UNKNOWN" in codes:
             return error(RegistryError, f"{doing}: the registry lacks a blob the manifest refers to",
                          detail or "push the blobs before the manifest")
-        if manifest is not None and action == _PUSH and status in (400, 409) and (
-                "TAG_INVALID" in codes or "immutable" in detail.lower() or "already exists" in detail.lower()):
-            return error(RegistryError, f"{doing}: the tag {manifest} exists and the repository does not allow "
-                         "overwriting it (immutable tags)",
-                         f"push a new tag, or turn off tag immutability for {ref.repository}"
-                         + (f" ({detail})" if detail else ""))
         if status == 429:
             return error(RegistryError, f"{doing}: too many requests",
                          "the registry rate-limits you; wait, log in or use a mirror")
