@@ -56,6 +56,9 @@ def parser() -> argparse.ArgumentParser:
         elif flag.kind == "list":
             build_parser.add_argument(*names, dest=flag.dest, action="append", default=None, metavar=flag.metavar,
                                       help=text)
+        elif flag.kind == "optional":  # --provenance, --provenance=mode=max
+            build_parser.add_argument(*names, dest=flag.dest, nargs="?", const="true", default=None,
+                                      metavar=flag.metavar, help=text)
         else:
             build_parser.add_argument(*names, dest=flag.dest, default=None, metavar=flag.metavar, help=text)
     for no_effect in KANIKO_NO_EFFECT:

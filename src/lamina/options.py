@@ -88,6 +88,14 @@ class BuildOptions:
     context_source: str | None = None  # tar://, git://, https://, gs://, s3://
     context_sub_path: str | None = None
     dockerfile_url: str | None = None  # --dockerfile http(s)://...
+    # attestations (lamina.attest), attached as BuildKit attaches them: SLSA provenance (mode "min" or "max", None:
+    # off; SLSA version "v1" or "v0.2") and an SPDX SBOM; the CI run they record (lamina.attest.ci_run)
+    provenance_mode: str | None = "min"
+    provenance_version: str = "v1"
+    sbom: bool = False
+    ci_builder_id: str = ""
+    ci_vcs: tuple[tuple[str, str], ...] = ()
+    ci_facts: tuple[tuple[str, str], ...] = ()
 
     @property
     def build_arg_map(self) -> dict[str, str]:

@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lamina.attest.ci_run import ci_run
+from lamina.attest.provenance import parse_mode
 from lamina.build.context_source import parse_context, parse_git_options
 from lamina.cache.prune import parse_duration_text
 from lamina.console import LEVELS
@@ -33,7 +35,8 @@ FALSE = frozenset({"0", "false", "no", "off", ""})
 class Flag:
     name: str  # "--build-arg"
     help: str
-    kind: str = "value"  # "value", "list" (repeatable), "bool" (default false) or "switch" (default true)
+    kind: str = "value"  # "value", "list" (repeatable), "bool" (default false), "switch" (default true) or
+    # "optional" (a value that may be left out: the bare flag means "true")
     short: str | None = None
     metavar: str | None = None
     aliases: tuple[str, ...] = ()  # other spellings on the command line (Kaniko's older names)
@@ -139,6 +142,9 @@ BUILD_FLAGS = (
     Flag("--log-format", "text, color (default) or json (one JSON object a line: level, msg, time)",
          metavar="FORMAT"),
     Flag("--log-timestamp", "begin each line of text and color logs with the time", "bool"),
+    Flag("--provenance", "attach SLSA provenance: false, true or mode=min (the default, as build-push-action), "
+         "mode=max; version=v0.2 for SLSA v0.2 (v1 by default)", "optional", metavar="MODE"),
+    Flag("--sbom", "attach an SPDX SBOM of the packages in the image (Debian, Alpine, Python, npm, Go)", "bool"),
 )
 
 
@@ -362,6 +368,11 @@ def options_from(values: Mapping[str, object], environ: Mapping[str, str]) -> Bu
     for path in ignore_paths:
         if not path.startswith("/") or path == "/":
             raise OptionsError(f"--ignore-path {path}: expected an absolute path below /")
+    try:
+        provenance_mode, provenance_version = parse_mode(text("provenance") or "true")
+    except ValueError as exc:
+        raise OptionsError(f"--provenance {exc}") from None
+    run = ci_run(environ)
     log_format = (text("log_format") or "color").lower()
     if log_format not in LOG_FORMATS:
         raise OptionsError(f"--log-format {log_format}: expected one of {', '.join(LOG_FORMATS)}")
@@ -440,6 +451,12 @@ def options_from(values: Mapping[str, object], environ: Mapping[str, str]) -> Bu
         context_source=context_source,
         context_sub_path=sub_path if context_source else None,
         dockerfile_url=dockerfile_url,
+        provenance_mode=provenance_mode,
+        provenance_version=provenance_version,
+        sbom=bool(values["sbom"]),
+        ci_builder_id=run.builder_id,
+        ci_vcs=tuple(sorted(run.vcs.items())),
+        ci_facts=tuple(sorted(run.facts.items())),
     )
 
 

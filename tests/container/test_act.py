@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import inspect_raw, skopeo
+from tests.e2e.helpers import image_manifest, inspect_raw, skopeo
 from tests.support.baseimages import BaseImages
 from tests.support.dockerd import DockerEngine
 from tests.support.registry import RunningRegistry
@@ -131,8 +131,12 @@ def test_the_example_workflow_builds_and_pushes_through_the_action(
     assert metadata["containerimage.digest"] == outputs["digest"]
     listed = json.loads(skopeo("list-tags", "--tls-verify=false", f"docker://{image}").stdout)["Tags"]
     assert {"main", f"sha-{sha[:7]}"} <= set(listed)
-    manifest = json.loads(inspect_raw(f"docker://{image}:main"))
+    manifest = image_manifest(f"docker://{image}:main")
     assert manifest["config"]["digest"] == outputs["imageid"]
+    # provenance attached by default, as build-push-action: the tag names an index with the attestation manifest
+    index = json.loads(inspect_raw(f"docker://{image}:main"))
+    assert [m["platform"]["os"] for m in index["manifests"]] == ["linux", "unknown"]
+    assert metadata["lamina.attestations"]["statements"][0]["predicateType"] == "https://slsa.dev/provenance/v1"
     # the layer cache the example turns on went to <image>/cache
     cache_tags = json.loads(skopeo("list-tags", "--tls-verify=false", f"docker://{image}/cache").stdout)["Tags"]
     assert [tag for tag in cache_tags if len(tag) == 64], cache_tags

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import requests
@@ -94,13 +94,16 @@ class LaminaRun:
 
 
 def clean_environ(extra: Mapping[str, str] | None = None, *, docker_config: Path | None = None) -> dict[str, str]:
-    """os.environ without LAMINA_*/DOCKER_CONFIG/SOURCE_DATE_EPOCH, plus ``extra``.
+    """os.environ without LAMINA_*/DOCKER_CONFIG/SOURCE_DATE_EPOCH, with LAMINA_PROVENANCE=false, plus ``extra``.
 
     DOCKER_CONFIG always points somewhere under the tests' control, so credentials in the developer's home never
     change what a test sees.
     """
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("LAMINA_") and k not in ("DOCKER_CONFIG", "SOURCE_DATE_EPOCH")}
+    # no attestations unless a test asks (tests/e2e/test_attestations.py): most tests read the image manifest at
+    # the tag, which an attested image puts behind an index
+    env["LAMINA_PROVENANCE"] = "false"
     if docker_config is not None:
         env["DOCKER_CONFIG"] = str(docker_config)
     env.update(extra or {})
@@ -243,6 +246,19 @@ def _open_layer(path: Path) -> io.BufferedIOBase:
 def layer_members(path: Path) -> list[tarfile.TarInfo]:
     with _open_layer(path) as raw, tarfile.open(fileobj=raw, mode="r:*") as tar:
         return tar.getmembers()
+
+
+def image_manifest(image: str, *, creds: tuple[str, str] | None = None) -> dict[str, Any]:
+    """The image manifest ``docker://IMAGE`` names: itself, or the first image of the index it names (an image
+    with attestations is an index of the image and its attestation manifest)."""
+    raw = json.loads(inspect_raw(image, creds=creds))
+    if "manifests" not in raw:
+        return cast(dict[str, Any], raw)
+    [entry] = [m for m in raw["manifests"] if (m.get("platform") or {}).get("os") != "unknown"][:1]
+    repository = image.split("@", 1)[0]
+    head, _, last = repository.rpartition("/")
+    repository = f"{head}/{last.split(':', 1)[0]}"  # without the tag
+    return cast(dict[str, Any], json.loads(inspect_raw(f"{repository}@{entry['digest']}", creds=creds)))
 
 
 def unpack(image: str, workdir: Path, *, creds: tuple[str, str] | None = None, tag: str = "img") -> Unpacked:

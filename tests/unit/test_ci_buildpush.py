@@ -129,20 +129,25 @@ def test_platforms_and_secret_envs() -> None:
 
 
 def test_builder_only_inputs_are_noted() -> None:
-    p = plan(builder="mybuilder", pull="true", provenance="mode=max")
+    p = plan(builder="mybuilder", pull="true")
     assert any(note.startswith("input builder:") for note in p.notes)
     assert any(note.startswith("input pull:") for note in p.notes)
-    assert any(note.startswith("input provenance:") for note in p.notes)
     assert not plan(provenance="false", pull="false").notes
+
+
+def test_provenance_and_sbom_inputs_map_onto_the_attestations() -> None:
+    assert plan().options.provenance_mode == "min" and not plan().options.sbom  # build-push-action's defaults
+    maximal = plan(provenance="mode=max,version=v0.2", sbom="true").options
+    assert (maximal.provenance_mode, maximal.provenance_version, maximal.sbom) == ("max", "v0.2", True)
+    assert plan(provenance="false", sbom="false").options.provenance_mode is None
+    generator = plan(sbom="generator=docker/buildkit-syft-scanner")
+    assert generator.options.sbom and any(n.startswith("input sbom:") for n in generator.notes)
 
 
 @pytest.mark.parametrize("name", sorted(buildpush.REFUSED_INPUTS))
 def test_inputs_lamina_cannot_honour_are_refused(name: str) -> None:
     with pytest.raises(OptionsError, match=f"^input {name}: "):
         plan(**{name.replace("-", "_"): "x=1"})
-    with pytest.raises(OptionsError, match="^input sbom: "):
-        plan(sbom="true")
-    assert plan(sbom="false").options
 
 
 def test_attributes_are_csv() -> None:

@@ -370,12 +370,13 @@ def test_gitlab_component() -> None:
     header, body = yaml.safe_load_all((ROOT / "templates" / "build.yml").read_text())
     inputs = header["spec"]["inputs"]
     for name in ("stage", "context", "dockerfile", "image", "tags", "build-args", "target", "cache", "cache-ttl",
-                 "platform", "push"):
+                 "platform", "push", "provenance", "sbom"):
         assert name in inputs, name
         assert inputs[name].get("description"), name
         assert "default" in inputs[name], name  # every input is optional
-    assert inputs["cache"]["type"] == inputs["push"]["type"] == "boolean"
-    assert {inputs[name]["type"] for name in inputs if name not in ("cache", "push")} == {"string"}
+    assert inputs["cache"]["type"] == inputs["push"]["type"] == inputs["sbom"]["type"] == "boolean"
+    assert {inputs[name]["type"] for name in inputs if name not in ("cache", "push", "sbom")} == {"string"}
+    assert inputs["provenance"]["default"] == "mode=min" and inputs["sbom"]["default"] is False
     assert inputs["image"]["default"] == "$CI_REGISTRY_IMAGE"
     [(name, job)] = body.items()
     assert name == "$[[ inputs.job-name ]]"
@@ -391,14 +392,15 @@ def test_gitlab_component() -> None:
     # the variables are the ones the adapter reads
     assert {"LAMINA_CONTEXT", "LAMINA_DOCKERFILE", "LAMINA_REGISTRY_IMAGE", "LAMINA_EXTRA_TAGS", "LAMINA_BUILD_ARG",
             "LAMINA_TARGET", "LAMINA_CACHE", "LAMINA_CACHE_TTL", "LAMINA_PLATFORM", "LAMINA_PUSH",
-            "LAMINA_DOTENV"} == set(variables)
+            "LAMINA_PROVENANCE", "LAMINA_SBOM", "LAMINA_DOTENV"} == set(variables)
 
 
 def test_component_variables_as_gitlab_interpolates_them() -> None:
     """The component's variables with its defaults (empty strings for unset inputs) give the GitLab defaults."""
     env = job(LAMINA_CONTEXT="/builds/group/project", LAMINA_DOCKERFILE="", LAMINA_REGISTRY_IMAGE=IMAGE,
               LAMINA_EXTRA_TAGS="", LAMINA_BUILD_ARG="", LAMINA_TARGET="", LAMINA_CACHE="true", LAMINA_CACHE_TTL="336h",
-              LAMINA_PLATFORM="", LAMINA_PUSH="true", LAMINA_DOTENV="/builds/group/project/lamina-build.env")
+              LAMINA_PLATFORM="", LAMINA_PUSH="true", LAMINA_PROVENANCE="mode=min", LAMINA_SBOM="false",
+              LAMINA_DOTENV="/builds/group/project/lamina-build.env")
     s = settings_from(env)
     assert s.values["destination"] == [f"{IMAGE}:feature-login"] and s.values["cache"] is True
     options = options_from(s.values, env)

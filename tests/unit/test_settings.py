@@ -77,6 +77,8 @@ SAMPLES: dict[str, object] = {
     "rootfs_memory": "512M",
     "force": True,
     "cleanup": True,
+    "provenance": "mode=max,version=v0.2",
+    "sbom": True,
 }
 
 # flags whose effect depends on another flag, which each entry point would otherwise derive differently: that

@@ -21,9 +21,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from lamina.attest.attach import PREDICATE_TYPE
+from lamina.build.attestations import BuildFacts, make_attestations
 from lamina.build.context import BuildContext
 from lamina.build.handlers import metadata
-from lamina.build.handlers.add import GitError, GitFetch, add_files, fetch_git, git_fetches
+from lamina.build.handlers.add import Clone, GitError, GitFetch, add_files, fetch_git, git_fetches
 from lamina.build.handlers.copy import (
     ContextSource,
     RootfsSource,
@@ -37,7 +39,7 @@ from lamina.build.handlers.heredoc import prepare_copy_heredocs
 from lamina.build.handlers.run import created_by as run_created_by
 from lamina.build.handlers.run import execute_run
 from lamina.build.handlers.run_mounts import mount_cache_location, parse_run_mounts, prepare_mounts, run_network
-from lamina.build.outputs import parse_destination, push_image, write_outputs
+from lamina.build.outputs import Attached, parse_destination, push_attested, push_image, write_outputs
 from lamina.build.stage import (
     PulledImage,
     ensure_local,
@@ -124,7 +126,7 @@ HOST_HOSTS = Path("/etc/hosts")
 
 @dataclass(frozen=True)
 class BuildResult:
-    digest: str  # the image manifest's digest
+    digest: str  # what the tags name: the image manifest's digest, or the index's when it has attestations
     config_digest: str
     manifest: bytes
     config: bytes
@@ -133,6 +135,8 @@ class BuildResult:
     destinations: tuple[str, ...]  # what was pushed, as given
     warnings: tuple[str, ...] = ()
     plan: tuple[tuple[str, str, str], ...] = ()  # with the cache: (stage, instruction, "hit"|"miss"|"not cached")
+    manifest_digest: str = ""  # the image manifest's digest
+    attestations: tuple[tuple[str, str], ...] = ()  # (predicate type, digest of the in-toto statement)
 
 
 def display_path(path: Path) -> str:
@@ -259,7 +263,8 @@ class _Build:
     inplace: InplaceRoot | None = None  # the inplace sandbox: each stage is built in / in turn (see inplace.py)
     last_stage: int | None = None  # the index of the stage built last (inplace: it keeps / when the build ends)
     clones: list[GitFetch] = field(default_factory=list)  # planning: the repositories ADD clones
-    cloned: dict[GitFetch, Path | GitError] = field(default_factory=dict)  # made before anything ran (inplace)
+    cloned: dict[GitFetch, Clone | GitError] = field(default_factory=dict)  # made before anything ran (inplace)
+    facts: BuildFacts = field(default_factory=BuildFacts)  # what provenance records
 
     @property
     def escape(self) -> str:
@@ -348,6 +353,8 @@ class _Build:
             self.resolved[key] = resolve_image(self.client, ref, platform, self.workspace, self.cache,
                                                cache_dir=self.options.cache_dir,
                                                ttl_seconds=self.options.cache_ttl_seconds, say=self.progress.message)
+        if not self.planning:
+            self.facts.image(str(ref), str(platform), self.resolved[key].manifest_digest)
         return self.resolved[key]
 
     def materialize(self, state: StageState) -> None:
@@ -396,11 +403,32 @@ class _Build:
         created: str | None = None
         if isinstance(inst, Run | Copy) or (isinstance(inst, Single) and inst.keyword == "WORKDIR"):
             text, layer, cached, created = self.filesystem_step(state, inst)
+            if not self.planning:
+                self.note_facts(state, inst, cached)
         else:
             text = self.metadata_step(state, inst)
         if not isinstance(inst, Onbuild):  # BuildKit records ONBUILD in the config only
             state.history.append(self.history_entry(text, layer, created))
         self.step_finished(state.stage, inst.original, started, layer, cached)
+
+    def note_facts(self, state: StageState, inst: Instruction, cached: bool) -> None:
+        """What provenance records of a step: network access, secret and ssh ids, the sources of a cached ADD
+        (an ADD that ran records its downloads itself, with their digests)."""
+        if isinstance(inst, Run):
+            self.facts.network = self.facts.network or inst.network != "none"
+            for raw in inst.mounts:
+                fields = dict(item.partition("=")[::2] for item in raw.split(","))
+                kind = fields.get("type", "bind")
+                if kind in ("secret", "ssh"):
+                    name = fields.get("id") or (posixpath.basename(fields.get("target", fields.get("dst", "")))
+                                                if kind == "secret" else "default")
+                    (self.facts.secret_ids if kind == "secret" else self.facts.ssh_ids).append(name)
+        elif isinstance(inst, Copy) and inst.keyword == "ADD" and cached:
+            for text in inst.sources:
+                if _is_remote(text) and inst.checksum and "://" in text and text.lower().startswith("http"):
+                    self.facts.downloads.append((text, inst.checksum))
+                elif _is_remote(text):
+                    self.facts.cached_downloads.append(text)
 
     def history_entry(self, text: str, layer: LayerRef | None, created: str | None = None) -> dict[str, Any]:
         """A history entry; ``created`` is the layer's time (a cached layer keeps the time it was made), and entries
@@ -601,9 +629,11 @@ class _Build:
                 if inst.linked:
                     linked = Path(tempfile.mkdtemp(prefix="link-", dir=self.workspace.root))
                     linked.chmod(0o755)
-                    add_files(state, inst, self.context, self.escape, scratch, into=linked, prefetched=self.cloned)
+                    add_files(state, inst, self.context, self.escape, scratch, into=linked, prefetched=self.cloned,
+                              materials=self.facts.downloads)
                     return self.apply_linked(state, inst, linked)
-                add_files(state, inst, self.context, self.escape, scratch, prefetched=self.cloned)
+                add_files(state, inst, self.context, self.escape, scratch, prefetched=self.cloned,
+                          materials=self.facts.downloads)
                 return self.snapshot(state)
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
@@ -882,11 +912,12 @@ def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, prog
         inplace = InplaceRoot.create([workspace.root, options.context, options.dockerfile, docker_config],
                                      force=options.force, made=[options.cache_dir, explicit_mount_cache, layout_cache])
     warnings = list(dockerfile.warnings)
+    facts = BuildFacts()
     cleaner: threading.Thread | None = None
     try:
         def new_run(planning: bool) -> tuple[_Build, list[Stage]]:
             run = _Build(options, client, runner, progress, workspace, dockerfile, context, platform, cache=cache,
-                         planning=planning, inplace=inplace)
+                         planning=planning, inplace=inplace, facts=facts)
             run.created = run.timestamp()
             run.evaluate_meta_args(target)
             stages = needed_stages(dockerfile, target, run.meta)
@@ -919,6 +950,9 @@ def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, prog
             warnings.append("one or more build args were not consumed: " + ", ".join(unused))
         final = run.states[target.index]
         image = run.image(final)
+        sbom = None
+        attestations = make_attestations(options, facts, image, [str(d) for d in destinations], run.steps, sbom)
+        attached = Attached.of(image, attestations) if attestations is not None else None
         cleaner = threading.Thread(target=_clean_up, args=(workspace, inplace), name="cleanup", daemon=True)
         cleaner.start()  # deleting thousands of files overlaps with the push
         sources = {layer.descriptor.digest: layer for layer in final.layers}
@@ -929,8 +963,12 @@ def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, prog
         if not options.no_push:
             for dest in destinations:
                 try:
-                    pushed.append(push_image(client, dest, image, sources, options.cache_dir,
-                                             by_digest=options.push_by_digest))
+                    if attached is not None:
+                        pushed.append(push_attested(client, dest, image, attached, sources, options.cache_dir,
+                                                    by_digest=options.push_by_digest))
+                    else:
+                        pushed.append(push_image(client, dest, image, sources, options.cache_dir,
+                                                 by_digest=options.push_by_digest))
                 except RegistryError as exc:
                     if not (options.push_ignore_immutable_tag_errors and isinstance(exc, ImmutableTag)):
                         raise
@@ -939,15 +977,18 @@ def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, prog
         if options.tar_path is not None or options.oci_layout_path is not None:
             for layer in final.layers:
                 ensure_local(client, layer, options.cache_dir)
-        write_outputs(options, image, destinations)
+        write_outputs(options, image, destinations, attached)
         if cache is not None:
             warnings += cache.finish()
             cache = None
         for warning in warnings:
             progress.message(f"warning: {warning}")
         size = sum(d.size for d, _ in image.layers) + len(image.config) + len(image.manifest)
-        return BuildResult(image.manifest_digest, image.config_digest, image.manifest, image.config, size,
-                           tuple(run.steps), tuple(pushed), tuple(warnings))
+        statements = tuple((b.descriptor.annotations.get(PREDICATE_TYPE, ""), b.descriptor.digest)
+                           for b in attached.attestations.statements) if attached is not None else ()
+        return BuildResult(attached.digest if attached is not None else image.manifest_digest, image.config_digest,
+                           image.manifest, image.config, size, tuple(run.steps), tuple(pushed), tuple(warnings),
+                           manifest_digest=image.manifest_digest, attestations=statements)
     finally:
         if cache is not None:
             for warning in cache.finish():
@@ -984,9 +1025,9 @@ def _may_add_from_git(dockerfile: Dockerfile) -> bool:
     return False
 
 
-def prefetch_clones(clones: list[GitFetch], into: Path) -> dict[GitFetch, Path | GitError]:
+def prefetch_clones(clones: list[GitFetch], into: Path) -> dict[GitFetch, Clone | GitError]:
     """Make each clone now; a failure is kept and reported by the ADD that wanted it."""
-    done: dict[GitFetch, Path | GitError] = {}
+    done: dict[GitFetch, Clone | GitError] = {}
     for number, fetch in enumerate(clones):
         if fetch in done:
             continue

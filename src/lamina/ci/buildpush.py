@@ -14,7 +14,7 @@ Pure: text in, :class:`BuildxInputs` out; raises :class:`lamina.errors.OptionsEr
   ``type=cacheonly`` builds only. A daemon load, an OCI tarball and filesystem exports are refused.
 * ``load: true`` is refused (no Docker daemon: ``tar-path`` and ``docker load`` do it).
 * ``platforms`` is ``platform``; ``secret-envs`` (``id=VARIABLE``) adds secrets read from the environment.
-* Inputs that only tune BuildKit's builder (``builder``, ``pull``, ``provenance: false``) are accepted with a note;
+* Inputs that only tune BuildKit's builder (``builder``, ``pull``) are accepted with a note;
   those that would change the image or how RUN behaves in ways lamina cannot honour are refused.
 """
 
@@ -210,14 +210,13 @@ def map_inputs(get: Callable[[str], str], split: Callable[[str, bool], list[str]
     for name, note in NOTED_INPUTS.items():
         if get(name) and not (name == "pull" and get(name).lower() == "false"):
             out.notes.append(note)
-    provenance = get("provenance").lower()
-    if provenance and provenance != "false":
-        out.notes.append("input provenance: lamina does not attach provenance attestations yet; the image is "
-                         "pushed without them")
-    sbom = get("sbom").lower()
-    if sbom and sbom != "false":
-        raise OptionsError("input sbom: lamina does not attach SBOM attestations yet; remove the input (or set it "
-                           "to false)")
+    if get("provenance"):  # buildx's spelling: false, true, mode=min|max[,version=...]
+        out.flags["provenance"] = get("provenance")
+    sbom = get("sbom").strip().lower()
+    if sbom:  # true, false, or buildx's generator=IMAGE attributes (lamina has one generator: its own)
+        if sbom.startswith("generator="):
+            out.notes.append("input sbom: lamina writes the SBOM itself; the generator image is not used")
+        out.flags["sbom"] = sbom not in ("false", "0", "no", "off")
     for name, hint in REFUSED_INPUTS.items():
         if get(name):
             raise OptionsError(f"input {name}: {hint}")

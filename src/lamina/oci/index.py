@@ -1,4 +1,5 @@
-"""Image indexes (OCI) and manifest lists (Docker) for multi-platform images. Pure: no I/O."""
+"""Image indexes (OCI) and manifest lists (Docker) for multi-platform images, each image's attestation manifest
+kept after the images (as BuildKit's attestation storage). Pure: no I/O."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ class IndexEntry:
     architecture: str
     variant: str = ""
     os_version: str = ""
+    attestation: tuple[str, int] | None = None  # its attestation manifest (digest, size), kept in the index
 
     @property
     def platform_text(self) -> str:
@@ -46,7 +48,7 @@ def make_index(entries: list[IndexEntry]) -> tuple[bytes, str]:
         seen[entry.platform_text] = entry.digest
         if entry.media_type not in (OCI_MANIFEST, DOCKER_MANIFEST):
             raise ValueError(f"{entry.digest} is not an image manifest ({entry.media_type})")
-    docker = all(e.media_type == DOCKER_MANIFEST for e in entries)
+    docker = all(e.media_type == DOCKER_MANIFEST and e.attestation is None for e in entries)
     media_type = DOCKER_MANIFEST_LIST if docker else OCI_INDEX
     manifests = []
     for entry in entries:
@@ -57,4 +59,11 @@ def make_index(entries: list[IndexEntry]) -> tuple[bytes, str]:
             platform["os.version"] = entry.os_version
         manifests.append({"mediaType": entry.media_type, "digest": entry.digest, "size": entry.size,
                           "platform": platform})
+    for entry in entries:  # after every image, as BuildKit orders them (lamina.attest.attach)
+        if entry.attestation is not None:
+            digest, size = entry.attestation
+            manifests.append({"mediaType": OCI_MANIFEST, "digest": digest, "size": size,
+                              "annotations": {"vnd.docker.reference.digest": entry.digest,
+                                              "vnd.docker.reference.type": "attestation-manifest"},
+                              "platform": {"architecture": "unknown", "os": "unknown"}})
     return canonical_json({"schemaVersion": 2, "mediaType": media_type, "manifests": manifests}), media_type

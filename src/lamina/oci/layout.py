@@ -15,7 +15,7 @@ import json
 import os
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
@@ -156,10 +156,12 @@ def _prepare_layout_dir(path: Path) -> None:
             raise OutputError(f"{layout_file} does not declare imageLayoutVersion {LAYOUT_VERSION}")
 
 
-def write_oci_layout(path: Path, image: ImageBlobs, ref_name: str | None) -> None:
+def write_oci_layout(path: Path, image: ImageBlobs, ref_name: str | None, *,
+                     index: tuple[bytes, Sequence[bytes]] | None = None) -> None:
     """Create or update the OCI image layout directory `path` with `image`, tagged `ref_name` (e.g. "latest") in
     index.json when given; an entry of the same ref name in an existing layout is replaced. Layer blobs are
-    hardlinked (copied when that is not possible); blobs already present are kept."""
+    hardlinked (copied when that is not possible); blobs already present are kept. ``index``: an image index
+    naming the image (and the other blobs given with it, such as its attestations), which is then the entry."""
     _check(image)
     _prepare_layout_dir(path)
     try:
@@ -176,23 +178,29 @@ def write_oci_layout(path: Path, image: ImageBlobs, ref_name: str | None) -> Non
             _write_blob_file(blobs, descriptor, source)
         _write_blob_bytes(blobs, image.config_digest, image.config)
         _write_blob_bytes(blobs, image.manifest_digest, image.manifest)
-
-        index = _read_index(path)
         annotations = {REF_NAME: ref_name} if ref_name else {}
         entry = Descriptor(manifest_type, image.manifest_digest, len(image.manifest), annotations).to_json()
+        if index is not None:
+            index_bytes, extra = index
+            for data in extra:
+                _write_blob_bytes(blobs, compute_digest(data), data)
+            _write_blob_bytes(blobs, compute_digest(index_bytes), index_bytes)
+            entry = Descriptor(OCI_INDEX, compute_digest(index_bytes), len(index_bytes), annotations).to_json()
+
+        index_json = _read_index(path)
         kept: list[Any] = []
-        for existing in index["manifests"]:
+        for existing in index_json["manifests"]:
             existing_ref = (existing.get("annotations") or {}).get(REF_NAME) if isinstance(existing, dict) else None
             if ref_name and existing_ref == ref_name:
                 continue  # the tag moves to the new image
             if existing == entry:
                 continue  # the same untagged entry: listed once
             kept.append(existing)
-        index["manifests"] = [*kept, entry]
-        index.setdefault("schemaVersion", 2)
-        index.setdefault("mediaType", OCI_INDEX)
+        index_json["manifests"] = [*kept, entry]
+        index_json.setdefault("schemaVersion", 2)
+        index_json.setdefault("mediaType", OCI_INDEX)
         with _atomic_file(path / INDEX_FILE) as f:
-            f.write(canonical_json(index))
+            f.write(canonical_json(index_json))
     except OSError as e:
         raise _os_error("write the OCI layout", path, e) from e
 

@@ -368,7 +368,15 @@ def _git(args: list[str], cwd: Path | None = None) -> str:
     return proc.stdout.strip()
 
 
-def clone_git(source: GitSource, workdir: Path, *, keep_git_dir: bool, checksum: str | None) -> Path:
+@dataclass(frozen=True)
+class Clone:
+    """A fetched repository: the directory to copy (its subdir) and the commit checked out."""
+
+    tree: Path
+    commit: str
+
+
+def clone_git(source: GitSource, workdir: Path, *, keep_git_dir: bool, checksum: str | None) -> Clone:
     """Fetch ``source`` into ``workdir/repo`` with the git CLI; return the directory to copy (its subdir).
 
     Tries a shallow fetch of the ref first, then a plain fetch (dumb HTTP servers cannot do shallow), then every
@@ -422,7 +430,7 @@ def clone_git(source: GitSource, workdir: Path, *, keep_git_dir: bool, checksum:
     tree = resolve_in_root(repo, source.subdir) if source.subdir else repo
     if not tree.is_dir():
         raise GitError(f"{source.subdir!r} is not a directory in the repository")
-    return tree
+    return Clone(tree, commit)
 
 
 # -- ADD -----------------------------------------------------------------------------------------------------------
@@ -472,15 +480,23 @@ def git_fetches(state: StageState, inst: Copy, escape: str) -> list[GitFetch]:
     return out
 
 
-def fetch_git(fetch: GitFetch, workdir: Path) -> Path:
+def git_material_uri(source: GitSource) -> str:
+    """A repository as BuildKit names it in provenance: its URL without credentials, ``#`` and the ref."""
+    url = remote.redact(source.remote)
+    return f"{url}#{source.ref}" if source.ref else url
+
+
+def fetch_git(fetch: GitFetch, workdir: Path) -> Clone:
     return clone_git(fetch.source, workdir, keep_git_dir=fetch.keep_git_dir, checksum=fetch.checksum)
 
 
 def add_files(state: StageState, inst: Copy, context: BuildContext, escape: str, scratch: Path, *,
-              into: Path | None = None, prefetched: Mapping[GitFetch, Path | GitError] | None = None) -> None:
+              into: Path | None = None, prefetched: Mapping[GitFetch, Clone | GitError] | None = None,
+              materials: list[tuple[str, str]] | None = None) -> None:
     """Carry out ADD ``inst`` into ``state.rootfs`` (or into the empty directory ``into``, for ``--link``, as
     ``copy_files`` does); downloads and clones go below ``scratch``, but for the clones in ``prefetched`` (made
-    before the step, see ``git_fetches``)."""
+    before the step, see ``git_fetches``). What was fetched goes to ``materials`` (for provenance): each URL
+    (without credentials or query) with the digest of what was downloaded, each repository with its commit."""
     if inst.heredocs:
         raise inst.error("a heredoc is not supported yet in ADD")
     env = state.expansion_env()
@@ -546,6 +562,8 @@ def add_files(state: StageState, inst: Copy, context: BuildContext, escape: str,
                 got = remote.download(item.text, scratch / f"http-{index}", checksum=checksum)
             except remote.DownloadError as exc:
                 raise inst.error(str(exc)) from None
+            if materials is not None:
+                materials.append((remote.redact(item.text), got.digest))
             if inst.unpack is True and is_archive(got.path):
                 _extract(inst, writer, plan, got.path, remote.redact(item.text), owner)
             else:
@@ -561,9 +579,11 @@ def add_files(state: StageState, inst: Copy, context: BuildContext, escape: str,
                     work = scratch / f"git-{index}"
                     work.mkdir(parents=True, exist_ok=True)
                     done = fetch_git(fetch, work)
-                tree = done
+                tree = done.tree
             except GitError as exc:
                 raise inst.error(f"cannot add {remote.redact(item.text)}: {exc}") from None
+            if materials is not None:
+                materials.append((git_material_uri(item.git), f"sha1:{done.commit}"))
             writer.ensure_dir(plan.dest, None)
             for below, child in RootfsSource(tree, item.text).walk(tree, ""):
                 if excludes and is_ignored(below, excludes):
