@@ -61,8 +61,8 @@ BASE = BuildRecord(
     labels={"team": "core"}, secret_values=["hunter22"])
 
 
-def record(**changes: bool) -> BuildRecord:
-    return replace(BASE, **changes)
+def record(*, local_context: bool = True, network: bool = True) -> BuildRecord:
+    return replace(BASE, local_context=local_context, network=network)
 
 
 def test_min_leaves_out_arguments_and_labels_max_leaves_out_secret_ones() -> None:
