@@ -1,8 +1,9 @@
 """The attestations of a build (``--provenance``, ``--sbom``): what the executor saw, turned into in-toto statements
 and the attestation manifest of the image (the formats are ``lamina.attest``; this module gathers the facts).
 
-Reads a little from disk: the Dockerfile's text (``mode=max``), and the context's git checkout (its commit and
-remote, credentials removed) when the CI run did not name one.
+Reads from disk: the Dockerfile's text (``mode=max``), the context's git checkout (its commit and remote,
+credentials removed) when the CI run did not name one, and for the SBOM the image's layer blobs (the packages'
+metadata files, straight from the tars).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any
 
 import lamina
 from lamina.attest.attach import Attestations, attestation_manifest, platform_of
+from lamina.attest.image_files import final_files
+from lamina.attest.packages import excerpt_for_sbom, find_packages, wanted_for_sbom
 from lamina.attest.provenance import (
     SLSA_V02,
     SLSA_V1,
@@ -30,6 +33,7 @@ from lamina.attest.provenance import (
     statement,
     subjects_for,
 )
+from lamina.attest.spdx import spdx_document
 from lamina.oci.layout import ImageBlobs
 from lamina.oci.model import OCI_MANIFEST, Descriptor, Platform
 from lamina.options import BuildOptions
@@ -163,3 +167,20 @@ def make_attestations(options: BuildOptions, facts: BuildFacts, image: ImageBlob
         statements.append(statement(SPDX_DOCUMENT, sbom, subjects))
     descriptor = Descriptor(OCI_MANIFEST, image.manifest_digest, len(image.manifest))
     return attestation_manifest(descriptor, statements)
+
+
+SBOM_SCANNER = "lamina-sbom-1"  # part of the cache key: a new scanner rescans what an older one described
+
+
+def sbom_key(diff_ids: Sequence[str]) -> str:
+    """The cache key of the SBOM of a filesystem: its layers' diff_ids (the uncompressed content) and the scanner."""
+    return hashlib.sha256("\n".join([SBOM_SCANNER, *diff_ids]).encode()).hexdigest()
+
+
+def scan_layers(layers: Sequence[Path], *, name: str, key: str, created: datetime) -> dict[str, Any]:
+    """The SPDX document of the filesystem ``layers`` make (read from the blobs, nothing unpacked)."""
+    files = final_files(layers, wanted_for_sbom, excerpt=excerpt_for_sbom)
+    packages = find_packages(files)
+    return spdx_document(packages, name=name, namespace=f"https://lamina.dev/spdx/{name}/{key}",
+                         created=created.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                         creator_tool=f"lamina-{lamina.__version__}")

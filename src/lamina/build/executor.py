@@ -7,6 +7,7 @@ then push to every destination and write the requested files. The workspace is r
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import re
@@ -19,10 +20,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from lamina.attest.attach import PREDICATE_TYPE
-from lamina.build.attestations import BuildFacts, make_attestations
+from lamina.build.attestations import BuildFacts, make_attestations, sbom_key, scan_layers
 from lamina.build.context import BuildContext
 from lamina.build.handlers import metadata
 from lamina.build.handlers.add import Clone, GitError, GitFetch, add_files, fetch_git, git_fetches
@@ -950,7 +951,7 @@ def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, prog
             warnings.append("one or more build args were not consumed: " + ", ".join(unused))
         final = run.states[target.index]
         image = run.image(final)
-        sbom = None
+        sbom = image_sbom(client, cache, final, options, destinations, workspace, progress) if options.sbom else None
         attestations = make_attestations(options, facts, image, [str(d) for d in destinations], run.steps, sbom)
         attached = Attached.of(image, attestations) if attestations is not None else None
         cleaner = threading.Thread(target=_clean_up, args=(workspace, inplace), name="cleanup", daemon=True)
@@ -998,6 +999,35 @@ def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, prog
         if inplace is not None:
             inplace.restore()  # after a failure too: the job can run lamina again
         workspace.remove()
+
+
+def image_sbom(client: RegistryClient, cache: LayerCache | None, final: StageState, options: BuildOptions,
+               destinations: list[Reference], workspace: Workspace, progress: Progress) -> dict[str, Any]:
+    """The SPDX document of the image's filesystem: from the layer cache when an earlier build described the same
+    layers (no layer is fetched), else read from the layer blobs (fetched if a cache hit left them remote) and kept
+    in the cache for the next builds."""
+    started = time.monotonic()
+    key = sbom_key([layer.diff_id for layer in final.layers])
+    kept = cache.sbom(key) if cache is not None else None
+    if kept is not None:
+        try:
+            document = json.loads(kept)
+            progress.message(f"sbom: from the cache ({len(document.get('packages', [])) - 1} packages)")
+            return cast(dict[str, Any], document)
+        except ValueError:
+            pass  # not JSON after all: scanned again
+    fetch_all(client, list(final.layers), options.cache_dir)
+    epoch = options.source_date_epoch
+    created = datetime.fromtimestamp(epoch, UTC) if epoch is not None else datetime.now(UTC)
+    name = destinations[0].name if destinations else "image"
+    document = scan_layers([layer.path for layer in final.layers], name=name, key=key, created=created)
+    if cache is not None:
+        data = canonical_json(document)
+        path = workspace.root / f"sbom-{key}.spdx.json"
+        path.write_bytes(data)
+        cache.store_sbom(key, data, path)
+    progress.message(f"sbom: {len(document['packages']) - 1} packages in {time.monotonic() - started:.2f}s")
+    return document
 
 
 def _clean_up(workspace: Workspace, inplace: InplaceRoot | None) -> None:

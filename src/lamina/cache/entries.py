@@ -99,3 +99,28 @@ def parse_config_entry(body: bytes, descriptor: Descriptor) -> bytes | None:
     if len(config) != descriptor.size or compute_digest(config) != descriptor.digest:
         return None
     return config
+
+
+SBOM_TAG_PREFIX = "sbom-"
+SPDX_JSON = "application/spdx+json"
+EMPTY_CONFIG = b"{}"
+
+
+def sbom_entry_manifest(tag: str, document: Descriptor, created: datetime) -> tuple[bytes, bytes]:
+    """The config blob and manifest of an entry keeping an SBOM (one layer: the SPDX JSON document), tagged
+    ``sbom-<key of the layers it describes>``."""
+    config = EMPTY_CONFIG
+    manifest = Manifest(Descriptor(OCI_CONFIG, compute_digest(config), len(config)), (document,), OCI_MANIFEST,
+                        {CREATED_ANNOTATION: created.strftime("%Y-%m-%dT%H:%M:%SZ"), KEY: tag})
+    return config, manifest.to_bytes()
+
+
+def parse_sbom_entry(tag: str, body: bytes) -> Descriptor | None:
+    """The SPDX document's descriptor of an SBOM entry, or None when ``body`` is not the entry ``tag``."""
+    try:
+        manifest = Manifest.from_bytes(body)
+    except (ValueError, KeyError, TypeError):
+        return None
+    if manifest.annotations.get(KEY) != tag or len(manifest.layers) != 1 or manifest.layers[0].media_type != SPDX_JSON:
+        return None
+    return manifest.layers[0]

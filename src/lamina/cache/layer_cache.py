@@ -13,14 +13,19 @@ from pathlib import Path
 from lamina.cache.entries import (
     CONFIG_TAG_PREFIX,
     MAX_EMBEDDED_CONFIG,
+    SBOM_TAG_PREFIX,
+    SPDX_JSON,
     CacheEntry,
     config_entry_manifest,
     entry_manifest,
     parse_config_entry,
     parse_entry,
+    parse_sbom_entry,
+    sbom_entry_manifest,
 )
 from lamina.cache.stores import CacheStore, LayerFile
 from lamina.errors import LaminaError
+from lamina.oci.digest import compute_digest
 from lamina.oci.model import Descriptor, Platform
 from lamina.oci.reference import Reference
 
@@ -117,6 +122,31 @@ class LayerCache:
 
         def work() -> None:
             self.store.store(tag, config_entry_manifest(config, digest, created), config, None)
+
+        self._pushes.append((tag, self._pool.submit(work)))
+
+    def sbom(self, key: str) -> bytes | None:
+        """The SPDX document an earlier build kept for the layers ``key`` names (see ``store_sbom``), or None."""
+        tag = SBOM_TAG_PREFIX + key
+        try:
+            body = self.store.fetch(tag)
+            descriptor = parse_sbom_entry(tag, body) if body is not None else None
+            return self.store.fetch_blob(tag, descriptor) if descriptor is not None else None
+        except LaminaError as exc:
+            self.warn(f"cache lookup of the SBOM {key[:12]} in {self.name} failed: {exc}")
+            return None
+
+    def store_sbom(self, key: str, document: bytes, path: Path) -> None:
+        """Keep an SPDX document (written at ``path``) for the next builds of the same layers, in the background."""
+        if not self.push_enabled:
+            return
+        tag = SBOM_TAG_PREFIX + key
+        descriptor = Descriptor(SPDX_JSON, compute_digest(document), len(document))
+        created = datetime.now(UTC)
+
+        def work() -> None:
+            config, manifest = sbom_entry_manifest(tag, descriptor, created)
+            self.store.store(tag, manifest, config, LayerFile(descriptor, descriptor.digest, path))
 
         self._pushes.append((tag, self._pool.submit(work)))
 

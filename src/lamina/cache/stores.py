@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import NamedTuple, Protocol
 
 from lamina.cache.entries import LAYOUT_PREFIX
-from lamina.errors import InvalidReference, OptionsError
+from lamina.errors import InvalidReference, OptionsError, OutputError
 from lamina.oci.digest import compute_digest, digest_hex
 from lamina.oci.layout import ImageBlobs, locked_layout, read_layout_manifest, write_oci_layout
 from lamina.oci.model import OCI_CONFIG, OCI_MANIFEST, Descriptor
@@ -41,6 +41,9 @@ class CacheStore(Protocol):
 
     def store(self, tag: str, manifest: bytes, config: bytes, layer: LayerFile | None) -> None:
         """Keep an entry: ``layer``'s blob (when any) and ``config`` first, then ``manifest`` tagged ``tag``."""
+
+    def fetch_blob(self, tag: str, descriptor: Descriptor) -> bytes:
+        """A (small) blob of entry ``tag``, checked against ``descriptor``; raises LaminaError."""
 
     def layer_source(self, tag: str) -> Reference | None:
         """The repository a pushed image can mount the layer of entry ``tag`` from, if the store is a registry."""
@@ -71,6 +74,9 @@ class RegistryStore:
         self.client.push_blob_bytes(ref, config, OCI_CONFIG)
         self.client.push_manifest(ref, manifest, OCI_MANIFEST)
 
+    def fetch_blob(self, tag: str, descriptor: Descriptor) -> bytes:
+        return self.client.fetch_blob_bytes(self.repository.with_tag(tag), descriptor)
+
     def layer_source(self, tag: str) -> Reference | None:
         return self.repository.with_tag(tag)
 
@@ -99,6 +105,16 @@ class LayoutStore:
                            [layer.diff_id] if layer is not None else [])
         with self._lock, locked_layout(self.path):
             write_oci_layout(self.path, image, tag)
+
+    def fetch_blob(self, tag: str, descriptor: Descriptor) -> bytes:
+        path = self.path / "blobs" / "sha256" / digest_hex(descriptor.digest)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise OutputError(f"{self.name}: cannot read {descriptor.digest}: {exc.strerror or exc}") from None
+        if compute_digest(data) != descriptor.digest:
+            raise OutputError(f"{self.name}: {descriptor.digest} does not match its content")
+        return data
 
     def layer_source(self, tag: str) -> Reference | None:
         return None
