@@ -40,6 +40,7 @@ def sbom_of(dest: str, tmp_path: Path) -> dict[str, Any]:
 
 
 def validate_spdx(document: dict[str, Any], tmp_path: Path) -> None:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     from spdx_tools.spdx.parser.parse_anything import parse_file
     from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 
@@ -90,7 +91,7 @@ def test_sbom_lists_what_the_image_holds(lamina: Lamina, tmp_path: Path) -> None
     context = image_context(lamina, tmp_path / "ctx")
     dest = lamina.dest("sbom")
     run = lamina.build(context, "--destination", dest, "--sbom", extra_env={"LAMINA_PROVENANCE": ""}).check()
-    assert "sbom: " in run.output and " packages in " in run.output
+    assert "sbom of " in run.output and " packages in " in run.output
     document = sbom_of(dest, tmp_path)
     assert document["spdxVersion"] == "SPDX-2.3"
     validate_spdx(document, tmp_path)
@@ -129,8 +130,40 @@ def test_a_cached_image_s_sbom_comes_from_the_cache(lamina: Lamina, tmp_path: Pa
         run = lamina.build(context, "--destination", second, "--sbom", "--cache", "--cache-repo",
                            f"{proxy.host}/{cache}", insecure=[proxy.host], extra_env=env).check()
         fetched = {e.route.rsplit("/", 1)[1] for e in proxy.exchanges if e.method == "GET" and "/blobs/" in e.route}
-    assert "sbom: from the cache" in run.output, run.describe()
+    assert ": from the cache (" in run.output, run.describe()
     image = json.loads(inspect_raw(f"docker://{first}"))
     manifest = json.loads(inspect_raw(f"docker://{first.rsplit(':', 1)[0]}@{image['manifests'][0]['digest']}"))
     assert not fetched & {layer["digest"] for layer in manifest["layers"]}, "a layer was downloaded"
     assert sbom_of(first, tmp_path / "a") == sbom_of(f"{lamina.registry.host}/sbom/second:1", tmp_path / "b")
+
+
+def test_buildkit_s_scan_arguments_add_stages_and_the_context(lamina: Lamina, tmp_path: Path) -> None:
+    """``ARG BUILDKIT_SBOM_SCAN_STAGE=true`` in a stage adds an SBOM of that stage (as BuildKit); the build argument
+    ``BUILDKIT_SBOM_SCAN_CONTEXT`` (declared in the final stage) one of the build context."""
+    context = write_context(tmp_path / "ctx", f"""
+        FROM {lamina.images.debian} AS build
+        ARG BUILDKIT_SBOM_SCAN_STAGE=true
+        RUN echo built > /artifact
+        FROM {lamina.images.debian} AS unscanned
+        RUN echo other > /other
+        FROM {lamina.images.busybox}
+        ARG BUILDKIT_SBOM_SCAN_CONTEXT
+        COPY --from=build /artifact /artifact
+        COPY --from=unscanned /other /other
+    """, {"node_modules/ctx-dep/package.json": json.dumps({"name": "ctx-dep", "version": "0.1.0"})})
+    dest = lamina.dest("sbom-stages")
+    lamina.build(context, "--destination", dest, "--sbom", "--build-arg", "BUILDKIT_SBOM_SCAN_CONTEXT=true",
+                 extra_env={"LAMINA_PROVENANCE": "false"}).check()
+    index = json.loads(inspect_raw(f"docker://{dest}"))
+    [attestation] = [m for m in index["manifests"] if m["platform"]["os"] == "unknown"]
+    out = tmp_path / "attestation"
+    skopeo("copy", "--src-tls-verify=false", f"docker://{dest.rsplit(':', 1)[0]}@{attestation['digest']}",
+           f"dir:{out}")
+    layers = json.loads((out / "manifest.json").read_text())["layers"]
+    documents = [json.loads((out / layer["digest"][7:]).read_text())["predicate"] for layer in layers]
+    assert [d["name"].split(" ", 1)[1] if " " in d["name"] else "image" for d in documents] == [
+        "image", "(stage build)", "(build context)"]
+    assert purls(documents[0], "deb") == {} and len(purls(documents[1], "deb")) > 50
+    assert purls(documents[2], "npm") == {"ctx-dep": "0.1.0"}
+    for number, document in enumerate(documents):
+        validate_spdx(document, tmp_path / f"doc-{number}")

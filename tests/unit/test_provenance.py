@@ -110,3 +110,18 @@ def test_ci_runs() -> None:
     gitlab = ci_run({"GITLAB_CI": "true", "CI_JOB_URL": "https://gl/p/-/jobs/1", "CI_PROJECT_URL": "https://gl/p"})
     assert gitlab.builder_id == "https://gl/p/-/jobs/1" and gitlab.vcs == {"source": "https://gl/p"}
     assert ci_run({}).builder_id == "" and not ci_run({}).facts
+
+
+@pytest.mark.parametrize("meta, stage_args, stage, enabled", [
+    ({}, {}, "build", False),
+    ({"BUILDKIT_SBOM_SCAN_STAGE": "true"}, {}, "build", True),  # a global meta argument: every stage
+    ({"BUILDKIT_SBOM_SCAN_STAGE": "true"}, {"BUILDKIT_SBOM_SCAN_STAGE": "false"}, "build", False),  # the stage's wins
+    ({}, {"BUILDKIT_SBOM_SCAN_STAGE": "build,test"}, "test", True),
+    ({}, {"BUILDKIT_SBOM_SCAN_STAGE": "build,test"}, "other", False),
+    ({"BUILDKIT_SBOM_SCAN_STAGE": None}, {}, "build", False),  # declared without a value
+])
+def test_buildkit_s_scan_arguments(meta: dict[str, str | None], stage_args: dict[str, str], stage: str,
+                                   enabled: bool) -> None:
+    from lamina.build.attestations import SCAN_STAGE, scan_enabled
+
+    assert scan_enabled(SCAN_STAGE, stage, meta, stage_args) is enabled

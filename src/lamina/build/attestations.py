@@ -19,7 +19,7 @@ from typing import Any
 
 import lamina
 from lamina.attest.attach import Attestations, attestation_manifest, platform_of
-from lamina.attest.image_files import final_files
+from lamina.attest.image_files import files_in_tree, final_files
 from lamina.attest.packages import excerpt_for_sbom, find_packages, wanted_for_sbom
 from lamina.attest.provenance import (
     SLSA_V02,
@@ -148,9 +148,10 @@ def provenance_record(options: BuildOptions, facts: BuildFacts, image_digest: st
 
 
 def make_attestations(options: BuildOptions, facts: BuildFacts, image: ImageBlobs, names: Sequence[str],
-                      steps: Sequence[StepResult], sbom: Mapping[str, Any] | None) -> Attestations | None:
-    """The attestation manifest of ``image`` (None when neither provenance nor an SBOM is asked for)."""
-    if options.provenance_mode is None and sbom is None:
+                      steps: Sequence[StepResult], sboms: Sequence[Mapping[str, Any]] = ()) -> Attestations | None:
+    """The attestation manifest of ``image`` (None when neither provenance nor an SBOM is asked for): provenance,
+    then the image's SBOM and those of the stages and context BuildKit's scan arguments ask for."""
+    if options.provenance_mode is None and not sboms:
         return None
     platform_json = platform_of(image.config)
     platform = "/".join(v for v in (platform_json["os"], platform_json["architecture"], platform_json.get("variant"))
@@ -163,7 +164,7 @@ def make_attestations(options: BuildOptions, facts: BuildFacts, image: ImageBlob
             statements.append(statement(SLSA_V02, slsa_v02(record, options.provenance_mode), subjects))
         else:
             statements.append(statement(SLSA_V1, slsa_v1(record, options.provenance_mode), subjects))
-    if sbom is not None:
+    for sbom in sboms:
         statements.append(statement(SPDX_DOCUMENT, sbom, subjects))
     descriptor = Descriptor(OCI_MANIFEST, image.manifest_digest, len(image.manifest))
     return attestation_manifest(descriptor, statements)
@@ -182,5 +183,38 @@ def scan_layers(layers: Sequence[Path], *, name: str, key: str, created: datetim
     files = final_files(layers, wanted_for_sbom, excerpt=excerpt_for_sbom)
     packages = find_packages(files)
     return spdx_document(packages, name=name, namespace=f"https://lamina.dev/spdx/{name}/{key}",
+                         created=created.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                         creator_tool=f"lamina-{lamina.__version__}")
+
+
+SCAN_STAGE = "BUILDKIT_SBOM_SCAN_STAGE"
+SCAN_CONTEXT = "BUILDKIT_SBOM_SCAN_CONTEXT"
+
+
+def scan_enabled(name: str, stage_name: str, meta: Mapping[str, str | None], stage_args: Mapping[str, str]) -> bool:
+    """BuildKit's ``BUILDKIT_SBOM_SCAN_STAGE`` / ``BUILDKIT_SBOM_SCAN_CONTEXT`` for one stage: a global meta argument
+    applies to every stage, an ``ARG`` of the stage (with its build-arg override) decides for it; a value is true,
+    false, or a comma-separated list of stage names. Pure."""
+    def enabled(value: str) -> bool:
+        lowered = value.strip().lower()
+        if lowered in ("1", "t", "true"):
+            return True
+        if lowered in ("0", "f", "false", ""):
+            return False
+        return stage_name in [part.strip() for part in value.split(",")]
+
+    result = False
+    if meta.get(name) is not None:
+        result = enabled(str(meta[name]))
+    if name in stage_args:
+        result = enabled(stage_args[name])
+    return result
+
+
+def scan_directory(root: Path, *, name: str, created: datetime) -> dict[str, Any]:
+    """The SPDX document of the packages a directory holds (the build context, for BUILDKIT_SBOM_SCAN_CONTEXT)."""
+    packages = find_packages(files_in_tree(root, wanted_for_sbom, excerpt=excerpt_for_sbom))
+    digest = hashlib.sha256("\n".join(p.purl for p in packages).encode()).hexdigest()
+    return spdx_document(packages, name=name, namespace=f"https://lamina.dev/spdx/{name}/{digest}",
                          created=created.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                          creator_tool=f"lamina-{lamina.__version__}")

@@ -23,7 +23,16 @@ from pathlib import Path
 from typing import Any, cast
 
 from lamina.attest.attach import PREDICATE_TYPE
-from lamina.build.attestations import BuildFacts, make_attestations, sbom_key, scan_layers
+from lamina.build.attestations import (
+    SCAN_CONTEXT,
+    SCAN_STAGE,
+    BuildFacts,
+    make_attestations,
+    sbom_key,
+    scan_directory,
+    scan_enabled,
+    scan_layers,
+)
 from lamina.build.context import BuildContext
 from lamina.build.handlers import metadata
 from lamina.build.handlers.add import Clone, GitError, GitFetch, add_files, fetch_git, git_fetches
@@ -411,6 +420,49 @@ class _Build:
         if not isinstance(inst, Onbuild):  # BuildKit records ONBUILD in the config only
             state.history.append(self.history_entry(text, layer, created))
         self.step_finished(state.stage, inst.original, started, layer, cached)
+
+    def sboms(self, final: StageState, destinations: list[Reference]) -> list[dict[str, Any]]:
+        """The SPDX documents to attach: the image's, then (BuildKit's BUILDKIT_SBOM_SCAN_STAGE) each other stage
+        built that asks for one, and (BUILDKIT_SBOM_SCAN_CONTEXT) the build context's."""
+        name = destinations[0].name if destinations else "image"
+        documents = [self.stage_sbom(final, name)]
+        built = [state for state in self.states.values() if state is not final]
+        for state in sorted(built, key=lambda s: s.stage.index):
+            if scan_enabled(SCAN_STAGE, state.stage.name or "", self.meta, state.args):
+                documents.append(self.stage_sbom(state, f"{name} (stage {state.stage.label})"))
+        if scan_enabled(SCAN_CONTEXT, final.stage.name or "", self.meta, final.args):
+            documents.append(scan_directory(self.options.context, name=f"{name} (build context)",
+                                            created=self.sbom_time()))
+        return documents
+
+    def sbom_time(self) -> datetime:
+        epoch = self.options.source_date_epoch
+        return datetime.fromtimestamp(epoch, UTC) if epoch is not None else datetime.now(UTC)
+
+    def stage_sbom(self, state: StageState, name: str) -> dict[str, Any]:
+        """The SPDX document of a stage's filesystem: from the layer cache when an earlier build described the same
+        layers (no layer is fetched), else read from the layer blobs (fetched if cache hits left them remote) and
+        kept in the cache for the next builds."""
+        started = time.monotonic()
+        key = sbom_key([layer.diff_id for layer in state.layers])
+        kept = self.cache.sbom(key) if self.cache is not None else None
+        if kept is not None:
+            try:
+                document = cast(dict[str, Any], json.loads(kept))
+                self.progress.message(f"sbom of {name}: from the cache ({len(document['packages']) - 1} packages)")
+                return document
+            except (ValueError, KeyError, TypeError):
+                pass  # not an SPDX document after all: scanned again
+        fetch_all(self.client, list(state.layers), self.options.cache_dir)
+        document = scan_layers([layer.path for layer in state.layers], name=name, key=key, created=self.sbom_time())
+        if self.cache is not None:
+            data = canonical_json(document)
+            path = self.workspace.root / f"sbom-{key}.spdx.json"
+            path.write_bytes(data)
+            self.cache.store_sbom(key, data, path)
+        self.progress.message(f"sbom of {name}: {len(document['packages']) - 1} packages in "
+                              f"{time.monotonic() - started:.2f}s")
+        return document
 
     def note_facts(self, state: StageState, inst: Instruction, cached: bool) -> None:
         """What provenance records of a step: network access, secret and ssh ids, the sources of a cached ADD
@@ -951,8 +1003,8 @@ def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, prog
             warnings.append("one or more build args were not consumed: " + ", ".join(unused))
         final = run.states[target.index]
         image = run.image(final)
-        sbom = image_sbom(client, cache, final, options, destinations, workspace, progress) if options.sbom else None
-        attestations = make_attestations(options, facts, image, [str(d) for d in destinations], run.steps, sbom)
+        sboms = run.sboms(final, destinations) if options.sbom else []
+        attestations = make_attestations(options, facts, image, [str(d) for d in destinations], run.steps, sboms)
         attached = Attached.of(image, attestations) if attestations is not None else None
         cleaner = threading.Thread(target=_clean_up, args=(workspace, inplace), name="cleanup", daemon=True)
         cleaner.start()  # deleting thousands of files overlaps with the push
@@ -999,35 +1051,6 @@ def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, prog
         if inplace is not None:
             inplace.restore()  # after a failure too: the job can run lamina again
         workspace.remove()
-
-
-def image_sbom(client: RegistryClient, cache: LayerCache | None, final: StageState, options: BuildOptions,
-               destinations: list[Reference], workspace: Workspace, progress: Progress) -> dict[str, Any]:
-    """The SPDX document of the image's filesystem: from the layer cache when an earlier build described the same
-    layers (no layer is fetched), else read from the layer blobs (fetched if a cache hit left them remote) and kept
-    in the cache for the next builds."""
-    started = time.monotonic()
-    key = sbom_key([layer.diff_id for layer in final.layers])
-    kept = cache.sbom(key) if cache is not None else None
-    if kept is not None:
-        try:
-            document = json.loads(kept)
-            progress.message(f"sbom: from the cache ({len(document.get('packages', [])) - 1} packages)")
-            return cast(dict[str, Any], document)
-        except ValueError:
-            pass  # not JSON after all: scanned again
-    fetch_all(client, list(final.layers), options.cache_dir)
-    epoch = options.source_date_epoch
-    created = datetime.fromtimestamp(epoch, UTC) if epoch is not None else datetime.now(UTC)
-    name = destinations[0].name if destinations else "image"
-    document = scan_layers([layer.path for layer in final.layers], name=name, key=key, created=created)
-    if cache is not None:
-        data = canonical_json(document)
-        path = workspace.root / f"sbom-{key}.spdx.json"
-        path.write_bytes(data)
-        cache.store_sbom(key, data, path)
-    progress.message(f"sbom: {len(document['packages']) - 1} packages in {time.monotonic() - started:.2f}s")
-    return document
 
 
 def _clean_up(workspace: Workspace, inplace: InplaceRoot | None) -> None:
