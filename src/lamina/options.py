@@ -24,6 +24,7 @@ class BuildOptions:
     push_by_digest: bool = False  # destinations' repositories get the manifest by digest, no tag
     tar_path: Path | None = None
     oci_layout_path: Path | None = None
+    oci_tar_path: Path | None = None  # an OCI layout in a tar archive
     digest_file: Path | None = None
     registry_mirrors: tuple[str, ...] = ()
     insecure_registries: frozenset[str] = field(default_factory=frozenset)

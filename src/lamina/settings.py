@@ -64,6 +64,8 @@ BUILD_FLAGS = (
     Flag("--tar-path", "also write the image as a docker-archive tarball (docker load, skopeo docker-archive:)",
          metavar="PATH", aliases=("--tarPath",)),
     Flag("--oci-layout-path", "also write the image into an OCI image layout directory", metavar="DIR"),
+    Flag("--oci-tar-path", "also write the image as an OCI image layout in a tar archive (BuildKit's type=oci, skopeo's "
+         "oci-archive:), attestations included", metavar="PATH"),
     Flag("--digest-file", "write the image digest (sha256:...) to this file", metavar="PATH"),
     Flag("--registry-mirror", "pull docker.io images through this mirror first (repeatable)", "list",
          metavar="HOST", kaniko_env="KANIKO_REGISTRY_MIRROR"),
@@ -292,7 +294,7 @@ def options_from(values: Mapping[str, object], environ: Mapping[str, str]) -> Bu
     dry_run = bool(values["dry_run"])
     if not destinations and not no_push and not dry_run:
         raise OptionsError("no --destination given: name where to push the image, or pass --no-push "
-                           "(with --tar-path or --oci-layout-path to keep it as a file)")
+                           "(with --tar-path, --oci-layout-path or --oci-tar-path to keep it as a file)")
     verbosity = text("verbosity") or "info"
     if verbosity not in LEVELS:
         raise OptionsError(f"--verbosity {verbosity}: expected one of {', '.join(LEVELS)}")
@@ -399,6 +401,7 @@ def options_from(values: Mapping[str, object], environ: Mapping[str, str]) -> Bu
         push_by_digest=bool(values["push_by_digest"]),
         tar_path=Path(tar_path) if tar_path else None,
         oci_layout_path=Path(oci_layout) if oci_layout else None,
+        oci_tar_path=Path(str(text("oci_tar_path"))) if text("oci_tar_path") else None,
         digest_file=Path(digest_file) if digest_file and not is_url(digest_file) else None,
         registry_mirrors=tuple(items("registry_mirror")),
         insecure_registries=frozenset(insecure),

@@ -217,6 +217,28 @@ def test_reproducible_attestations_and_layout_output(lamina: Lamina, tmp_path: P
     skopeo("inspect", f"oci:{tmp_path / 'layout'}:{first.rsplit(':', 1)[1]}")  # skopeo picks the image
 
 
+def test_oci_archive_output_carries_the_attestations(lamina: Lamina, tmp_path: Path) -> None:
+    import tarfile
+
+    context = write_context(tmp_path / "ctx", f"FROM {lamina.images.busybox}\nRUN echo a > /a\n")
+    archive = tmp_path / "out" / "image.tar"
+    lamina.build(context, "--no-push", "--oci-tar-path", str(archive), "--tar-path", str(tmp_path / "docker.tar"),
+                 extra_env={"LAMINA_PROVENANCE": "mode=max"}).check()
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+        index = json.loads(tar.extractfile("index.json").read())  # type: ignore[union-attr]
+        entry = index["manifests"][0]
+        inner = json.loads(tar.extractfile(f"blobs/sha256/{entry['digest'][7:]}").read())  # type: ignore[union-attr]
+    assert names[:2] == ["oci-layout", "index.json"] and entry["mediaType"] == OCI_INDEX
+    assert [m["platform"]["os"] for m in inner["manifests"]] == ["linux", "unknown"]
+    assert all(f"blobs/sha256/{m['digest'][7:]}" in names for m in inner["manifests"])
+    inspected = json.loads(skopeo("inspect", f"oci-archive:{archive}:latest").stdout)
+    assert inspected["Digest"] == entry["digest"]
+    assert not list((tmp_path / "out").glob(".*")), "the staging layout was left behind"
+    # the docker archive holds the image alone: docker load and skopeo read it as before
+    skopeo("inspect", f"docker-archive:{tmp_path / 'docker.tar'}")
+
+
 def test_provenance_false_pushes_the_image_manifest(lamina: Lamina, tmp_path: Path) -> None:
     context = write_context(tmp_path / "ctx", f"FROM {lamina.images.busybox}\n")
     dest, _ = attested(lamina, context, "--provenance=false")

@@ -91,12 +91,13 @@ def test_outputs_push_and_files() -> None:
     assert not p.push and p.options.no_push
     p = plan(outputs="type=docker,dest=out/image.tar\ntype=oci,dest=out/layout,tar=false")
     assert str(p.options.tar_path) == "out/image.tar" and str(p.options.oci_layout_path) == "out/layout"
+    assert str(plan(outputs="type=oci,dest=out/oci.tar").options.oci_tar_path) == "out/oci.tar"
     assert not plan(outputs="type=cacheonly", tags="reg.example/a:1").push
 
 
 @pytest.mark.parametrize("outputs, message", [
     ("type=docker", "docker load -i FILE"),
-    ("type=oci,dest=out/image.tar", "tar=false"),
+    ("type=oci", "dest=FILE (a tar archive)"),
     ("type=local,dest=out", "does not export the root filesystem"),
     ("out/dir", "type=local"),
     ("type=tar,dest=out.tar", "type=tar"),

@@ -28,6 +28,7 @@ SAMPLES: dict[str, object] = {
     "push_by_digest": True,
     "tar_path": "/out/image.tar",
     "oci_layout_path": "/out/layout",
+    "oci_tar_path": "/out/oci.tar",
     "digest_file": "/out/digest",
     "registry_mirror": ["mirror.example", "mirror2.example"],
     "insecure_registry": ["plain.example:5000"],

@@ -19,8 +19,6 @@ from typing import Any
 
 import lamina
 from lamina.attest.attach import Attestations, attestation_manifest, platform_of
-from lamina.attest.image_files import files_in_tree, final_files
-from lamina.attest.packages import excerpt_for_sbom, find_packages, wanted_for_sbom
 from lamina.attest.provenance import (
     SLSA_V02,
     SLSA_V1,
@@ -33,7 +31,6 @@ from lamina.attest.provenance import (
     statement,
     subjects_for,
 )
-from lamina.attest.spdx import spdx_document
 from lamina.oci.layout import ImageBlobs
 from lamina.oci.model import OCI_MANIFEST, Descriptor, Platform
 from lamina.options import BuildOptions
@@ -180,6 +177,11 @@ def sbom_key(diff_ids: Sequence[str]) -> str:
 
 def scan_layers(layers: Sequence[Path], *, name: str, key: str, created: datetime) -> dict[str, Any]:
     """The SPDX document of the filesystem ``layers`` make (read from the blobs, nothing unpacked)."""
+    from lamina.attest.image_files import final_files  # imported when asked for: lamina's start stays quick
+    from lamina.attest.packages import excerpt_for_sbom, find_packages, wanted_for_sbom
+    from lamina.attest.spdx import spdx_document
+
+
     files = final_files(layers, wanted_for_sbom, excerpt=excerpt_for_sbom)
     packages = find_packages(files)
     return spdx_document(packages, name=name, namespace=f"https://lamina.dev/spdx/{name}/{key}",
@@ -213,6 +215,11 @@ def scan_enabled(name: str, stage_name: str, meta: Mapping[str, str | None], sta
 
 def scan_directory(root: Path, *, name: str, created: datetime) -> dict[str, Any]:
     """The SPDX document of the packages a directory holds (the build context, for BUILDKIT_SBOM_SCAN_CONTEXT)."""
+    from lamina.attest.image_files import files_in_tree
+    from lamina.attest.packages import excerpt_for_sbom, find_packages, wanted_for_sbom
+    from lamina.attest.spdx import spdx_document
+
+
     packages = find_packages(files_in_tree(root, wanted_for_sbom, excerpt=excerpt_for_sbom))
     digest = hashlib.sha256("\n".join(p.purl for p in packages).encode()).hexdigest()
     return spdx_document(packages, name=name, namespace=f"https://lamina.dev/spdx/{name}/{digest}",

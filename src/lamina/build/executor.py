@@ -147,6 +147,7 @@ class BuildResult:
     plan: tuple[tuple[str, str, str], ...] = ()  # with the cache: (stage, instruction, "hit"|"miss"|"not cached")
     manifest_digest: str = ""  # the image manifest's digest
     attestations: tuple[tuple[str, str], ...] = ()  # (predicate type, digest of the in-toto statement)
+    attestation_manifest: str = ""  # the attestation manifest's digest
 
 
 def display_path(path: Path) -> str:
@@ -1041,7 +1042,8 @@ def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, prog
                            for b in attached.attestations.statements) if attached is not None else ()
         return BuildResult(attached.digest if attached is not None else image.manifest_digest, image.config_digest,
                            image.manifest, image.config, size, tuple(run.steps), tuple(pushed), tuple(warnings),
-                           manifest_digest=image.manifest_digest, attestations=statements)
+                           manifest_digest=image.manifest_digest, attestations=statements,
+                           attestation_manifest=attached.attestations.digest if attached is not None else "")
     finally:
         if cache is not None:
             for warning in cache.finish():

@@ -19,7 +19,7 @@ from lamina.build.stage import PARALLEL_TRANSFERS, ensure_local
 from lamina.build.state import LayerRef
 from lamina.errors import InvalidReference, OptionsError, OutputError, RegistryError
 from lamina.oci.digest import compute_digest
-from lamina.oci.layout import ImageBlobs, write_docker_archive, write_oci_layout
+from lamina.oci.layout import ImageBlobs, write_docker_archive, write_oci_archive, write_oci_layout
 from lamina.oci.model import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, Descriptor, Manifest
 from lamina.oci.reference import Reference
 from lamina.oci.registry.client import RegistryClient
@@ -149,17 +149,19 @@ def put_text(url: str, text: str, name: str) -> None:
 
 def write_outputs(options: BuildOptions, image: ImageBlobs, destinations: list[Reference],
                   attached: Attached | None = None) -> None:
-    """The tarball (the image alone: docker-archive has no place for attestations), the OCI layout (the index with
-    the attestations, when there are), and the digest, image-name and metadata files."""
+    """The docker-archive tarball (the image alone: the format has no place for attestations), the OCI layout and
+    OCI archive (the index with the attestations, when there are), and the digest, image-name and metadata files."""
     digest = attached.digest if attached is not None else image.manifest_digest
     try:
         if options.tar_path is not None:
             tags = [str(d) for d in destinations if d.tag] or []
             write_docker_archive(options.tar_path, image, tags)
+        tag = next((d.tag for d in destinations if d.tag), None) or "latest"
+        index = (attached.index, attached.blobs) if attached is not None else None
         if options.oci_layout_path is not None:
-            tag = next((d.tag for d in destinations if d.tag), None)
-            write_oci_layout(options.oci_layout_path, image, tag or "latest",
-                             index=(attached.index, attached.blobs) if attached is not None else None)
+            write_oci_layout(options.oci_layout_path, image, tag, index=index)
+        if options.oci_tar_path is not None:
+            write_oci_archive(options.oci_tar_path, image, tag, index=index)
         named = [d for d in destinations if not options.no_push]
         texts = {
             "digest_file": digest,

@@ -10,8 +10,9 @@ Pure: text in, :class:`BuildxInputs` out; raises :class:`lamina.errors.OptionsEr
   tag given is not used. ``cache-from`` alone reads the cache without pushing to it (``--no-push-cache``). Other
   types (``gha``, ``local``, ``inline``, ``s3``, ``azblob``) are refused.
 * ``outputs``: ``type=registry`` and ``type=image,push=true`` push (``name=`` adds references),
-  ``type=docker,dest=FILE`` writes a docker-archive tarball, ``type=oci,dest=DIR,tar=false`` an OCI layout;
-  ``type=cacheonly`` builds only. A daemon load, an OCI tarball and filesystem exports are refused.
+  ``type=docker,dest=FILE`` writes a docker-archive tarball, ``type=oci,dest=FILE`` an OCI archive and
+  ``type=oci,dest=DIR,tar=false`` an OCI layout; ``type=cacheonly`` builds only. A daemon load and filesystem
+  exports are refused.
 * ``load: true`` is refused (no Docker daemon: ``tar-path`` and ``docker load`` do it).
 * ``platforms`` is ``platform``; ``secret-envs`` (``id=VARIABLE``) adds secrets read from the environment.
 * Inputs that only tune BuildKit's builder (``builder``, ``pull``) are accepted with a note;
@@ -170,10 +171,11 @@ def map_outputs(lines: list[str], out: BuildxInputs) -> None:
                                    "FILE in a later step")
             out.flags["tar_path"] = dest
         elif kind == "oci":
-            if attributes.get("tar", "true").lower() != "false" or not dest:
-                raise OptionsError("input outputs: type=oci writes an OCI layout tarball, which lamina does not write; "
-                                   "use type=oci,dest=DIR,tar=false (or oci-layout-path: DIR) for a layout directory")
-            out.flags["oci_layout_path"] = dest
+            if not dest:
+                raise OptionsError("input outputs: type=oci needs dest=FILE (a tar archive), or dest=DIR,tar=false "
+                                   "(a layout directory)")
+            tarred = attributes.get("tar", "true").lower() != "false"
+            out.flags["oci_tar_path" if tarred else "oci_layout_path"] = dest
         elif kind == "cacheonly":
             if out.push is None:
                 out.push = False
@@ -182,7 +184,7 @@ def map_outputs(lines: list[str], out: BuildxInputs) -> None:
                                "an image (type=docker,dest=FILE) and unpack it, e.g. with umoci or skopeo")
         else:
             raise OptionsError(f"input outputs: {line!r}: unknown output type {kind or '(none)'!r} (lamina writes "
-                               "type=registry, type=image, type=docker,dest=FILE and type=oci,dest=DIR,tar=false)")
+                               "type=registry, type=image, type=docker,dest=FILE and type=oci,dest=FILE or DIR,tar=false)")
 
 
 def map_inputs(get: Callable[[str], str], split: Callable[[str, bool], list[str]],

@@ -49,7 +49,7 @@ MIN_REDACTED = 3  # shorter values are masked by the runner but not rewritten by
 # Every input of action.yml (tests check the two agree).
 INPUTS = ("context", "file", "push", "tags", "labels", "build-args", "target", "secrets", "secret-files", "no-cache",
           "cache", "cache-repo", "cache-ttl", "registry", "username", "password", "github-token", "images", "flavor",
-          "registry-mirror", "insecure-registry", "platform", "dry-run", "tar-path", "oci-layout-path",
+          "registry-mirror", "insecure-registry", "platform", "dry-run", "tar-path", "oci-layout-path", "oci-tar-path",
           # docker/build-push-action's own spellings (lamina.ci.buildpush maps or refuses each)
           "cache-from", "cache-to", "outputs", "load", "platforms", "secret-envs", "builder", "pull", "provenance",
           "sbom", *REFUSED_INPUTS)
@@ -172,6 +172,7 @@ def resolve_tags(environ: Mapping[str, str], now: datetime) -> list[str]:
 ACTION_FLAGS: dict[str, tuple[str, str]] = {
     "context": ("context", "value"), "file": ("dockerfile", "value"), "build-args": ("build_arg", "lines"),
     "target": ("target", "value"), "tar-path": ("tar_path", "value"), "oci-layout-path": ("oci_layout_path", "value"),
+    "oci-tar-path": ("oci_tar_path", "value"),
     "registry-mirror": ("registry_mirror", "list"), "insecure-registry": ("insecure_registry", "list"),
     "platform": ("platform", "value"), "cache": ("cache", "bool"), "cache-ttl": ("cache_ttl", "value"),
     "dry-run": ("dry_run", "bool"), "labels": ("label", "lines"),
@@ -474,7 +475,8 @@ def publish(result: BuildResult, plan: ActionPlan, environ: Mapping[str, str], l
         log.line(f"{'pushed' if pushed else 'tagged (not pushed)'} {tag}@{result.digest}")
     image = image_name(plan.tags[0]) if plan.tags else ""
     meta = summary.metadata(image=image, digest=result.digest, config_digest=result.config_digest, tags=plan.tags,
-                            size=result.size, steps=result.steps, pushed=pushed)
+                            size=result.size, steps=result.steps, pushed=pushed, manifest_digest=result.manifest_digest,
+                            attestation_manifest=result.attestation_manifest, attestations=result.attestations)
     set_output(environ, log, "digest", result.digest)
     set_output(environ, log, "imageid", result.config_digest)
     set_output(environ, log, "tags", "\n".join(plan.tags))

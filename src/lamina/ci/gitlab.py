@@ -390,12 +390,17 @@ class GitLabProgress:
 
 
 def dotenv_lines(result: BuildResult) -> list[str]:
-    """``LAMINA_DIGEST``, ``LAMINA_IMAGE`` (first destination's name@digest) and ``LAMINA_TAGS``."""
+    """``LAMINA_DIGEST``, ``LAMINA_IMAGE`` (first destination's name@digest) and ``LAMINA_TAGS``; for an image with
+    attestations also ``LAMINA_MANIFEST_DIGEST`` (the image manifest's) and ``LAMINA_ATTESTATIONS`` (the
+    attestation manifest's digest)."""
     image = ""
     if result.destinations and result.digest:
         image = f"{Reference.parse(result.destinations[0]).name}@{result.digest}"
-    return [f"LAMINA_DIGEST={result.digest}", f"LAMINA_IMAGE={image}",
-            f"LAMINA_TAGS={','.join(result.destinations)}"]
+    lines = [f"LAMINA_DIGEST={result.digest}", f"LAMINA_IMAGE={image}", f"LAMINA_TAGS={','.join(result.destinations)}"]
+    if result.attestation_manifest:
+        lines += [f"LAMINA_MANIFEST_DIGEST={result.manifest_digest}",
+                  f"LAMINA_ATTESTATIONS={result.attestation_manifest}"]
+    return lines
 
 
 def write_dotenv(path: Path, result: BuildResult) -> None:

@@ -38,9 +38,17 @@ def cache_line(steps: Sequence[StepResult]) -> str:
 
 
 def metadata(*, image: str, digest: str, config_digest: str, tags: Sequence[str], size: int,
-             steps: Sequence[StepResult], pushed: bool) -> dict[str, Any]:
-    """The ``metadata`` output: buildx's metadata-file keys plus tags, size, cache hits and step timings."""
-    return {
+             steps: Sequence[StepResult], pushed: bool, manifest_digest: str = "", attestation_manifest: str = "",
+             attestations: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+    """The ``metadata`` output: buildx's metadata-file keys plus tags, size, cache hits and step timings, and (an
+    image with attestations) the image manifest's digest and the attestations' (as the metadata file)."""
+    extra: dict[str, Any] = {}
+    if attestation_manifest:
+        extra = {"lamina.image.manifest.digest": manifest_digest,
+                 "lamina.attestations": {"manifest": attestation_manifest,
+                                         "statements": [{"predicateType": kind, "digest": statement}
+                                                        for kind, statement in attestations]}}
+    return {**extra,
         "image.name": ",".join(tags) or image,
         "containerimage.digest": digest,
         "containerimage.config.digest": config_digest,

@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tarfile
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -292,6 +293,34 @@ def locked_layout(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def write_oci_archive(path: Path, image: ImageBlobs, ref_name: str | None, *,
+                      index: tuple[bytes, Sequence[bytes]] | None = None) -> None:
+    """An OCI image layout as a tar archive at ``path`` (what BuildKit's ``type=oci`` output and skopeo's
+    ``oci-archive:`` are): the layout is written next to it (hardlinks), then archived in a fixed order with
+    mtime 0 and owner 0, and removed."""
+    if path.is_dir():
+        raise OutputError(f"cannot write an OCI archive to {path}: it is a directory")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        write_oci_layout(staging, image, ref_name, index=index)
+        names = [LAYOUT_FILE, INDEX_FILE, "blobs", "blobs/sha256"]
+        names += [f"blobs/sha256/{blob.name}" for blob in sorted((staging / "blobs" / "sha256").iterdir())]
+        with _atomic_file(path) as out, tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT,
+                                                      encoding="utf-8") as tar:
+            for name in names:
+                source = staging / name
+                if source.is_dir():
+                    tar.addfile(_tar_info(name, directory=True))
+                else:
+                    with source.open("rb") as data:
+                        tar.addfile(_tar_info(name, source.stat().st_size), data)
+    except OSError as e:
+        raise _os_error("write the OCI archive", path, e) from e
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 # -- docker archive -------------------------------------------------------------------------------------------------
