@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.helpers import image_manifest, inspect_raw, skopeo
+from tests.e2e.test_attestations import validate_statement
+from tests.e2e.test_sbom import purls, validate_spdx
 from tests.support.baseimages import BaseImages
 from tests.support.dockerd import DockerEngine
 from tests.support.registry import RunningRegistry
@@ -230,6 +232,22 @@ def test_the_release_job_builds_lamina_with_lamina_and_pushes_by_digest(
     image = f"{registry.host}/release-test/lamina"
     config = json.loads(skopeo("inspect", "--config", "--tls-verify=false", f"docker://{image}@{digest}").stdout)
     assert config["architecture"] == "amd64"
+    # lamina's own image carries its provenance (the release run recorded) and its SBOM, as BuildKit attaches them
+    index = json.loads(inspect_raw(f"docker://{image}@{digest}"))
+    [attestation] = [m for m in index["manifests"] if m["platform"]["os"] == "unknown"]
+    out = tmp_path / "attestation"
+    skopeo("copy", "--src-tls-verify=false", f"docker://{image}@{attestation['digest']}", f"dir:{out}")
+    statements = {}
+    for layer in json.loads((out / "manifest.json").read_text())["layers"]:
+        statement = json.loads((out / layer["digest"][7:]).read_text())
+        statements[statement["predicateType"]] = statement
+        validate_statement(statement)
+    provenance = statements["https://slsa.dev/provenance/v1"]["predicate"]
+    assert provenance["runDetails"]["metadata"]["lamina_metadata"]["ci"]["ref"] == "refs/tags/v1.2.3"
+    sbom = statements["https://spdx.dev/Document"]["predicate"]
+    validate_spdx(sbom, tmp_path / "spdx")
+    assert {"requests", "rich", "zstandard", "lamina"} <= set(purls(sbom, "pypi"))  # lamina's venv
+    assert "base-files" in purls(sbom, "deb")  # the Debian base
     assert config["config"]["Entrypoint"] == ["/lamina/entrypoint.sh"]
     listed = skopeo("list-tags", "--tls-verify=false", f"docker://{image}", check=False)
     assert listed.returncode != 0 or json.loads(listed.stdout)["Tags"] in ([], None)  # by digest: no tag

@@ -1,4 +1,5 @@
-"""8. The ``files`` benchmark workload (../shared/bench/files), with Docker Hub names served by --registry-mirror."""
+"""8. The ``files`` benchmark workload (../shared/bench/files), with Docker Hub names served by --registry-mirror, built
+with both attestations (provenance in mode=max, the SBOM) and read back as issue 16 asks."""
 
 from __future__ import annotations
 
@@ -31,8 +32,29 @@ def files_workload(lamina: Lamina, tmp_path_factory: pytest.TempPathFactory) -> 
     context = workloads / "files"
     dest = lamina.dest("bench-files")
     run = lamina.build(context, "--destination", dest, "--registry-mirror", lamina.images.mirror,
-                       "--insecure-registry", lamina.images.mirror).check()
+                       "--insecure-registry", lamina.images.mirror, "--sbom",
+                       extra_env={"LAMINA_PROVENANCE": "mode=max"}).check()
     return run, context, unpack(f"docker://{dest}", tmp / "pulled")
+
+
+def test_both_attestations(lamina: Lamina, files_workload: tuple[LaminaRun, Path, Unpacked], tmp_path: Path) -> None:
+    from tests.e2e.test_attestations import read_index, statements, validate_statement
+    from tests.e2e.test_sbom import validate_spdx
+
+    run, _, _ = files_workload
+    dest = next(line.split()[1].split("@")[0] for line in run.stdout.splitlines() if line.startswith("pushed "))
+    image_digest = read_index(dest)[1]["digest"]
+    found = statements(lamina, dest, tmp_path)
+    assert set(found) == {"https://slsa.dev/provenance/v1", "https://spdx.dev/Document"}
+    for statement in found.values():
+        validate_statement(statement)
+        assert statement["subject"][0]["digest"]["sha256"] == image_digest[7:]
+    validate_spdx(found["https://spdx.dev/Document"]["predicate"], tmp_path / "spdx")
+    provenance = found["https://slsa.dev/provenance/v1"]["predicate"]
+    images = {d["uri"].split("@")[0] for d in provenance["buildDefinition"]["resolvedDependencies"]}
+    assert {"pkg:docker/debian", "pkg:docker/busybox"} <= images  # both FROMs, as they were named
+    steps = provenance["buildDefinition"]["internalParameters"]["buildConfig"]["steps"]
+    assert "COPY --from=base /app /app" in [s["instruction"] for s in steps]
 
 
 def test_all_sources_copied(files_workload: tuple[LaminaRun, Path, Unpacked]) -> None:
