@@ -45,6 +45,7 @@ def statements(lamina: Lamina, dest: str, tmp_path: Path) -> dict[str, dict[str,
     """predicate type → in-toto statement, read from the attestation manifest's layers (copied out with skopeo)."""
     _, _, attestation = read_index(dest)
     repository = dest.rsplit(":", 1)[0]
+    tmp_path.mkdir(parents=True, exist_ok=True)
     out = tmp_path / "attestation"
     skopeo("copy", "--src-tls-verify=false", f"docker://{repository}@{attestation['digest']}", f"dir:{out}")
     manifest = json.loads((out / "manifest.json").read_text())
@@ -194,7 +195,8 @@ def test_slsa_v02_and_a_git_checkout_context(lamina: Lamina, tmp_path: Path) -> 
     predicate = provenance["predicate"]
     assert predicate["buildType"] == "https://mobyproject.org/buildkit@v1"
     assert predicate["invocation"]["configSource"]["entryPoint"] == "Dockerfile"
-    assert predicate["materials"][0]["uri"].startswith("pkg:docker/")
+    assert predicate["materials"][0] == {"uri": "https://git.example/team/app.git", "digest": {"sha1": commit}}
+    assert predicate["materials"][1]["uri"].startswith("pkg:docker/")
     vcs = predicate["metadata"]["https://mobyproject.org/buildkit@v1#metadata"]["vcs"]
     assert vcs == {"source": "https://git.example/team/app.git", "revision": commit}  # no credentials
 
@@ -273,3 +275,43 @@ def test_manifest_create_keeps_each_platform_s_attestations(lamina: Lamina, tmp_
         skopeo("copy", "--src-tls-verify=false", f"docker://{repository}@{attestation['digest']}",
                f"dir:{tmp_path / attestation['digest'][7:19]}")
         assert manifest["layers"][0]["annotations"]["in-toto.io/predicate-type"] == SLSA_V1
+
+
+def test_materials_of_add_and_of_a_git_checkout_context(lamina: Lamina, tmp_path: Path) -> None:
+    """ADD of a URL is recorded with the sha256 of what was downloaded (credentials and query never), ADD of a git
+    repository with its commit, and a context that is a git checkout with its remote and commit."""
+    import hashlib
+
+    from tests.support.http_files import git, publish_bare, serve_directory
+
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "data.bin").write_bytes(b"downloaded bytes\n")
+    work = write_context(tmp_path / "repo", "", {"inside.txt": "from git\n"})
+    git("init", "-q", "-b", "main", cwd=work)
+    git("add", "-A", cwd=work)
+    git("commit", "-q", "-m", "r", cwd=work)
+    commit = git("rev-parse", "HEAD", cwd=work).strip()
+    publish_bare(work, www)
+    with serve_directory(www) as url:
+        context = write_context(tmp_path / "ctx", f"""
+            FROM {lamina.images.busybox}
+            ADD {url.replace('http://', 'http://user:pw@')}/data.bin?token=abc /data.bin
+            ADD {url}/repo.git#main /repo/
+        """)
+        git("init", "-q", "-b", "main", cwd=context)
+        git("remote", "add", "origin", "https://git.example/team/app.git", cwd=context)
+        git("add", "-A", cwd=context)
+        git("commit", "-q", "-m", "c", cwd=context)
+        checkout = git("rev-parse", "HEAD", cwd=context).strip()
+        cache = ("--cache", "--cache-repo", f"{lamina.registry.host}/attest/materials-cache")
+        attested(lamina, context, *cache)
+        # again, with the cache: an ADD of a URL or repository without --checksum is never a cache hit (its
+        # content is only known once fetched), so the digests are those of this build's downloads
+        dest, _ = attested(lamina, context, *cache)
+        provenance = statements(lamina, dest, tmp_path)[SLSA_V1]["predicate"]
+    dependencies = {d["uri"]: d.get("digest") for d in provenance["buildDefinition"]["resolvedDependencies"]}
+    assert dependencies[f"{url}/data.bin"] == {"sha256": hashlib.sha256(b"downloaded bytes\n").hexdigest()}
+    assert dependencies[f"{url}/repo.git#main"] == {"sha1": commit}
+    assert dependencies["https://git.example/team/app.git"] == {"sha1": checkout}
+    assert "pw" not in json.dumps(provenance) and "token=abc" not in json.dumps(provenance)

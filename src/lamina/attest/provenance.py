@@ -63,7 +63,7 @@ class BuildRecord:
     secret_values: Sequence[str] = ()  # never recorded: build arguments with these values are left out
     secret_ids: Sequence[str] = ()  # RUN --mount=type=secret ids (max mode)
     ssh_ids: Sequence[str] = ()
-    context_source: Material | None = None  # a git (or URL) context: its location and commit
+    context_source: Material | None = None  # a git (or URL) context, or a local checkout: location and commit
     local_context: bool = True  # the context is a local directory (dependencies then not complete)
     builder_id: str = ""  # the CI run's URL
     vcs: Mapping[str, str] = field(default_factory=dict)  # source and revision hints (a git checkout, the CI's)
@@ -173,7 +173,7 @@ def slsa_v1(record: BuildRecord, mode: str) -> dict[str, Any]:
     """The SLSA v1 predicate."""
     request, redacted = _request(record, mode)
     config_source: dict[str, Any] = {"path": record.dockerfile_path}
-    if record.context_source is not None:
+    if record.context_source is not None and not record.local_context:
         config_source = {"uri": record.context_source.uri, **(
             {"digest": dict(record.context_source.digest)} if record.context_source.digest else {}),
             "path": record.dockerfile_path}
@@ -219,7 +219,7 @@ def slsa_v02(record: BuildRecord, mode: str) -> dict[str, Any]:
     """The SLSA v0.2 predicate."""
     parameters, redacted = _request(record, mode)
     config_source: dict[str, Any] = {"entryPoint": record.dockerfile_path}
-    if record.context_source is not None:
+    if record.context_source is not None and not record.local_context:
         config_source["uri"] = record.context_source.uri
         if record.context_source.digest:
             config_source["digest"] = dict(record.context_source.digest)

@@ -88,12 +88,15 @@ def _vcs(options: BuildOptions) -> dict[str, str]:
 
 
 def _context_material(options: BuildOptions) -> Material | None:
-    """A fetched context (git, URL) as the provenance's config source."""
-    if not options.context_source:
-        return None
-    uri = redact_url(options.context_source)
+    """The context as a material: a fetched one (git, URL) by its location and commit, a local git checkout by its
+    remote and commit (what BuildKit records as ``vcs`` only, but a real input of the build)."""
     checkout = git_checkout(options.context)
-    return Material(uri, {"sha1": checkout[1]} if checkout and len(checkout[1]) == 40 else {})
+    digest = {"sha1" if len(checkout[1]) == 40 else "sha256": checkout[1]} if checkout else {}
+    if options.context_source:
+        return Material(redact_url(options.context_source), digest)
+    if checkout and checkout[0]:
+        return Material(checkout[0], digest)
+    return None
 
 
 def _steps(steps: Sequence[StepResult]) -> list[dict[str, Any]]:
