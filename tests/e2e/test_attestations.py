@@ -247,6 +247,12 @@ def test_provenance_false_pushes_the_image_manifest(lamina: Lamina, tmp_path: Pa
     assert json.loads(inspect_raw(f"docker://{dest}"))["mediaType"] == OCI_MANIFEST
     bad = lamina.build(context, "--provenance", "mode=everything", "--no-push", extra_env={"LAMINA_PROVENANCE": ""})
     assert bad.returncode == 2 and "--provenance" in bad.stderr
+    # nothing would carry them (a docker archive cannot): none are made, the digest is the image manifest's
+    meta = tmp_path / "meta.json"
+    lamina.build(context, "--no-push", "--tar-path", str(tmp_path / "image.tar"), "--sbom", "--metadata-file",
+                 str(meta), extra_env={"LAMINA_PROVENANCE": ""}).check()
+    written = json.loads(meta.read_text())
+    assert "lamina.attestations" not in written and written["containerimage.descriptor"]["mediaType"] == OCI_MANIFEST
 
 
 def test_manifest_create_keeps_each_platform_s_attestations(lamina: Lamina, tmp_path: Path) -> None:

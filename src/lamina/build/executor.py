@@ -1004,8 +1004,11 @@ def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, prog
             warnings.append("one or more build args were not consumed: " + ", ".join(unused))
         final = run.states[target.index]
         image = run.image(final)
-        sboms = run.sboms(final, destinations) if options.sbom else []
-        attestations = make_attestations(options, facts, image, [str(d) for d in destinations], run.steps, sboms)
+        # attestations only where something carries them: a push, an OCI layout or archive (not a docker archive)
+        carried = (destinations and not options.no_push) or options.oci_layout_path or options.oci_tar_path
+        sboms = run.sboms(final, destinations) if options.sbom and carried else []
+        attestations = (make_attestations(options, facts, image, [str(d) for d in destinations], run.steps, sboms)
+                        if carried else None)
         attached = Attached.of(image, attestations) if attestations is not None else None
         cleaner = threading.Thread(target=_clean_up, args=(workspace, inplace), name="cleanup", daemon=True)
         cleaner.start()  # deleting thousands of files overlaps with the push
