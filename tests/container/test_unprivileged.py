@@ -238,3 +238,24 @@ def test_add_from_git_and_stages_copying_from_each_other(container: Container, b
     assert image.read("out/three.txt") == "one\ntwo\nfrom git\n"
     assert image.read("out/readme.md") == "from git\n"
     assert DIGEST.fullmatch(digest)
+
+
+def test_the_last_stage_is_unpacked_over_the_runtime_image(container: Container, base_images: BaseImages,
+                                                           tmp_path: Path) -> None:
+    """The runtime image and the build's base share their Debian files: the inplace sandbox leaves those already
+    exactly in place (no new inode in the container's overlayfs), removes what the stage lacks, and the image is
+    still byte for byte the host's."""
+    context = write_context(tmp_path / "ctx", f"""
+        FROM {base_images.debian}
+        RUN test ! -e /lamina-runtime-only && ! command -v python3 && echo clean > /clean.txt
+    """)
+    host = container.registry.host
+    expected = host_build(container.registry, context, f"{host}/unpriv/reuse-host:1", tmp_path)
+    status, log, _ = container.github_action(context, tmp_path / "home", {}, env={"SOURCE_DATE_EPOCH": EPOCH},
+                                             command=["build", "--context=.", f"--destination={host}/unpriv/reuse:1",
+                                                      f"--insecure-registry={host}", "--provenance=false",
+                                                      "--verbosity=debug"])
+    assert status == 0, log[-6000:]
+    found = re.search(r"unpacked over the runtime image: (\d+) entries already in place, (\d+) removed", log)
+    assert found and int(found[1]) > 3000 and int(found[2]) > 0, log[-4000:]
+    assert f"@{expected}" in log, differences(f"{host}/unpriv/reuse-host:1", f"{host}/unpriv/reuse:1", tmp_path)

@@ -372,7 +372,15 @@ class _Build:
         if not state.materialized:
             with located(state.stage.base):
                 materialize(self.client, state, self.options.cache_dir, inplace=self.inplace,
-                            mounts=self.workspace.mounts)
+                            mounts=self.workspace.mounts, reuse=self.may_reuse_root(state))
+
+    def may_reuse_root(self, state: StageState) -> bool:
+        """Inplace: may the stage be unpacked over the runtime image's files (see stage.materialize)? Only the last
+        stage (nothing is moved out of / after it) and only when none of its RUN steps places a mount (a placed
+        mount renames the directory it covers, which a directory of a lower overlayfs layer refuses)."""
+        if self.inplace is None or state.stage.index != self.last_stage:
+            return False
+        return not any(isinstance(inst, Run) and inst.mounts for inst in state.stage.instructions)
 
     def onbuild_trigger(self, base: Instruction, image: str, number: int, trigger: str) -> Instruction:
         """An ONBUILD trigger of the base image as an instruction; errors name the FROM line."""

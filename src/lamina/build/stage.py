@@ -7,6 +7,7 @@ downloads a layer. A previous stage is copied (``cp -a``) when it has been mater
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Callable
@@ -32,6 +33,8 @@ from lamina.snapshot.scan import scan_tree
 
 if TYPE_CHECKING:
     from lamina.sandbox.inplace import InplaceRoot
+
+log = logging.getLogger(__name__)
 
 PARALLEL_TRANSFERS = 3
 
@@ -111,7 +114,7 @@ def fetch_all(client: RegistryClient, layers: list[LayerRef], blob_cache: Path |
 
 
 def materialize(client: RegistryClient, state: StageState, blob_cache: Path | None = None, *,
-                inplace: InplaceRoot | None = None, mounts: LayerMounts | None = None) -> None:
+                inplace: InplaceRoot | None = None, mounts: LayerMounts | None = None, reuse: bool = False) -> None:
     """Give ``state.rootfs`` the content of ``state.layers`` (downloading what is missing).
 
     With ``mounts`` enabled, the rootfs becomes an overlay over an image of the layers (``state.overlay``; no
@@ -120,7 +123,11 @@ def materialize(client: RegistryClient, state: StageState, blob_cache: Path | No
 
     A rootfs of ``/`` (the inplace sandbox, and only with its ``inplace``): ``/`` is cleared but for the ignored
     paths, then the parent stage's files come back (moved, when it was moved out whole) and the layers it lacks
-    are unpacked into it."""
+    are unpacked into it. With ``reuse``, when ``/`` still holds the runtime image's files, the layers are unpacked
+    over them instead, files already exactly right left in place (no new inode: the runtime image and the stage
+    often share their Debian base), and then what the layers lack is removed. Those files stay in the container's
+    lower layers, where directories cannot be renamed (EXDEV): the caller allows it only for a stage nothing moves
+    out of ``/`` afterwards and whose RUN steps place no mounts."""
     if state.materialized:
         return
     if Path(os.path.abspath(state.rootfs)) == Path("/"):
@@ -131,6 +138,20 @@ def materialize(client: RegistryClient, state: StageState, blob_cache: Path | No
                        and Path(os.path.abspath(parent.rootfs)) != Path("/")
                        and state.layers[:len(parent.layers)] == parent.layers)
         start = len(parent.layers) if take_parent and parent is not None else 0
+        if reuse and not take_parent and inplace.begin():  # / holds the runtime image: unpacked over, then swept
+            fetch_all(client, state.layers, blob_cache)
+            present: set[str] = set()
+            reused = 0
+            for number, layer in enumerate(state.layers, 1):
+                reused += unpack_layer(state.rootfs, layer.path, keep=inplace.ignored, present=present,
+                                       description=f"layer {number} of stage {state.stage.label} "
+                                                   f"({layer.descriptor.digest})").reused
+            removed = inplace.sweep(present)
+            log.info("inplace: stage %s unpacked over the runtime image: %d entries already in place, %d removed",
+                     state.stage.label, reused, removed)
+            state.scan = scan_tree(state.rootfs, exclude=inplace.exclude)
+            state.materialized = True
+            return
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clear") as pool:
             cleared = pool.submit(inplace.clear)  # deleting files and downloading blobs overlap
             fetch_all(client, state.layers[start:], blob_cache)

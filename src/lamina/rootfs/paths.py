@@ -94,11 +94,12 @@ def set_directory_metadata(root: Path, path: Path, inode: int, *, mode: int | No
     except OSError:
         return False
     try:
-        if os.fstat(fd).st_ino != inode:
+        st = os.fstat(fd)
+        if st.st_ino != inode:
             return False
-        if mode is not None:
-            os.fchmod(fd, mode)
-        if mtime_ns is not None:
+        if mode is not None and stat.S_IMODE(st.st_mode) != mode:  # no-op changes skipped: in overlayfs any
+            os.fchmod(fd, mode)  # metadata change copies a directory of a lower layer up
+        if mtime_ns is not None and st.st_mtime_ns != mtime_ns:
             os.utime(fd, ns=(mtime_ns, mtime_ns))
     finally:
         os.close(fd)

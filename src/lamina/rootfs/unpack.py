@@ -52,6 +52,7 @@ class UnpackStats:
     entries: int  # entries created or updated (files, directories, links, special files)
     whiteouts: int  # whiteouts and opaque markers applied
     skipped: int  # entries left out: special files that could not be created, aufs metadata, unknown types
+    reused: int = 0  # entries found already in place, exactly (unpacking with ``present``)
 
 
 class _Prefixed(io.RawIOBase):
@@ -106,14 +107,20 @@ def _inside(root: Path, path: Path) -> bool:
 
 WRITE_WORKERS = min(4, os.cpu_count() or 2)  # measured on 2 cores: 2 threads beat 1 and 4
 INLINE_LIMIT = 1 << 20  # regular files up to this size are read whole and written by the pool
+REUSE_LIMIT = 64 << 20  # a file already in place is compared (read whole) up to this size, else written anew
 MAX_BUFFERED = 32 << 20  # bytes waiting to be written, at most
 
 
 class _Unpacker:
     """The state of one layer's extraction: what this layer wrote, directory metadata to apply at the end."""
 
-    def __init__(self, root: Path, description: str, keep: tuple[str, ...] = ()) -> None:
+    def __init__(self, root: Path, description: str, keep: tuple[str, ...] = (), *,
+                 present: set[str] | None = None) -> None:
         self.root = root
+        # with ``present`` (the inplace sandbox's first stage, over the runtime image's own files): an entry whose
+        # file is already there with the same content and metadata is left as it is (no new inode, no overlayfs
+        # copy-up), and every entry's host path is added, so the caller can then remove what the layers lack
+        self.present = present
         self.description = description
         self.keep = keep  # paths ("/lamina", "/etc/hosts") never written, removed or replaced (the inplace sandbox)
         # asked for every entry, so answered by set lookups: the kept paths, their subtrees, the directories above them
@@ -129,6 +136,7 @@ class _Unpacker:
         self.dir_metadata: dict[str, tuple[int, int, int]] = {}
         self.restore_modes: dict[str, tuple[int, int]] = {}  # dirs opened up for an unprivileged user → (inode, mode)
         self.entries = 0
+        self.reused = 0
         self.whiteouts = 0
         self.skipped = 0
         self.warned: set[str] = set()
@@ -360,16 +368,26 @@ class _Unpacker:
             log.warning("%s: skipping entry %r of unsupported type %r", self.description, member.name, member.kind)
             return
         try:
-            existing = os.lstat(target).st_mode
+            found = os.lstat(target)
+            existing: int | None = found.st_mode
         except FileNotFoundError:
             existing = None
+        data: bytes | None = None
+        if self.present is not None:
+            self.present.add(str(target))
+            if existing is not None:
+                same, data = self.already_there(reader, member, target, found)
+                if same:
+                    self.entries += 1
+                    self.reused += 1
+                    return
         if existing is not None and not (member.kind == DIRECTORY and stat.S_ISDIR(existing)):
             self.flush()  # queued writes may be inside what is replaced
             self.forget(name)
             _remove(target)
-        if member.kind == REGULAR and member.size <= INLINE_LIMIT:
+        if member.kind == REGULAR and (data is not None or member.size <= INLINE_LIMIT):
             self.note_written(target)
-            self.write_later(target, reader.read(member.size), member)
+            self.write_later(target, data if data is not None else reader.read(member.size), member)
             self.entries += 1
             return
         if member.kind == REGULAR:
@@ -387,6 +405,26 @@ class _Unpacker:
         self.note_written(target)
         self.metadata(target, member)
         self.entries += 1
+
+    def already_there(self, reader: TarReader, member: Entry, target: Path, found: os.stat_result
+                      ) -> tuple[bool, bytes | None]:
+        """Is ``member`` already at ``target`` exactly (type, content, mode, owner, mtime; a single link; no
+        extended attributes to set)? Returns that, and the entry's data when it had to be read to tell."""
+        owner_ok = not self.is_root or (found.st_uid, found.st_gid) == (member.uid, member.gid)
+        if member.xattrs or not owner_ok or found.st_mtime_ns != member.mtime_ns:
+            return False, None
+        if member.kind == SYMLINK:
+            return stat.S_ISLNK(found.st_mode) and os.readlink(target) == member.linkname, None
+        if member.kind != REGULAR or not stat.S_ISREG(found.st_mode) or found.st_nlink != 1 \
+                or found.st_size != member.size or stat.S_IMODE(found.st_mode) != member.mode & 0o7777 \
+                or member.size > REUSE_LIMIT:
+            return False, None
+        data = reader.read(member.size)
+        try:
+            with open(target, "rb") as current:
+                return current.read(member.size + 1) == data, data
+        except OSError:
+            return False, data
 
     def hardlink(self, member: Entry, target: Path) -> None:
         try:
@@ -428,7 +466,7 @@ class _Unpacker:
         return True
 
     def metadata(self, target: Path, member: Entry) -> None:
-        if self.is_root:
+        if self.is_root and (self.present is None or not _owned_by(target, member.uid, member.gid)):
             try:
                 os.lchown(target, member.uid, member.gid)
             except OSError as e:
@@ -460,6 +498,12 @@ class _Unpacker:
                                    mtime_ns=mtime_ns if mtime_ns >= 0 else None)
 
 
+def _owned_by(path: Path, uid: int, gid: int) -> bool:
+    """Does ``path`` (not followed) already belong to uid:gid? (A no-op chown still copies a file up in overlayfs.)"""
+    st = os.lstat(path)
+    return (st.st_uid, st.st_gid) == (uid, gid)
+
+
 def _ancestors(paths: tuple[str, ...]) -> set[str]:
     """The directories strictly above each of ``paths`` (absolute, no trailing "/"): "/a/b" gives "/" and "/a"."""
     found: set[str] = set()
@@ -480,11 +524,13 @@ def _remove(path: Path) -> None:
 
 
 def unpack_layer(root: Path, source: Path | BinaryIO, *, description: str = "layer",
-                 keep: tuple[str, ...] | None = None) -> UnpackStats:
+                 keep: tuple[str, ...] | None = None, present: set[str] | None = None) -> UnpackStats:
     """Apply the layer tar `source` (a file, or a stream read once) to the directory `root` with OCI semantics.
 
     ``keep``: absolute paths inside `root` that entries and whiteouts must leave alone (skipped, as Kaniko's ignore
-    list); only the inplace sandbox gives it, and only with it may `root` be ``/``.
+    list); only the inplace sandbox gives it, and only with it may `root` be ``/``. ``present``: unpack over files
+    already there, leaving those that are exactly the entry in place, and collect every entry's host path (see
+    ``_Unpacker``).
 
     Raises ``RootfsError`` naming `description` and the entry when an entry would land outside `root`, a hardlink
     points outside it or at nothing, or the archive is corrupt or cannot be written."""
@@ -496,7 +542,7 @@ def unpack_layer(root: Path, source: Path | BinaryIO, *, description: str = "lay
     except OSError as e:
         raise RootfsError(f"{description}: cannot create the root directory {root}: {e.strerror or e}") from e
     kept = tuple(k.rstrip("/") for k in keep or () if k.startswith("/") and k.rstrip("/"))
-    unpacker = _Unpacker(root, description, kept)
+    unpacker = _Unpacker(root, description, kept, present=present)
     name = ""
     try:
         with source.open("rb") if isinstance(source, Path) else contextlib.nullcontext(source) as raw:
@@ -525,5 +571,6 @@ def unpack_layer(root: Path, source: Path | BinaryIO, *, description: str = "lay
         detail = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         filename = f" ({e.filename})" if isinstance(e, OSError) and e.filename else ""
         raise RootfsError(f"{description}: {where}cannot unpack: {detail}{filename}") from e
-    return UnpackStats(entries=unpacker.entries, whiteouts=unpacker.whiteouts, skipped=unpacker.skipped)
+    return UnpackStats(entries=unpacker.entries, whiteouts=unpacker.whiteouts, skipped=unpacker.skipped,
+                       reused=unpacker.reused)
 

@@ -191,6 +191,47 @@ def clear_root(ignored: tuple[str, ...], *, force: bool, root: Path = ROOT, mark
     return into is None or moving[0]
 
 
+def sweep_root(ignored: tuple[str, ...], present: set[str], *, root: Path = ROOT) -> int:
+    """Remove from ``root`` what is not in ``present`` (host paths an unpack wrote or found already right), but the
+    ignored paths and their holders; never cross into another filesystem. A directory keeps the mtime its layers
+    gave it. Returns how many entries were removed."""
+    device = os.lstat(root).st_dev
+    removed = 0
+
+    def sweep(directory: Path, inner: str) -> None:
+        nonlocal removed
+        before = os.lstat(directory).st_mtime_ns
+        changed = False
+        with os.scandir(directory) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            path = inner.rstrip("/") + "/" + entry.name
+            if is_ignored(path, ignored):
+                continue
+            st = entry.stat(follow_symlinks=False)
+            is_dir = stat.S_ISDIR(st.st_mode)
+            if is_dir and (st.st_dev != device or os.path.ismount(entry.path)):
+                continue
+            if entry.path in present or (is_dir and _holds(path, ignored)):
+                if is_dir:
+                    sweep(Path(entry.path), path)
+                continue
+            try:
+                if is_dir:
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+                removed += 1
+                changed = True
+            except OSError as exc:
+                log.warning("inplace: cannot remove %s: %s", path, exc.strerror or exc)
+        if changed:
+            os.utime(directory, ns=(before, before), follow_symlinks=False)
+
+    sweep(root, "/")
+    return removed
+
+
 def move_into_root(source: Path, ignored: tuple[str, ...], *, root: Path = ROOT) -> None:
     """Put a tree moved out by ``clear_root(into=...)`` back into the (cleared) ``root``: entries renamed, the
     holders' metadata given back; ``source`` is removed."""
@@ -249,6 +290,22 @@ class InplaceRoot:
     def exclude(self) -> frozenset[str]:
         """The ignored paths as ``scan_tree`` keys."""
         return frozenset(p.strip("/") for p in self.ignored if p.strip("/"))
+
+    def begin(self) -> bool:
+        """Before a stage is first put in ``/``: True (and lamina's interpreter files kept) when ``/`` still holds
+        the runtime image's own files, which the stage's layers are then unpacked over (files already right are
+        left in place: the runtime image and the stage often share a Debian base) before ``sweep`` removes the
+        rest; False once ``/`` has been cleared."""
+        if self.interpreter is not None:
+            return False
+        check_allowed(force=self.force)
+        self.interpreter = capture(self.ignored)
+        log.info("inplace: kept %d files (%.1f MB) of lamina's interpreter for after the build",
+                 len(self.interpreter.entries), self.interpreter.size / 1e6)
+        return True
+
+    def sweep(self, present: set[str]) -> int:
+        return sweep_root(self.ignored, present)
 
     def clear(self, into: Path | None = None) -> bool:
         if self.interpreter is None:
