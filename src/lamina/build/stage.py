@@ -141,14 +141,14 @@ def materialize(client: RegistryClient, state: StageState, blob_cache: Path | No
         if reuse and not take_parent and inplace.begin():  # / holds the runtime image: unpacked over, then swept
             fetch_all(client, state.layers, blob_cache)
             present: set[str] = set()
-            reused = 0
+            reused: set[str] = set()
             for number, layer in enumerate(state.layers, 1):
-                reused += unpack_layer(state.rootfs, layer.path, keep=inplace.ignored, present=present,
-                                       description=f"layer {number} of stage {state.stage.label} "
-                                                   f"({layer.descriptor.digest})").reused
+                unpack_layer(state.rootfs, layer.path, keep=inplace.ignored, present=present, reused=reused,
+                             description=f"layer {number} of stage {state.stage.label} ({layer.descriptor.digest})")
             removed = inplace.sweep(present)
+            inplace.keep_originals(reused)
             log.info("inplace: stage %s unpacked over the runtime image: %d entries already in place, %d removed",
-                     state.stage.label, reused, removed)
+                     state.stage.label, len(reused), removed)
             state.scan = scan_tree(state.rootfs, exclude=inplace.exclude)
             state.materialized = True
             return

@@ -115,12 +115,13 @@ class _Unpacker:
     """The state of one layer's extraction: what this layer wrote, directory metadata to apply at the end."""
 
     def __init__(self, root: Path, description: str, keep: tuple[str, ...] = (), *,
-                 present: set[str] | None = None) -> None:
+                 present: set[str] | None = None, reused: set[str] | None = None) -> None:
         self.root = root
         # with ``present`` (the inplace sandbox's first stage, over the runtime image's own files): an entry whose
         # file is already there with the same content and metadata is left as it is (no new inode, no overlayfs
         # copy-up), and every entry's host path is added, so the caller can then remove what the layers lack
         self.present = present
+        self.reused_paths = reused  # the host paths of the entries found already in place
         self.description = description
         self.keep = keep  # paths ("/lamina", "/etc/hosts") never written, removed or replaced (the inplace sandbox)
         # asked for every entry, so answered by set lookups: the kept paths, their subtrees, the directories above them
@@ -380,7 +381,11 @@ class _Unpacker:
                 if same:
                     self.entries += 1
                     self.reused += 1
+                    if self.reused_paths is not None:
+                        self.reused_paths.add(str(target))
                     return
+            if self.reused_paths is not None:
+                self.reused_paths.discard(str(target))  # a later layer's own version: not the runtime image's
         if existing is not None and not (member.kind == DIRECTORY and stat.S_ISDIR(existing)):
             self.flush()  # queued writes may be inside what is replaced
             self.forget(name)
@@ -524,7 +529,8 @@ def _remove(path: Path) -> None:
 
 
 def unpack_layer(root: Path, source: Path | BinaryIO, *, description: str = "layer",
-                 keep: tuple[str, ...] | None = None, present: set[str] | None = None) -> UnpackStats:
+                 keep: tuple[str, ...] | None = None, present: set[str] | None = None,
+                 reused: set[str] | None = None) -> UnpackStats:
     """Apply the layer tar `source` (a file, or a stream read once) to the directory `root` with OCI semantics.
 
     ``keep``: absolute paths inside `root` that entries and whiteouts must leave alone (skipped, as Kaniko's ignore
@@ -542,7 +548,7 @@ def unpack_layer(root: Path, source: Path | BinaryIO, *, description: str = "lay
     except OSError as e:
         raise RootfsError(f"{description}: cannot create the root directory {root}: {e.strerror or e}") from e
     kept = tuple(k.rstrip("/") for k in keep or () if k.startswith("/") and k.rstrip("/"))
-    unpacker = _Unpacker(root, description, kept, present=present)
+    unpacker = _Unpacker(root, description, kept, present=present, reused=reused)
     name = ""
     try:
         with source.open("rb") if isinstance(source, Path) else contextlib.nullcontext(source) as raw:

@@ -45,8 +45,8 @@ import pkgutil
 import shutil
 import stat
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lamina
@@ -133,6 +133,23 @@ def _holds(path: str, ignored: Iterable[str]) -> bool:
     return any(p.startswith(prefix) for p in ignored)
 
 
+def _entries(directory: Path, inner: str, ignored: tuple[str, ...], device: int
+             ) -> Iterator[tuple[os.DirEntry[str], str, os.stat_result, bool]]:
+    """The entries of ``directory`` (``inner`` as seen from the root) a clearing may touch, sorted: (entry, path,
+    its lstat, is a directory); not the ignored paths, nor directories of another filesystem or mountpoints."""
+    with os.scandir(directory) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for entry in entries:
+        path = inner.rstrip("/") + "/" + entry.name
+        if is_ignored(path, ignored):
+            continue
+        st = entry.stat(follow_symlinks=False)
+        is_dir = stat.S_ISDIR(st.st_mode)
+        if is_dir and (st.st_dev != device or os.path.ismount(entry.path)):
+            continue
+        yield entry, path, st, is_dir
+
+
 def clear_root(ignored: tuple[str, ...], *, force: bool, root: Path = ROOT, marker: Path = RUNTIME_MARKER,
                into: Path | None = None) -> bool:
     """Empty ``root`` but for the ignored paths (absolute, as seen from ``root``) and the directories leading to
@@ -156,16 +173,7 @@ def clear_root(ignored: tuple[str, ...], *, force: bool, root: Path = ROOT, mark
             log.warning("inplace: cannot remove %s: %s", path, exc.strerror or exc)
 
     def clear(directory: Path, inner: str, dest: Path | None) -> None:
-        with os.scandir(directory) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        for entry in entries:
-            path = inner.rstrip("/") + "/" + entry.name
-            if is_ignored(path, ignored):
-                continue
-            st = entry.stat(follow_symlinks=False)
-            is_dir = stat.S_ISDIR(st.st_mode)
-            if is_dir and (st.st_dev != device or os.path.ismount(entry.path)):
-                continue
+        for entry, path, st, is_dir in _entries(directory, inner, ignored, device):
             if is_dir and _holds(path, ignored):
                 target = None
                 if dest is not None and moving[0]:
@@ -202,16 +210,7 @@ def sweep_root(ignored: tuple[str, ...], present: set[str], *, root: Path = ROOT
         nonlocal removed
         before = os.lstat(directory).st_mtime_ns
         changed = False
-        with os.scandir(directory) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        for entry in entries:
-            path = inner.rstrip("/") + "/" + entry.name
-            if is_ignored(path, ignored):
-                continue
-            st = entry.stat(follow_symlinks=False)
-            is_dir = stat.S_ISDIR(st.st_mode)
-            if is_dir and (st.st_dev != device or os.path.ismount(entry.path)):
-                continue
+        for entry, path, _, is_dir in _entries(directory, inner, ignored, device):
             if entry.path in present or (is_dir and _holds(path, ignored)):
                 if is_dir:
                     sweep(Path(entry.path), path)
@@ -230,6 +229,33 @@ def sweep_root(ignored: tuple[str, ...], present: set[str], *, root: Path = ROOT
 
     sweep(root, "/")
     return removed
+
+
+def clear_except(ignored: tuple[str, ...], originals: dict[str, tuple[int, int]], *, root: Path = ROOT) -> None:
+    """Empty ``root`` as ``clear_root`` does, but leave the files of ``originals`` still as they were recorded
+    (path → inode, ctime): the runtime image's own files no build step changed. Directories left empty go."""
+    device = os.lstat(root).st_dev
+
+    def clear(directory: Path, inner: str) -> bool:
+        """True when nothing is left in ``directory``."""
+        empty = True
+        for entry, path, st, is_dir in _entries(directory, inner, ignored, device):
+            try:
+                if is_dir:
+                    if clear(Path(entry.path), path) and not _holds(path, ignored):
+                        os.rmdir(entry.path)
+                    else:
+                        empty = False
+                elif originals.get(entry.path) == (st.st_ino, st.st_ctime_ns):
+                    empty = False
+                else:
+                    os.unlink(entry.path)
+            except OSError as exc:
+                empty = False
+                log.warning("inplace: cannot remove %s: %s", path, exc.strerror or exc)
+        return empty and not any(True for _ in os.scandir(directory))
+
+    clear(root, "/")
 
 
 def move_into_root(source: Path, ignored: tuple[str, ...], *, root: Path = ROOT) -> None:
@@ -267,6 +293,7 @@ class InplaceRoot:
     ignored: tuple[str, ...]
     force: bool = False
     interpreter: InterpreterFiles | None = None
+    originals: dict[str, tuple[int, int]] = field(default_factory=dict)  # see keep_originals
 
     @classmethod
     def create(cls, extra: Iterable[Path | None], *, force: bool, marker: Path = RUNTIME_MARKER,
@@ -307,6 +334,18 @@ class InplaceRoot:
     def sweep(self, present: set[str]) -> int:
         return sweep_root(self.ignored, present)
 
+    def keep_originals(self, paths: Iterable[str]) -> None:
+        """The runtime image's own files a stage found already in place: ``restore`` leaves those still unchanged
+        (same inode and ctime) where they are instead of removing them (which, in the container's lower layers,
+        would write a whiteout for each)."""
+        for path in paths:
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                self.originals[path] = (st.st_ino, st.st_ctime_ns)
+
     def clear(self, into: Path | None = None) -> bool:
         if self.interpreter is None:
             check_allowed(force=self.force)
@@ -323,9 +362,12 @@ class InplaceRoot:
         if self.interpreter is None:
             return
         started = time.monotonic()
-        if aside is not None:
-            aside.mkdir(mode=0o700)
-        clear_root(self.ignored, force=self.force, into=aside)
+        if self.originals:  # a stage was unpacked over the runtime image: what is still the image's own stays
+            clear_except(self.ignored, self.originals)
+        else:
+            if aside is not None:
+                aside.mkdir(mode=0o700)
+            clear_root(self.ignored, force=self.force, into=aside)
         failed = self.interpreter.write_back()
         log.info("inplace: / cleared and lamina's interpreter written back in %.2f s", time.monotonic() - started)
         if failed:
