@@ -48,7 +48,6 @@ class BuildFacts:
     downloads: list[tuple[str, str]] = field(default_factory=list)  # (URL or repository, "algorithm:hex")
     cached_downloads: list[str] = field(default_factory=list)  # ADD sources of cached steps: digest not known
     secret_ids: list[str] = field(default_factory=list)
-    ssh_ids: list[str] = field(default_factory=list)
     network: bool = False  # a RUN step ran (or was taken from the cache) with network access
 
     def image(self, reference: str, platform: str, manifest_digest: str) -> None:
@@ -139,7 +138,7 @@ def provenance_record(options: BuildOptions, facts: BuildFacts, image_digest: st
         lamina_version=lamina.__version__, dockerfile_path=shown, platform=platform,
         builder_platform=str(Platform.host()), started=started, finished=finished, invocation_id=invocation,
         materials=materials, target=options.target, build_args=options.build_arg_map, labels=dict(options.labels),
-        secret_values=secret_values, secret_ids=sorted(set(facts.secret_ids)), ssh_ids=sorted(set(facts.ssh_ids)),
+        secret_values=secret_values, secret_ids=sorted(set(facts.secret_ids)),
         context_source=_context_material(options), local_context=options.context_source is None,
         builder_id=options.ci_builder_id, vcs=_vcs(options), ci=dict(options.ci_facts),
         reproducible=options.source_date_epoch is not None, network=facts.network, dockerfile=dockerfile,
@@ -181,12 +180,20 @@ def sbom_key(diff_ids: Sequence[str]) -> str:
 def scan_layers(layers: Sequence[Path], *, name: str, key: str, created: datetime) -> dict[str, Any]:
     """The SPDX document of the filesystem ``layers`` make (read from the blobs, nothing unpacked)."""
     from lamina.attest.image_files import final_files  # imported when asked for: lamina's start stays quick
-    from lamina.attest.packages import excerpt_for_sbom, find_packages, wanted_for_sbom
+    from lamina.attest.packages import excerpt_for_sbom, wanted_for_sbom
+
+    return _document(final_files(layers, wanted_for_sbom, excerpt=excerpt_for_sbom), name=name, key=key,
+                     created=created)
+
+
+def _document(files: Mapping[str, bytes], *, name: str, key: str | None, created: datetime) -> dict[str, Any]:
+    """The SPDX document of the packages ``files`` describe; its namespace ends with ``key`` (by default, a
+    digest of the packages found)."""
+    from lamina.attest.packages import find_packages
     from lamina.attest.spdx import spdx_document
 
-
-    files = final_files(layers, wanted_for_sbom, excerpt=excerpt_for_sbom)
     packages = find_packages(files)
+    key = key or hashlib.sha256("\n".join(p.purl for p in packages).encode()).hexdigest()
     return spdx_document(packages, name=name, namespace=f"https://lamina.dev/spdx/{name}/{key}",
                          created=created.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                          creator_tool=f"lamina-{lamina.__version__}")
@@ -219,12 +226,7 @@ def scan_enabled(name: str, stage_name: str, meta: Mapping[str, str | None], sta
 def scan_directory(root: Path, *, name: str, created: datetime) -> dict[str, Any]:
     """The SPDX document of the packages a directory holds (the build context, for BUILDKIT_SBOM_SCAN_CONTEXT)."""
     from lamina.attest.image_files import files_in_tree
-    from lamina.attest.packages import excerpt_for_sbom, find_packages, wanted_for_sbom
-    from lamina.attest.spdx import spdx_document
+    from lamina.attest.packages import excerpt_for_sbom, wanted_for_sbom
 
-
-    packages = find_packages(files_in_tree(root, wanted_for_sbom, excerpt=excerpt_for_sbom))
-    digest = hashlib.sha256("\n".join(p.purl for p in packages).encode()).hexdigest()
-    return spdx_document(packages, name=name, namespace=f"https://lamina.dev/spdx/{name}/{digest}",
-                         created=created.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                         creator_tool=f"lamina-{lamina.__version__}")
+    return _document(files_in_tree(root, wanted_for_sbom, excerpt=excerpt_for_sbom), name=name, key=None,
+                     created=created)

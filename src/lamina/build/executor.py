@@ -81,7 +81,7 @@ from lamina.dockerfile.instructions import (
     instruction_from_node,
     load_dockerfile,
 )
-from lamina.dockerfile.mounts import BindMount, CacheMount, parse_mount
+from lamina.dockerfile.mounts import BindMount, CacheMount, SecretMount, parse_mount
 from lamina.dockerfile.parse import parse_dockerfile
 from lamina.dockerfile.stages import (
     automatic_args,
@@ -474,17 +474,17 @@ class _Build:
         return document
 
     def note_facts(self, state: StageState, inst: Instruction, cached: bool) -> None:
-        """What provenance records of a step: network access, secret and ssh ids, the sources of a cached ADD
+        """What provenance records of a step: network access, secret ids, the sources of a cached ADD
         (an ADD that ran records its downloads itself, with their digests)."""
         if isinstance(inst, Run):
             self.facts.network = self.facts.network or inst.network != "none"
             for raw in inst.mounts:
-                fields = dict(item.partition("=")[::2] for item in raw.split(","))
-                kind = fields.get("type", "bind")
-                if kind in ("secret", "ssh"):
-                    name = fields.get("id") or (posixpath.basename(fields.get("target", fields.get("dst", "")))
-                                                if kind == "secret" else "default")
-                    (self.facts.secret_ids if kind == "secret" else self.facts.ssh_ids).append(name)
+                try:
+                    mount = parse_mount(metadata.expand(inst, raw, state.expansion_env(), self.escape), state.workdir)
+                except (ValueError, LaminaError):
+                    continue  # the step reported it when it ran
+                if isinstance(mount, SecretMount):
+                    self.facts.secret_ids.append(mount.id)
         elif isinstance(inst, Copy) and inst.keyword == "ADD" and cached:
             for text in inst.sources:
                 if _is_remote(text) and inst.checksum and "://" in text and text.lower().startswith("http"):

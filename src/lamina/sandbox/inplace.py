@@ -347,11 +347,7 @@ class InplaceRoot:
                 self.originals[path] = (st.st_ino, st.st_ctime_ns)
 
     def clear(self, into: Path | None = None) -> bool:
-        if self.interpreter is None:
-            check_allowed(force=self.force)
-            self.interpreter = capture(self.ignored)
-            log.info("inplace: kept %d files (%.1f MB) of lamina's interpreter for after the build",
-                     len(self.interpreter.entries), self.interpreter.size / 1e6)
+        self.begin()  # the interpreter's files are kept before the first clearing
         return clear_root(self.ignored, force=self.force, into=into)
 
     def restore(self, aside: Path | None = None) -> None:
