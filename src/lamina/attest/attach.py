@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from lamina.oci.digest import compute_digest
+from lamina.oci.index import attestation_descriptor
+from lamina.oci.index import platform_of as config_platform
 from lamina.oci.model import OCI_INDEX, OCI_MANIFEST, Descriptor, canonical_json
 
 IN_TOTO = "application/vnd.in-toto+json"
@@ -23,10 +25,6 @@ PREDICATE_TYPE = "in-toto.io/predicate-type"
 ARTIFACT_TYPE = "application/vnd.docker.attestation.manifest.v1+json"
 EMPTY_JSON_TYPE = "application/vnd.oci.empty.v1+json"
 EMPTY_JSON = b"{}"
-REFERENCE_TYPE = "vnd.docker.reference.type"
-REFERENCE_DIGEST = "vnd.docker.reference.digest"
-ATTESTATION_MANIFEST = "attestation-manifest"
-UNKNOWN_PLATFORM = {"architecture": "unknown", "os": "unknown"}
 
 
 @dataclass(frozen=True)
@@ -50,9 +48,7 @@ class Attestations:
 
     def descriptor(self, image_digest: str) -> Descriptor:
         """Its entry in the index."""
-        return Descriptor(OCI_MANIFEST, self.digest, len(self.manifest),
-                          {REFERENCE_TYPE: ATTESTATION_MANIFEST, REFERENCE_DIGEST: image_digest},
-                          dict(UNKNOWN_PLATFORM))
+        return attestation_descriptor(self.digest, len(self.manifest), image_digest)
 
 
 def statement_blob(statement: Mapping[str, Any]) -> Blob:
@@ -86,14 +82,10 @@ def image_index(entries: Sequence[tuple[Descriptor, Attestations | None]]) -> by
 
 
 def platform_of(config: bytes) -> dict[str, str]:
-    """The platform object of an image config (os, architecture, variant when set)."""
-    raw = json.loads(config)
-    platform = {"architecture": str(raw.get("architecture", "")), "os": str(raw.get("os", ""))}
-    if raw.get("variant"):
-        platform["variant"] = str(raw["variant"])
+    """The platform object of an image config's bytes (os, architecture, variant when set), as an index entry
+    names it (``lamina.oci.index.platform_of`` reads the config)."""
+    os_name, architecture, variant, _ = config_platform(json.loads(config))
+    platform = {"architecture": architecture, "os": os_name}
+    if variant:
+        platform["variant"] = variant
     return platform
-
-
-def is_attestation(entry: Mapping[str, Any]) -> bool:
-    """Is an index entry (its JSON) an attestation manifest?"""
-    return (entry.get("annotations") or {}).get(REFERENCE_TYPE) == ATTESTATION_MANIFEST

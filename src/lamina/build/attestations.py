@@ -103,11 +103,16 @@ def _steps(steps: Sequence[StepResult]) -> list[dict[str, Any]]:
              **({"layerSize": s.layer_size} if s.layer_size is not None else {})} for s in steps]
 
 
+def build_time(epoch: int | None) -> datetime:
+    """When attestations say things happened: SOURCE_DATE_EPOCH when set (reproducible), else now."""
+    return datetime.fromtimestamp(epoch, UTC) if epoch is not None else datetime.now(UTC)
+
+
 def _timestamps(options: BuildOptions, facts: BuildFacts, image_digest: str) -> tuple[datetime, datetime, str]:
     """Start, end and invocation id; with SOURCE_DATE_EPOCH all three come from the inputs, so the same build
     gives the same attestations (and index digest) again."""
     if options.source_date_epoch is not None:
-        when = datetime.fromtimestamp(options.source_date_epoch, UTC)
+        when = build_time(options.source_date_epoch)
         seed = f"{image_digest}|{options.ci_builder_id}"
         return when, when, hashlib.sha256(seed.encode()).hexdigest()[:25]
     return facts.started, datetime.now(UTC), hashlib.sha256(f"{facts.started.isoformat()}|{image_digest}".encode()

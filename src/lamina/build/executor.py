@@ -27,6 +27,7 @@ from lamina.build.attestations import (
     SCAN_CONTEXT,
     SCAN_STAGE,
     BuildFacts,
+    build_time,
     make_attestations,
     sbom_key,
     scan_directory,
@@ -35,7 +36,15 @@ from lamina.build.attestations import (
 )
 from lamina.build.context import BuildContext
 from lamina.build.handlers import metadata
-from lamina.build.handlers.add import Clone, GitError, GitFetch, add_files, fetch_git, git_fetches
+from lamina.build.handlers.add import (
+    Clone,
+    GitError,
+    GitFetch,
+    add_files,
+    fetch_git,
+    git_fetches,
+    is_http_source,
+)
 from lamina.build.handlers.copy import (
     ContextSource,
     RootfsSource,
@@ -441,12 +450,8 @@ class _Build:
                 documents.append(self.stage_sbom(state, f"{name} (stage {state.stage.label})"))
         if scan_enabled(SCAN_CONTEXT, final.stage.name or "", self.meta, final.args):
             documents.append(scan_directory(self.options.context, name=f"{name} (build context)",
-                                            created=self.sbom_time()))
+                                            created=build_time(self.options.source_date_epoch)))
         return documents
-
-    def sbom_time(self) -> datetime:
-        epoch = self.options.source_date_epoch
-        return datetime.fromtimestamp(epoch, UTC) if epoch is not None else datetime.now(UTC)
 
     def stage_sbom(self, state: StageState, name: str) -> dict[str, Any]:
         """The SPDX document of a stage's filesystem: from the layer cache when an earlier build described the same
@@ -463,7 +468,7 @@ class _Build:
             except (ValueError, KeyError, TypeError):
                 pass  # not an SPDX document after all: scanned again
         fetch_all(self.client, list(state.layers), self.options.cache_dir)
-        document = scan_layers([layer.path for layer in state.layers], name=name, key=key, created=self.sbom_time())
+        document = scan_layers([layer.path for layer in state.layers], name=name, key=key, created=build_time(self.options.source_date_epoch))
         if self.cache is not None:
             data = canonical_json(document)
             path = self.workspace.root / f"sbom-{key}.spdx.json"
@@ -485,12 +490,13 @@ class _Build:
                     continue  # the step reported it when it ran
                 if isinstance(mount, SecretMount):
                     self.facts.secret_ids.append(mount.id)
-        elif isinstance(inst, Copy) and inst.keyword == "ADD" and cached:
+        elif isinstance(inst, Copy) and inst.keyword == "ADD" and cached and inst.checksum:
+            # only an ADD pinned with --checksum is cached when it fetches (see cacheable): a URL's content is that
             for text in inst.sources:
-                if _is_remote(text) and inst.checksum and "://" in text and text.lower().startswith("http"):
+                if is_http_source(text):
                     self.facts.downloads.append((text, inst.checksum))
                 elif _is_remote(text):
-                    self.facts.cached_downloads.append(text)
+                    self.facts.cached_downloads.append(text)  # a repository's commit: only its prefix is known
 
     def history_entry(self, text: str, layer: LayerRef | None, created: str | None = None) -> dict[str, Any]:
         """A history entry; ``created`` is the layer's time (a cached layer keeps the time it was made), and entries

@@ -6,7 +6,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from lamina.oci.model import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, canonical_json
+from lamina.oci.model import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, Descriptor, canonical_json
+
+REFERENCE_TYPE = "vnd.docker.reference.type"
+REFERENCE_DIGEST = "vnd.docker.reference.digest"
+ATTESTATION_MANIFEST = "attestation-manifest"
+
+
+def attestation_descriptor(digest: str, size: int, image_digest: str) -> Descriptor:
+    """An attestation manifest's entry in an index: platform ``unknown/unknown`` (no runtime picks it), annotated
+    with what it is and the image manifest it is about (BuildKit's attestation storage)."""
+    return Descriptor(OCI_MANIFEST, digest, size, {REFERENCE_TYPE: ATTESTATION_MANIFEST, REFERENCE_DIGEST: image_digest},
+                      {"architecture": "unknown", "os": "unknown"})
+
+
+def is_attestation(entry: dict[str, Any]) -> bool:
+    """Is an index entry (its JSON) an attestation manifest?"""
+    return (entry.get("annotations") or {}).get(REFERENCE_TYPE) == ATTESTATION_MANIFEST
 
 
 @dataclass(frozen=True)
@@ -61,9 +77,5 @@ def make_index(entries: list[IndexEntry]) -> tuple[bytes, str]:
                           "platform": platform})
     for entry in entries:  # after every image, as BuildKit orders them (lamina.attest.attach)
         if entry.attestation is not None:
-            digest, size = entry.attestation
-            manifests.append({"mediaType": OCI_MANIFEST, "digest": digest, "size": size,
-                              "annotations": {"vnd.docker.reference.digest": entry.digest,
-                                              "vnd.docker.reference.type": "attestation-manifest"},
-                              "platform": {"architecture": "unknown", "os": "unknown"}})
+            manifests.append(attestation_descriptor(*entry.attestation, entry.digest).to_json())
     return canonical_json({"schemaVersion": 2, "mediaType": media_type, "manifests": manifests}), media_type

@@ -19,7 +19,7 @@ import os
 import stat
 import struct
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,7 +150,7 @@ def elf_interpreter(data: bytes) -> str | None:
     return None
 
 
-def interpreter_paths(environ: dict[str, str] | os._Environ[str]) -> set[str]:
+def interpreter_paths(environ: Mapping[str, str]) -> set[str]:
     """Every path this process needs to start again: its executable, mapped files, imported modules (and their
     bytecode), and a few files read at start-up or by a registry client (the CA bundle named by the environment)."""
     paths = {sys.executable, *EXTRA_FILES, *TOP_LINKS}

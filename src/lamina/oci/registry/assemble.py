@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 
-from lamina.attest.attach import REFERENCE_DIGEST, is_attestation
 from lamina.errors import NotFound, RegistryError
-from lamina.oci.index import IndexEntry, make_index, platform_of
+from lamina.oci.index import REFERENCE_DIGEST, IndexEntry, is_attestation, make_index, platform_of
 from lamina.oci.model import INDEX_TYPES, Manifest
 from lamina.oci.reference import Reference
 from lamina.oci.registry.client import RegistryClient
