@@ -68,6 +68,7 @@ class BuildOptions:
     # how a stage's layers become its rootfs (lamina.rootfs.overlay): auto, overlay or unpack
     rootfs_mode: str = "auto"
     rootfs_memory: int | None = None  # bytes of step changes an overlay rootfs may keep in memory; None: default
+    skeleton_steps: bool = True  # COPY/WORKDIR with no RUN or ADD after them run on the stage's skeleton
     # the RUN sandbox (lamina.sandbox.detect): auto, namespace, rootless, chroot or inplace
     sandbox: str = "auto"
     force: bool = False  # --force: the inplace sandbox outside lamina's runtime image

@@ -118,6 +118,8 @@ BUILD_FLAGS = (
     Flag("--rootfs-memory", "on an overlay rootfs, how much of what steps write may be kept in memory (tmpfs), e.g. "
          "512M; beyond it, on disk (default: a quarter of the available memory, at most 1G; 0: always on disk)",
          metavar="SIZE"),
+    Flag("--skeleton-steps", "make a COPY or WORKDIR that no RUN or ADD follows in its stage on a skeleton of the "
+         "stage's layers, without unpacking them (default: true; false unpacks the stage as for any step)", "switch"),
     Flag("--force", "run the inplace sandbox (which builds in /) outside lamina's runtime image", "bool"),
     Flag("--cleanup", "also remove the directories the build created outside its work directory (--work-dir, "
          "mount cache, --cache-dir) when it ends", "bool"),
@@ -432,6 +434,7 @@ def options_from(values: Mapping[str, object], environ: Mapping[str, str]) -> Bu
         compression=compression,
         compression_level=level,
         rootfs_mode=rootfs_mode,
+        skeleton_steps=bool(values["skeleton_steps"]),
         rootfs_memory=rootfs_memory,
         image_name_with_digest_file=path_or_none("image_name_with_digest_file"),
         image_name_tag_with_digest_file=path_or_none("image_name_tag_with_digest_file"),

@@ -240,6 +240,16 @@ def test_add_from_git_and_stages_copying_from_each_other(container: Container, b
     assert DIGEST.fullmatch(digest)
 
 
+def debug_build(container: Container, context: Path, dest: str, tmp: Path) -> tuple[int, str]:
+    """``lamina build`` in the container as the runner starts an action, with SOURCE_DATE_EPOCH and debug logs."""
+    host = container.registry.host
+    status, log, _ = container.github_action(context, tmp / "home", {}, env={"SOURCE_DATE_EPOCH": EPOCH},
+                                             command=["build", "--context=.", f"--destination={dest}",
+                                                      f"--insecure-registry={host}", "--provenance=false",
+                                                      "--verbosity=debug"])
+    return status, log
+
+
 def test_the_last_stage_is_unpacked_over_the_runtime_image(container: Container, base_images: BaseImages,
                                                            tmp_path: Path) -> None:
     """The runtime image and the build's base share their Debian files: the inplace sandbox leaves those already
@@ -251,11 +261,32 @@ def test_the_last_stage_is_unpacked_over_the_runtime_image(container: Container,
     """)
     host = container.registry.host
     expected = host_build(container.registry, context, f"{host}/unpriv/reuse-host:1", tmp_path)
-    status, log, _ = container.github_action(context, tmp_path / "home", {}, env={"SOURCE_DATE_EPOCH": EPOCH},
-                                             command=["build", "--context=.", f"--destination={host}/unpriv/reuse:1",
-                                                      f"--insecure-registry={host}", "--provenance=false",
-                                                      "--verbosity=debug"])
+    status, log = debug_build(container, context, f"{host}/unpriv/reuse:1", tmp_path)
     assert status == 0, log[-6000:]
     found = re.search(r"unpacked over the runtime image: (\d+) entries already in place, (\d+) removed", log)
     assert found and int(found[1]) > 3000 and int(found[2]) > 0, log[-4000:]
     assert f"@{expected}" in log, differences(f"{host}/unpriv/reuse-host:1", f"{host}/unpriv/reuse:1", tmp_path)
+
+
+def test_a_builder_stage_is_unpacked_over_the_runtime_image_and_the_final_stage_not_at_all(
+        container: Container, base_images: BaseImages, tmp_path: Path) -> None:
+    """The common multi-stage build (a Debian builder, a final stage that only copies from it): the builder is
+    unpacked over the runtime image's own files (no later stage needs / then), the final stage's COPY and WORKDIR
+    are made on skeletons of its layers, reading the builder's files where they are, in /; the image is the host's,
+    byte for byte."""
+    context = write_context(tmp_path / "ctx", f"""
+        FROM {base_images.debian} AS build
+        RUN mkdir -p /out && cp /usr/bin/dpkg /out/tool && echo built > /out/stamp && ! command -v python3
+        FROM {base_images.busybox}
+        WORKDIR /srv
+        COPY --from=build /out ./out
+        COPY --from=build /etc/debian_version /srv/
+    """)
+    host = container.registry.host
+    expected = host_build(container.registry, context, f"{host}/unpriv/skeleton-host:1", tmp_path)
+    status, log = debug_build(container, context, f"{host}/unpriv/skel:1", tmp_path)
+    assert status == 0, log[-6000:]
+    found = re.search(r"stage build unpacked over the runtime image: (\d+) entries already in place", log)
+    assert found and int(found[1]) > 3000, log[-4000:]
+    assert log.count("made on a skeleton of") == 3, log[-4000:]
+    assert f"@{expected}" in log, differences(f"{host}/unpriv/skeleton-host:1", f"{host}/unpriv/skel:1", tmp_path)

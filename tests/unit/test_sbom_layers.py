@@ -1,4 +1,4 @@
-"""Reading an image's final files for its SBOM (``attest/image_files.py``): from layer blobs built here with tarfile
+"""Reading an image's final files for its SBOM (``rootfs/image_files.py``): from layer blobs built here with tarfile
 (gzip, zstd, plain), checked against what the final filesystem holds, and against the same layers unpacked by
 ``rootfs.unpack.unpack_layer`` and read back with ``files_in_tree``."""
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from lamina.attest.image_files import files_in_tree, final_files
 from lamina.attest.packages import excerpt_for_sbom, find_packages, wanted_for_sbom
 from lamina.errors import RootfsError
+from lamina.rootfs.image_files import files_in_tree, final_files
 from lamina.rootfs.unpack import unpack_layer
 from tests.support.layers import d, f, hard, sym, wh, write_layer
 

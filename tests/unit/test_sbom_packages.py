@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from packageurl import PackageURL
 
-from lamina.attest.image_files import files_in_tree
 from lamina.attest.packages import (
     GO_MAGIC,
     Package,
@@ -28,6 +27,7 @@ from lamina.attest.packages import (
     normalise_python_name,
     wanted_for_sbom,
 )
+from lamina.rootfs.image_files import files_in_tree
 
 DPKG_STATUS = Path("/var/lib/dpkg/status")
 SITE_PACKAGES = Path(sysconfig.get_paths()["purelib"])

@@ -76,6 +76,7 @@ SAMPLES: dict[str, object] = {
     "sandbox": "chroot",
     "rootfs_mode": "unpack",
     "rootfs_memory": "512M",
+    "skeleton_steps": False,
     "force": True,
     "cleanup": True,
     "provenance": "mode=max,version=v0.2",

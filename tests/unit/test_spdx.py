@@ -14,9 +14,9 @@ import pytest
 from spdx_tools.spdx.parser.parse_anything import parse_file
 from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 
-from lamina.attest.image_files import files_in_tree
 from lamina.attest.packages import Package, excerpt_for_sbom, find_packages, wanted_for_sbom
 from lamina.attest.spdx import declared_licence, package_id, spdx_document
+from lamina.rootfs.image_files import files_in_tree
 
 NAMESPACE = "https://lamina.invalid/spdx/registry.example/app@sha256-0123456789abcdef"
 CREATED = "2024-05-06T07:08:09Z"

@@ -3,7 +3,7 @@ filesystem: Debian's dpkg database (and distroless ``status.d`` files) with the 
 Alpine's apk database, Python distributions' metadata, npm packages' ``package.json``, and the build information
 the Go toolchain embeds in executables (Go 1.18's format and later).
 
-Pure parsing, no I/O: the caller reads the files (``lamina.attest.image_files``) and hands them over as a mapping
+Pure parsing, no I/O: the caller reads the files (``lamina.rootfs.image_files``) and hands them over as a mapping
 of paths relative to the image's root ("var/lib/dpkg/status") to their bytes. ``wanted_for_sbom`` says which files to
 read and ``excerpt_for_sbom`` what of them to keep (a Go executable's build information, not the executable).
 Metadata that cannot be parsed is skipped, never fatal: an SBOM lists what can be known.

@@ -184,8 +184,8 @@ def sbom_key(diff_ids: Sequence[str]) -> str:
 
 def scan_layers(layers: Sequence[Path], *, name: str, key: str, created: datetime) -> dict[str, Any]:
     """The SPDX document of the filesystem ``layers`` make (read from the blobs, nothing unpacked)."""
-    from lamina.attest.image_files import final_files  # imported when asked for: lamina's start stays quick
     from lamina.attest.packages import excerpt_for_sbom, wanted_for_sbom
+    from lamina.rootfs.image_files import final_files  # imported when asked for: lamina's start stays quick
 
     return _document(final_files(layers, wanted_for_sbom, excerpt=excerpt_for_sbom), name=name, key=key,
                      created=created)
@@ -230,8 +230,8 @@ def scan_enabled(name: str, stage_name: str, meta: Mapping[str, str | None], sta
 
 def scan_directory(root: Path, *, name: str, created: datetime) -> dict[str, Any]:
     """The SPDX document of the packages a directory holds (the build context, for BUILDKIT_SBOM_SCAN_CONTEXT)."""
-    from lamina.attest.image_files import files_in_tree
     from lamina.attest.packages import excerpt_for_sbom, wanted_for_sbom
+    from lamina.rootfs.image_files import files_in_tree
 
     return _document(files_in_tree(root, wanted_for_sbom, excerpt=excerpt_for_sbom), name=name, key=None,
                      created=created)

@@ -8,6 +8,7 @@ then push to every destination and write the requested files. The workspace is r
 from __future__ import annotations
 
 import json
+import logging
 import os
 import posixpath
 import re
@@ -50,6 +51,7 @@ from lamina.build.handlers.copy import (
     RootfsSource,
     SourceTree,
     copy_created_by,
+    copy_destination,
     copy_files,
     hash_copy_sources,
     hash_source_paths,
@@ -59,6 +61,7 @@ from lamina.build.handlers.run import created_by as run_created_by
 from lamina.build.handlers.run import execute_run
 from lamina.build.handlers.run_mounts import mount_cache_location, parse_run_mounts, prepare_mounts, run_network
 from lamina.build.outputs import Attached, parse_destination, push_attested, push_image, write_outputs
+from lamina.build.sparse import USER_DB, on_skeleton, rootfs_needed_after
 from lamina.build.stage import (
     PulledImage,
     ensure_local,
@@ -68,7 +71,7 @@ from lamina.build.stage import (
     state_from_image,
 )
 from lamina.build.state import LayerRef, StageState
-from lamina.build.workspace import Workspace
+from lamina.build.workspace import Workspace, is_full
 from lamina.cache.entries import CacheEntry
 from lamina.cache.key import compute_base_key, compute_executed_key, compute_link_chain, compute_step_key
 from lamina.cache.layer_cache import LayerCache
@@ -128,6 +131,7 @@ from lamina.rootfs.mounts import available_memory, memory_budget
 from lamina.rootfs.mounts import unavailable_reason as overlay_unavailable
 from lamina.rootfs.overlay import StageOverlay
 from lamina.rootfs.paths import resolve_in_root
+from lamina.rootfs.skeleton import SkeletonError, select, write_skeleton
 from lamina.rootfs.unpack import unpack_layer
 from lamina.sandbox.base import DEFAULT_PATH, Runner
 from lamina.sandbox.inplace import ROOT, InplaceRoot
@@ -135,6 +139,8 @@ from lamina.sandbox.users import UnknownUser, read_user_db, resolve_user
 from lamina.snapshot.diff import Changes, diff_scans, without_paths
 from lamina.snapshot.scan import FileState, has_capability, scan_tree
 from lamina.snapshot.tar import LayerBlob, write_layer
+
+log = logging.getLogger(__name__)
 
 HISTORY_COMMENT = "buildkit.dockerfile.v0"
 PROXY_ARGS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY",
@@ -282,6 +288,8 @@ class _Build:
     keys: dict[tuple[int, int, str | None], str | None] = field(default_factory=dict)  # (stage, line, parent) -> key
     inplace: InplaceRoot | None = None  # the inplace sandbox: each stage is built in / in turn (see inplace.py)
     last_stage: int | None = None  # the index of the stage built last (inplace: it keeps / when the build ends)
+    rootfs_after: dict[int, bool] = field(default_factory=dict)  # stage index -> does a later stage need a rootfs?
+    in_root: StageState | None = None  # inplace: the stage whose files are in / (until another stage needs it)
     clones: list[GitFetch] = field(default_factory=list)  # planning: the repositories ADD clones
     cloned: dict[GitFetch, Clone | GitError] = field(default_factory=dict)  # made before anything ran (inplace)
     facts: BuildFacts = field(default_factory=BuildFacts)  # what provenance records
@@ -335,8 +343,6 @@ class _Build:
                 pulled = self.resolve_image(ref, platform)
             state = state_from_image(stage, rootfs, platform, pulled, str(ref))
             state.key = compute_base_key("image", pulled.manifest_digest, str(platform))
-        if self.cache is None and not self.planning:
-            self.materialize(state)  # no cache: every step runs, so the rootfs is needed now
         self.step_finished(stage, base.original, started, None)
         triggers = [str(t) for t in state.config.pop("OnBuild", None) or []]  # run once, not inherited further
         self.step_total += len(triggers)
@@ -349,8 +355,10 @@ class _Build:
             if layer is not None:  # the one layer of everything the stage's steps changed
                 state.history.append(self.history_entry(f"single snapshot of stage {stage.label} "
                                                         "(--single-snapshot)", layer, self.created))
-        if state.rootfs == ROOT and stage.index != self.last_stage:  # inplace: / goes to the next stage
-            self.give_up_root(state)
+        if state.rootfs == ROOT and not state.materialized and stage.index != self.last_stage:
+            # inplace: a stage that never needed its files gets them outside / if a later step wants them; one
+            # whose files are in / keeps them there until another stage needs / (a COPY --from reads them there)
+            state.rootfs = self.workspace.rootfs("stages", stage.index)
         return state
 
     def give_up_root(self, state: StageState) -> None:
@@ -366,6 +374,8 @@ class _Build:
                 shutil.rmtree(aside, ignore_errors=True)
                 aside.mkdir(mode=0o755)
         state.rootfs, state.materialized, state.scan = aside, moved, None
+        if self.in_root is state:
+            self.in_root = None
 
     def resolve_image(self, ref: Reference, platform: Platform) -> PulledImage:
         key = f"{ref}|{platform}"
@@ -378,17 +388,35 @@ class _Build:
         return self.resolved[key]
 
     def materialize(self, state: StageState) -> None:
-        if not state.materialized:
-            with located(state.stage.base):
-                materialize(self.client, state, self.options.cache_dir, inplace=self.inplace,
-                            mounts=self.workspace.mounts, reuse=self.may_reuse_root(state))
+        if state.materialized:
+            return
+        resumed = 0
+        if self.inplace is not None and state.rootfs == ROOT:
+            occupant = self.in_root
+            parent = state.parent
+            if (occupant is not None and occupant is parent and parent is not None
+                    and state.layers[:len(parent.layers)] == parent.layers):
+                # the parent stage's files are in / already: the child goes on from them (the parent, if a later
+                # step reads it, is unpacked again elsewhere)
+                resumed = len(parent.layers)
+                parent.rootfs, parent.materialized, parent.scan = \
+                    self.workspace.rootfs("stages", parent.stage.index), False, None
+            elif occupant is not None and occupant is not state:
+                self.give_up_root(occupant)
+            self.in_root = state
+        with located(state.stage.base):
+            materialize(self.client, state, self.options.cache_dir, inplace=self.inplace,
+                        mounts=self.workspace.mounts, reuse=self.may_reuse_root(state), resumed=resumed)
 
     def may_reuse_root(self, state: StageState) -> bool:
-        """Inplace: may the stage be unpacked over the runtime image's files (see stage.materialize)? Only the last
-        stage (nothing is moved out of / after it) and only when none of its RUN steps places a mount (a placed
-        mount renames the directory it covers, which a directory of a lower overlayfs layer refuses)."""
-        if self.inplace is None or state.stage.index != self.last_stage:
+        """Inplace: may the stage be unpacked over the runtime image's files (see stage.materialize)? Only when no
+        stage built after it needs a root filesystem (its files are never moved out of / then: those of the
+        container's lower layers could not be) and none of its RUN steps places a mount (a placed mount renames the
+        directory it covers, which a directory of a lower overlayfs layer refuses)."""
+        if self.inplace is None or self.rootfs_after.get(state.stage.index, True):
             return False
+        if self.options.single_snapshot and state.stage.index != self.last_stage:
+            return False  # the target stage is then unpacked whatever its steps
         return not any(isinstance(inst, Run) and inst.mounts for inst in state.stage.instructions)
 
     def onbuild_trigger(self, base: Instruction, image: str, number: int, trigger: str) -> Instruction:
@@ -520,7 +548,7 @@ class _Build:
             self.materialize(state)
             return text, self.execute(state, inst), False, self.created
         if self.cache is None and not self.planning:
-            return text, self.execute(state, inst), False, self.created
+            return text, self.run_step(state, inst), False, self.created
         key = self.step_key(state, inst)
         cacheable = key is not None and self.cacheable(inst)
         if self.planning:
@@ -537,8 +565,7 @@ class _Build:
         if entry is not None:
             state.key = self.key_after(state, inst, key)
             return text, self.apply_hit(state, entry), True, entry.layer_created or self.created
-        self.materialize(state)
-        layer = self.execute(state, inst)
+        layer = self.run_step(state, inst)
         if cacheable and key is not None:
             state.key = self.key_after(state, inst, key)
             self.cache.push(key, layer.descriptor if layer else None, layer.diff_id if layer else None,
@@ -671,6 +698,53 @@ class _Build:
         state.config["WorkingDir"] = path
         return f"WORKDIR {path}"
 
+    def run_step(self, state: StageState, inst: Instruction) -> LayerRef | None:
+        """Run a filesystem step that missed the cache: on the skeleton of the stage's layers when the stage does
+        not need unpacking (see build/sparse.py), else on its materialized rootfs. Returns its layer, if any."""
+        if (self.options.skeleton_steps and not state.materialized and not self.single_snapshot_stage(state)
+                and on_skeleton(state.stage, inst)):
+            try:
+                return self.execute_on_skeleton(state, inst)
+            except SkeletonError as exc:
+                self.progress.message(f"{inst.keyword} at {inst.file}:{inst.line}: unpacking stage "
+                                      f"{state.stage.label}: {exc}")
+        self.materialize(state)
+        return self.execute(state, inst)
+
+    def execute_on_skeleton(self, state: StageState, inst: Instruction) -> LayerRef | None:
+        """A COPY or WORKDIR made on the skeleton of the stage (rootfs/skeleton.py): the entries it can see, made in
+        an empty directory (in memory when there is room, else on disk) from the metadata of the stage's layers,
+        which are read once and never unpacked. Raises SkeletonError where that cannot be (the caller unpacks)."""
+        from lamina.rootfs.image_files import final_tree  # imported when asked for: lamina's start stays quick
+
+        if isinstance(inst, Copy):
+            destination = copy_destination(state, inst, self.escape)
+            if destination == "/":
+                raise SkeletonError("the destination is the whole filesystem")
+            whole, paths = [destination], list(USER_DB)
+        else:
+            whole, paths = [], [state.workdir, *USER_DB]
+        fetch_all(self.client, list(state.layers), self.options.cache_dir)
+        tree, files = final_tree([layer.path for layer in state.layers], lambda path, _mode, _size: path in USER_DB)
+        chosen = select(tree.root, whole=whole, paths=paths)
+        for memory in (True, False):
+            scratch = self.workspace.scratch("skeleton", memory=memory)
+            try:
+                made = write_skeleton(scratch, tree.root, chosen, files)
+                view = replace(state, rootfs=scratch, overlay=None, materialized=True, scan=scan_tree(scratch))
+                layer = self.execute_on(view, inst)
+                log.info("%s at %s:%d: made on a skeleton of %d entries of stage %s (not unpacked)", inst.keyword,
+                         inst.file, inst.line, made, state.stage.label)
+                return layer
+            except (LaminaError, OSError):
+                if memory and is_full(scratch):
+                    self.progress.message(f"{inst.keyword} filled its in-memory skeleton: running it again on disk")
+                    continue
+                raise
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def execute(self, state: StageState, inst: Instruction) -> LayerRef | None:
         """Run a filesystem step on the (materialized) rootfs; return the layer it made, if any.
 
@@ -792,8 +866,11 @@ class _Build:
             if stage.index not in self.states:
                 raise inst.error(f"--from={name}: stage {stage.label} has not been built (it depends on this one?)",
                                  column=inst.column_of("--from"))
-            self.materialize(self.states[stage.index])
-            return RootfsSource(self.states[stage.index].rootfs, f"stage {stage.label}")
+            source = self.states[stage.index]
+            if source is self.in_root and self.inplace is not None:  # still in / (inplace): read there
+                return RootfsSource(ROOT, f"stage {stage.label}", ignored=self.inplace.ignored)
+            self.materialize(source)
+            return RootfsSource(source.rootfs, f"stage {stage.label}")
         if name.isdigit():
             raise inst.error(f"--from={name}: there is no stage {name} (stages are numbered from 0)",
                              column=inst.column_of("--from"))
@@ -990,6 +1067,7 @@ def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, prog
             run.evaluate_meta_args(target)
             stages = needed_stages(dockerfile, target, run.meta)
             run.last_stage = stages[-1].index
+            run.rootfs_after = rootfs_needed_after(stages)
             run.step_total = sum(1 + len(s.instructions) for s in stages)
             return run, stages
 

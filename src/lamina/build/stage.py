@@ -114,7 +114,8 @@ def fetch_all(client: RegistryClient, layers: list[LayerRef], blob_cache: Path |
 
 
 def materialize(client: RegistryClient, state: StageState, blob_cache: Path | None = None, *,
-                inplace: InplaceRoot | None = None, mounts: LayerMounts | None = None, reuse: bool = False) -> None:
+                inplace: InplaceRoot | None = None, mounts: LayerMounts | None = None, reuse: bool = False,
+                resumed: int = 0) -> None:
     """Give ``state.rootfs`` the content of ``state.layers`` (downloading what is missing).
 
     With ``mounts`` enabled, the rootfs becomes an overlay over an image of the layers (``state.overlay``; no
@@ -127,42 +128,40 @@ def materialize(client: RegistryClient, state: StageState, blob_cache: Path | No
     over them instead, files already exactly right left in place (no new inode: the runtime image and the stage
     often share their Debian base), and then what the layers lack is removed. Those files stay in the container's
     lower layers, where directories cannot be renamed (EXDEV): the caller allows it only for a stage nothing moves
-    out of ``/`` afterwards and whose RUN steps place no mounts."""
+    out of ``/`` afterwards and whose RUN steps place no mounts. ``resumed``: the first so many layers are in ``/``
+    already (the parent stage's files, handed over where they are): only the rest is unpacked."""
     if state.materialized:
         return
     if Path(os.path.abspath(state.rootfs)) == Path("/"):
         if inplace is None:
             raise RootfsError(f"stage {state.stage.label}: refusing to build in / (only the inplace sandbox does)")
         parent = state.parent
-        take_parent = (parent is not None and parent.materialized and parent.overlay is None
+        take_parent = (not resumed and parent is not None and parent.materialized and parent.overlay is None
                        and Path(os.path.abspath(parent.rootfs)) != Path("/")
                        and state.layers[:len(parent.layers)] == parent.layers)
-        start = len(parent.layers) if take_parent and parent is not None else 0
-        if reuse and not take_parent and inplace.begin():  # / holds the runtime image: unpacked over, then swept
-            fetch_all(client, state.layers, blob_cache)
-            present: set[str] = set()
-            reused: set[str] = set()
-            for number, layer in enumerate(state.layers, 1):
-                unpack_layer(state.rootfs, layer.path, keep=inplace.ignored, present=present, reused=reused,
-                             description=f"layer {number} of stage {state.stage.label} ({layer.descriptor.digest})")
+        start = len(parent.layers) if take_parent and parent is not None else resumed
+        over_runtime = reuse and not take_parent and not resumed and inplace.begin()
+        present: set[str] | None = set() if over_runtime else None  # / holds the runtime image: unpacked over,
+        reused: set[str] | None = set() if over_runtime else None  # then swept
+        if resumed or over_runtime:
+            fetch_all(client, state.layers[start:], blob_cache)
+        else:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clear") as pool:
+                cleared = pool.submit(inplace.clear)  # deleting files and downloading blobs overlap
+                fetch_all(client, state.layers[start:], blob_cache)
+                cleared.result()
+            if take_parent and parent is not None:
+                inplace.move_in(parent.rootfs)  # the parent stage's files, moved out of / when it ended, come back
+                parent.rootfs.mkdir(mode=0o755)
+                parent.materialized, parent.scan = False, None  # a later COPY --from it unpacks it again
+        for number, layer in enumerate(state.layers[start:], start + 1):
+            unpack_layer(state.rootfs, layer.path, keep=inplace.ignored, present=present, reused=reused,
+                         description=f"layer {number} of stage {state.stage.label} ({layer.descriptor.digest})")
+        if present is not None and reused is not None:
             removed = inplace.sweep(present)
             inplace.keep_originals(reused)
             log.info("inplace: stage %s unpacked over the runtime image: %d entries already in place, %d removed",
                      state.stage.label, len(reused), removed)
-            state.scan = scan_tree(state.rootfs, exclude=inplace.exclude)
-            state.materialized = True
-            return
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clear") as pool:
-            cleared = pool.submit(inplace.clear)  # deleting files and downloading blobs overlap
-            fetch_all(client, state.layers[start:], blob_cache)
-            cleared.result()
-        if take_parent and parent is not None:
-            inplace.move_in(parent.rootfs)  # the parent stage's files, moved out of / when it ended, come back
-            parent.rootfs.mkdir(mode=0o755)
-            parent.materialized, parent.scan = False, None  # a later COPY --from it unpacks it again
-        for number, layer in enumerate(state.layers[start:], start + 1):
-            unpack_layer(state.rootfs, layer.path, keep=inplace.ignored,
-                         description=f"layer {number} of stage {state.stage.label} ({layer.descriptor.digest})")
         state.scan = scan_tree(state.rootfs, exclude=inplace.exclude)
         state.materialized = True
         return

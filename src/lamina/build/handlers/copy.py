@@ -82,28 +82,45 @@ class ContextSource:
 
 @dataclass(frozen=True)
 class RootfsSource:
+    """Another stage's or an image's root filesystem. ``ignored``: absolute paths in it that are not the stage's
+    (the inplace sandbox's, when the stage is still in ``/``): never matched, never walked into."""
+
     root: Path
     description: str
     keeps_owners: bool = True
+    ignored: tuple[str, ...] = ()
+
+    def _ignored(self, host: Path | str) -> bool:
+        if not self.ignored:
+            return False
+        rel = os.path.relpath(host, self.root)
+        inner = "/" if rel == "." else "/" + rel
+        return any(inner == p or inner.startswith(p.rstrip("/") + "/") for p in self.ignored)
+
+    def _exists(self, rel: str) -> bool:
+        host = resolve_in_root(self.root, rel)
+        return os.path.lexists(host) and not self._ignored(host)
 
     def match(self, source: str) -> list[str]:
         rel = clean_source(source)
         if not has_glob(rel):
-            return [rel] if os.path.lexists(resolve_in_root(self.root, rel)) else []
+            return [rel] if self._exists(rel) else []
         matches = [""]
         for component in rel.split("/"):
             found: list[str] = []
             for parent in matches:
                 if not has_glob(component):
                     candidate = posixpath.join(parent, component) if parent else component
-                    if os.path.lexists(resolve_in_root(self.root, candidate)):
+                    if self._exists(candidate):
                         found.append(candidate)
                     continue
                 try:
                     names = sorted(os.listdir(resolve_in_root(self.root, parent)))
                 except (NotADirectoryError, FileNotFoundError):
                     continue
-                found.extend((posixpath.join(parent, n) if parent else n) for n in names if _fnmatch(n, component))
+                found.extend(candidate for candidate in ((posixpath.join(parent, n) if parent else n)
+                                                         for n in names if _fnmatch(n, component))
+                             if not self._ignored(resolve_in_root(self.root, candidate, follow_final=False)))
             matches = found
         return matches
 
@@ -112,8 +129,8 @@ class RootfsSource:
 
     def walk(self, directory: Path, rel: str) -> Iterator[tuple[str, Path]]:
         for dirpath, dirnames, filenames in os.walk(directory):
-            dirnames.sort()
-            names = sorted(dirnames + filenames)
+            dirnames[:] = sorted(d for d in dirnames if not self._ignored(os.path.join(dirpath, d)))
+            names = sorted(dirnames + [f for f in filenames if not self._ignored(os.path.join(dirpath, f))])
             for name in names:
                 host = Path(dirpath, name)
                 yield os.path.relpath(host, directory), host
@@ -172,6 +189,17 @@ def expand_copy_arguments(state: StageState, inst: Copy, escape: str) -> CopyArg
     return CopyArguments(sources, dest, uid, gid, chmod, expand_excludes(inst, env, escape))
 
 
+def destination_path(workdir: str, dest: str) -> str:
+    """COPY's destination as an absolute, normalized path in the image (relative to WORKDIR)."""
+    return posixpath.normpath(dest if dest.startswith("/") else posixpath.join(workdir, dest))
+
+
+def copy_destination(state: StageState, inst: Copy, escape: str) -> str:
+    """Where COPY ``inst`` writes: everything it writes is at or below this absolute path."""
+    dest = expand(inst, inst.dest, state.expansion_env(), escape) or "./"
+    return destination_path(state.workdir, dest)
+
+
 def expand_excludes(inst: Copy, env: Mapping[str, str], escape: str) -> tuple[IgnoreRule, ...]:
     """The --exclude patterns, expanded; matched against the paths inside each source, relative to it."""
     try:
@@ -201,9 +229,8 @@ def copy_files(state: StageState, inst: Copy, source: SourceTree, escape: str, *
         for rel in found:
             kept = rel[len(pivot):].lstrip("/") if pivot and rel.startswith(pivot) else rel
             matched.append((rel, kept))
-    absolute = dest if dest.startswith("/") else posixpath.join(state.workdir, dest)
     dest_is_dir = dest.endswith(("/", "/.")) or dest in (".", "..") or len(matched) > 1 or inst.parents
-    plan = CopyPlan(uid, gid, chmod, posixpath.normpath(absolute), dest_is_dir,
+    plan = CopyPlan(uid, gid, chmod, destination_path(state.workdir, dest), dest_is_dir,
                     keep_owners=source.keeps_owners and not inst.chown)
     writer = Writer(root, plan, inst)
     for rel, kept in matched:

@@ -1,5 +1,6 @@
-"""Chosen files of an image's final filesystem, read for its SBOM: straight from the layer blobs (gzip, zstd or plain
-tars on disk, never unpacked), or from a root filesystem already unpacked into a directory.
+"""Chosen files of an image's final filesystem, read for its SBOM or for a step made without unpacking the image
+(``skeleton.py``): straight from the layer blobs (gzip, zstd or plain tars on disk, never unpacked), or from a root
+filesystem already unpacked into a directory.
 
 From layers, the blobs stream through ``rootfs.tree.LayerTree`` with the same OCI semantics as unpacking: a later
 layer replaces what an earlier one wrote, whiteouts (``.wh.NAME``) and opaque directories (``.wh..wh..opq``) delete
@@ -127,6 +128,12 @@ def _reread(layer: Path, description: str, ordinals: set[int]) -> dict[int, byte
 def final_files(layers: Sequence[Path], wanted: Wanted, *, excerpt: Excerpt | None = None) -> dict[str, bytes]:
     """The wanted regular files of the filesystem that ``layers`` (bottom first) make, path → data (or the excerpt
     of it). Raises RootfsError when a layer cannot be read or breaks the rules unpacking enforces."""
+    return final_tree(layers, wanted, excerpt=excerpt)[1]
+
+
+def final_tree(layers: Sequence[Path], wanted: Wanted, *,
+               excerpt: Excerpt | None = None) -> tuple[LayerTree, dict[str, bytes]]:
+    """The metadata tree of the filesystem that ``layers`` make, and its wanted regular files (see ``final_files``)."""
     sink = _WantedData(wanted, excerpt)
     tree = LayerTree(sink)
     descriptions = [f"layer {index + 1} of {len(layers)}" for index in range(len(layers))]
@@ -153,7 +160,7 @@ def final_files(layers: Sequence[Path], wanted: Wanted, *, excerpt: Excerpt | No
             content = sink.keep(wanted_here[ordinal][0], data)
             if content is not None:
                 found.update(dict.fromkeys(wanted_here[ordinal], content))
-    return dict(sorted(found.items()))
+    return tree, dict(sorted(found.items()))
 
 
 def _read(path: str) -> bytes | None:
