@@ -51,6 +51,7 @@ from pathlib import Path
 
 import lamina
 from lamina.errors import SandboxError
+from lamina.rootfs.removal import remove_empty_directories, remove_trees
 from lamina.sandbox.base import RunSpec
 from lamina.sandbox.chroot import run_group
 from lamina.sandbox.detect import RUNTIME_MARKER
@@ -202,60 +203,50 @@ def clear_root(ignored: tuple[str, ...], *, force: bool, root: Path = ROOT, mark
 def sweep_root(ignored: tuple[str, ...], present: set[str], *, root: Path = ROOT) -> int:
     """Remove from ``root`` what is not in ``present`` (host paths an unpack wrote or found already right), but the
     ignored paths and their holders; never cross into another filesystem. A directory keeps the mtime its layers
-    gave it. Returns how many entries were removed."""
+    gave it. Returns how many entries were removed (counting a directory once)."""
     device = os.lstat(root).st_dev
-    removed = 0
+    victims: list[str] = []
+    touched: list[tuple[str, int]] = []  # directories that lose entries, with the mtime to give back
 
     def sweep(directory: Path, inner: str) -> None:
-        nonlocal removed
-        before = os.lstat(directory).st_mtime_ns
-        changed = False
+        before = len(victims)
         for entry, path, _, is_dir in _entries(directory, inner, ignored, device):
             if entry.path in present or (is_dir and _holds(path, ignored)):
                 if is_dir:
                     sweep(Path(entry.path), path)
                 continue
-            try:
-                if is_dir:
-                    shutil.rmtree(entry.path)
-                else:
-                    os.unlink(entry.path)
-                removed += 1
-                changed = True
-            except OSError as exc:
-                log.warning("inplace: cannot remove %s: %s", path, exc.strerror or exc)
-        if changed:
-            os.utime(directory, ns=(before, before), follow_symlinks=False)
+            victims.append(entry.path)
+        if len(victims) > before:
+            touched.append((str(directory), os.lstat(directory).st_mtime_ns))
 
     sweep(root, "/")
-    return removed
+    for path, exc in remove_trees(victims):
+        log.warning("inplace: cannot remove %s: %s", path, exc.strerror or exc)
+    for directory, mtime in touched:
+        os.utime(directory, ns=(mtime, mtime), follow_symlinks=False)
+    return len(victims)
 
 
 def clear_except(ignored: tuple[str, ...], originals: dict[str, tuple[int, int]], *, root: Path = ROOT) -> None:
     """Empty ``root`` as ``clear_root`` does, but leave the files of ``originals`` still as they were recorded
     (path → inode, ctime): the runtime image's own files no build step changed. Directories left empty go."""
     device = os.lstat(root).st_dev
+    files: list[str] = []
+    directories: list[str] = []
 
-    def clear(directory: Path, inner: str) -> bool:
-        """True when nothing is left in ``directory``."""
-        empty = True
+    def collect(directory: Path, inner: str) -> None:
         for entry, path, st, is_dir in _entries(directory, inner, ignored, device):
-            try:
-                if is_dir:
-                    if clear(Path(entry.path), path) and not _holds(path, ignored):
-                        os.rmdir(entry.path)
-                    else:
-                        empty = False
-                elif originals.get(entry.path) == (st.st_ino, st.st_ctime_ns):
-                    empty = False
-                else:
-                    os.unlink(entry.path)
-            except OSError as exc:
-                empty = False
-                log.warning("inplace: cannot remove %s: %s", path, exc.strerror or exc)
-        return empty and not any(True for _ in os.scandir(directory))
+            if is_dir:
+                collect(Path(entry.path), path)
+                if not _holds(path, ignored):
+                    directories.append(entry.path)
+            elif originals.get(entry.path) != (st.st_ino, st.st_ctime_ns):
+                files.append(entry.path)
 
-    clear(root, "/")
+    collect(root, "/")
+    for path, exc in remove_trees(files):
+        log.warning("inplace: cannot remove %s: %s", path, exc.strerror or exc)
+    remove_empty_directories(directories)
 
 
 def move_into_root(source: Path, ignored: tuple[str, ...], *, root: Path = ROOT) -> None:

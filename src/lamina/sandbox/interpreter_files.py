@@ -20,8 +20,11 @@ import stat
 import struct
 import sys
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from lamina.rootfs.removal import WORKERS
 
 EXTRA_FILES = ("/etc/ld.so.cache", "/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/etc/ssl/openssl.cnf",
                "/etc/ssl/certs/ca-certificates.crt")
@@ -89,14 +92,16 @@ class InterpreterFiles:
             return
 
     def write_back(self, root: str = "/") -> list[str]:
-        """Create what is missing under ``root``, parents first; returns the paths that could not be written."""
+        """Create what is missing under ``root``, parents first (the entries of one depth by a few threads at once:
+        creating files is mostly kernel time); returns the paths that could not be written."""
         failed: list[str] = []
-        for path in sorted(self.entries, key=lambda p: (p.count("/"), p)):
+
+        def create(path: str) -> None:
             entry = self.entries[path]
             dest = os.path.join(root, path.lstrip("/"))
             try:
                 if os.path.lexists(dest):
-                    continue
+                    return
                 if stat.S_ISDIR(entry.mode):
                     os.mkdir(dest, stat.S_IMODE(entry.mode))
                 elif stat.S_ISLNK(entry.mode):
@@ -110,7 +115,14 @@ class InterpreterFiles:
                     os.utime(dest, ns=(entry.mtime_ns, entry.mtime_ns))
             except OSError:
                 failed.append(path)
-        return failed
+
+        by_depth: dict[int, list[str]] = {}
+        for path in self.entries:
+            by_depth.setdefault(path.count("/"), []).append(path)
+        with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="write-back") as pool:
+            for depth in sorted(by_depth):
+                list(pool.map(create, sorted(by_depth[depth])))
+        return sorted(failed)
 
 
 def _under(path: str, skip: Iterable[str]) -> bool:

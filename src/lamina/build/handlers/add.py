@@ -46,7 +46,14 @@ from isal import igzip
 
 from lamina.build import remote
 from lamina.build.context import BuildContext, has_glob
-from lamina.build.handlers.copy import ContextSource, CopyPlan, RootfsSource, Writer, expand_copy_arguments
+from lamina.build.handlers.copy import (
+    ContextSource,
+    CopyPlan,
+    RootfsSource,
+    Writer,
+    destination_path,
+    expand_copy_arguments,
+)
 from lamina.build.handlers.metadata import expand
 from lamina.build.state import StageState
 from lamina.dockerfile.ignore import is_ignored
@@ -535,61 +542,63 @@ def add_files(state: StageState, inst: Copy, context: BuildContext, escape: str,
             except ValueError as exc:
                 raise inst.error(f"--checksum: {exc}") from None
 
-    absolute = dest if dest.startswith("/") else posixpath.join(state.workdir, dest)
     dest_is_dir = dest.endswith(("/", "/.")) or dest in (".", "..") or len(items) > 1
-    plan = CopyPlan(uid, gid, chmod, posixpath.normpath(absolute), dest_is_dir)
+    plan = CopyPlan(uid, gid, chmod, destination_path(state.workdir, dest), dest_is_dir)
     writer = Writer(root, plan, inst)
     owner = (uid, gid) if inst.chown else None
-    for index, item in enumerate(items):
-        if item.kind == "local":
-            host = source_tree.host_path(item.text)
-            try:
-                st = host.lstat()
-            except FileNotFoundError:
-                raise inst.error(f"{item.text}: not found in {source_tree.description}") from None
-            if stat.S_ISDIR(st.st_mode):
-                writer.ensure_dir(plan.dest, st)
-                for below, child in source_tree.walk(host, item.text):
+    try:
+        for index, item in enumerate(items):
+            if item.kind == "local":
+                host = source_tree.host_path(item.text)
+                try:
+                    st = host.lstat()
+                except FileNotFoundError:
+                    raise inst.error(f"{item.text}: not found in {source_tree.description}") from None
+                if stat.S_ISDIR(st.st_mode):
+                    writer.ensure_dir(plan.dest, st)
+                    for below, child in source_tree.walk(host, item.text):
+                        if excludes and is_ignored(below, excludes):
+                            continue
+                        writer.copy_entry(posixpath.join(plan.dest, below), child)
+                elif inst.unpack is not False and is_archive(host):
+                    _extract(inst, writer, plan, host, item.text, owner)
+                else:
+                    _place_file(root, writer, plan, host, posixpath.basename(item.text) or host.name)
+            elif item.kind == "http":
+                try:
+                    got = remote.download(item.text, scratch / f"http-{index}", checksum=checksum)
+                except remote.DownloadError as exc:
+                    raise inst.error(str(exc)) from None
+                if materials is not None:
+                    materials.append((remote.redact(item.text), got.digest))
+                if inst.unpack is True and is_archive(got.path):
+                    _extract(inst, writer, plan, got.path, remote.redact(item.text), owner)
+                else:
+                    _place_file(root, writer, plan, got.path, got.path.name)
+            else:
+                assert item.git is not None
+                fetch = git_fetch_of(inst, item.git, checksum)
+                try:
+                    done = (prefetched or {}).get(fetch)
+                    if isinstance(done, GitError):
+                        raise done
+                    if done is None:
+                        work = scratch / f"git-{index}"
+                        work.mkdir(parents=True, exist_ok=True)
+                        done = fetch_git(fetch, work)
+                    tree = done.tree
+                except GitError as exc:
+                    raise inst.error(f"cannot add {remote.redact(item.text)}: {exc}") from None
+                if materials is not None:
+                    materials.append((git_material_uri(item.git), f"sha1:{done.commit}"))
+                writer.ensure_dir(plan.dest, None)
+                for below, child in RootfsSource(tree, item.text).walk(tree, ""):
                     if excludes and is_ignored(below, excludes):
                         continue
                     writer.copy_entry(posixpath.join(plan.dest, below), child)
-            elif inst.unpack is not False and is_archive(host):
-                _extract(inst, writer, plan, host, item.text, owner)
-            else:
-                _place_file(root, writer, plan, host, posixpath.basename(item.text) or host.name)
-        elif item.kind == "http":
-            try:
-                got = remote.download(item.text, scratch / f"http-{index}", checksum=checksum)
-            except remote.DownloadError as exc:
-                raise inst.error(str(exc)) from None
-            if materials is not None:
-                materials.append((remote.redact(item.text), got.digest))
-            if inst.unpack is True and is_archive(got.path):
-                _extract(inst, writer, plan, got.path, remote.redact(item.text), owner)
-            else:
-                _place_file(root, writer, plan, got.path, got.path.name)
-        else:
-            assert item.git is not None
-            fetch = git_fetch_of(inst, item.git, checksum)
-            try:
-                done = (prefetched or {}).get(fetch)
-                if isinstance(done, GitError):
-                    raise done
-                if done is None:
-                    work = scratch / f"git-{index}"
-                    work.mkdir(parents=True, exist_ok=True)
-                    done = fetch_git(fetch, work)
-                tree = done.tree
-            except GitError as exc:
-                raise inst.error(f"cannot add {remote.redact(item.text)}: {exc}") from None
-            if materials is not None:
-                materials.append((git_material_uri(item.git), f"sha1:{done.commit}"))
-            writer.ensure_dir(plan.dest, None)
-            for below, child in RootfsSource(tree, item.text).walk(tree, ""):
-                if excludes and is_ignored(below, excludes):
-                    continue
-                writer.copy_entry(posixpath.join(plan.dest, below), child)
-    writer.finish()
+        writer.finish()
+    finally:
+        writer.close()
 
 
 def _place_file(root: Path, writer: Writer, plan: CopyPlan, host: Path, name: str) -> None:
@@ -604,6 +613,7 @@ def _place_file(root: Path, writer: Writer, plan: CopyPlan, host: Path, name: st
 def _extract(inst: Copy, writer: Writer, plan: CopyPlan, archive: Path, what: str,
              owner: tuple[int, int] | None) -> None:
     root = writer.ensure_dir(plan.dest, None)
+    writer.flush()  # the archive may replace files being written
     try:
         extract_archive(archive, root, owner=owner)
     except ArchiveError as exc:

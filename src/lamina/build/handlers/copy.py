@@ -13,6 +13,7 @@ links. Every write goes through ``resolve_in_root``: nothing lands outside the r
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import hashlib
 import os
@@ -20,6 +21,7 @@ import posixpath
 import shutil
 import stat
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -32,6 +34,7 @@ from lamina.dockerfile.ignore import IgnoreRule, is_ignored, parse_ignore
 from lamina.dockerfile.instructions import Copy
 from lamina.errors import DockerfileError
 from lamina.rootfs.paths import resolve_in_root, set_directory_metadata
+from lamina.rootfs.unpack import WRITE_WORKERS
 from lamina.sandbox.users import UnknownUser, read_user_db, resolve_owner
 
 
@@ -233,6 +236,15 @@ def copy_files(state: StageState, inst: Copy, source: SourceTree, escape: str, *
     plan = CopyPlan(uid, gid, chmod, destination_path(state.workdir, dest), dest_is_dir,
                     keep_owners=source.keeps_owners and not inst.chown)
     writer = Writer(root, plan, inst)
+    try:
+        _copy_matched(writer, source, matched, plan, inst, excludes, root)
+        writer.finish()
+    finally:
+        writer.close()
+
+
+def _copy_matched(writer: Writer, source: SourceTree, matched: list[tuple[str, str]], plan: CopyPlan, inst: Copy,
+                  excludes: tuple[IgnoreRule, ...], root: Path) -> None:
     for rel, kept in matched:
         host = source.host_path(rel)
         try:
@@ -256,19 +268,36 @@ def copy_files(state: StageState, inst: Copy, source: SourceTree, escape: str, *
                 name = kept if inst.parents else (posixpath.basename(rel) or host.name)
                 target = posixpath.join(plan.dest, name)
             writer.copy_entry(target, host)
-    writer.finish()
 
 
 class Writer:
-    """Writes entries into the rootfs; directory mtimes are applied last, deepest first."""
+    """Writes entries into the rootfs; directory mtimes are applied last, deepest first. New regular files are
+    written by a few threads (creating a file is mostly kernel time, serialised per directory only); anything else
+    waits for them first."""
 
     def __init__(self, rootfs: Path, plan: CopyPlan, inst: Copy) -> None:
         self.rootfs = rootfs
         self.plan = plan
         self.inst = inst
+        self.pool: ThreadPoolExecutor | None = None
+        self.pending: dict[str, tuple[str, Future[None]]] = {}  # host path -> (path in the image, its write)
         self.dir_times: list[tuple[Path, int, int]] = []  # (host directory, inode, mtime_ns), applied at the end
         self.links: dict[tuple[int, int], Path] = {}  # (st_dev, st_ino) of a source with nlink > 1 -> its copy
         self.dirs: dict[str, Path] = {}  # in-image directory -> host directory, resolved during this copy
+
+    def flush(self) -> None:
+        """Wait for the files being written; the first error is raised."""
+        pending, self.pending = self.pending, {}
+        for path, future in pending.values():
+            try:
+                future.result()
+            except OSError as exc:
+                raise self._error(path, exc) from None
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
 
     def _error(self, path: str, exc: OSError) -> DockerfileError:
         return self.inst.error(f"cannot write {path}: {exc.strerror or exc}")
@@ -292,6 +321,8 @@ class Writer:
         /dir`` makes /dir 0:0 whatever the source's owner). ``source`` is the directory whose contents are copied
         into ``path``: ``path`` then takes its mtime, new or not, and nothing else of it."""
         host = resolve_in_root(self.rootfs, path)
+        if str(host) in self.pending:
+            self.flush()
         if not host.is_dir():
             if path not in ("/", ""):
                 self._parent(path)
@@ -316,6 +347,13 @@ class Writer:
         host = parent / posixpath.basename(path)
         chmod = self.plan.chmod
         mode = chmod.apply(st.st_mode, is_dir=stat.S_ISDIR(st.st_mode)) if chmod else stat.S_IMODE(st.st_mode)
+        if stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and str(host) not in self.pending \
+                and not os.path.lexists(host):
+            if self.pool is None:
+                self.pool = ThreadPoolExecutor(max_workers=WRITE_WORKERS, thread_name_prefix="copy")
+            self.pending[str(host)] = (path, self.pool.submit(self._create_new, host, source, st, mode))
+            return
+        self.flush()
         try:
             if stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and self._create_file(host, source, st, mode):
                 return
@@ -375,6 +413,10 @@ class Writer:
             os.close(fd)
         return True
 
+    def _create_new(self, host: Path, source: Path, st: os.stat_result, mode: int) -> None:
+        if not self._create_file(host, source, st, mode):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(host))
+
     def forget(self, path: str) -> None:
         """``path`` is no longer a directory: drop it and what is below it from the resolved directories."""
         prefix = path.rstrip("/") + "/"
@@ -390,6 +432,7 @@ class Writer:
 
     def finish(self) -> None:
         """Directory mtimes, deepest first, on the directories written (never through a link made since)."""
+        self.flush()
         for host, inode, mtime in sorted(self.dir_times, key=lambda item: -len(item[0].parts)):
             set_directory_metadata(self.rootfs, host, inode, mtime_ns=mtime)
 
