@@ -289,4 +289,6 @@ def test_a_builder_stage_is_unpacked_over_the_runtime_image_and_the_final_stage_
     found = re.search(r"stage build unpacked over the runtime image: (\d+) entries already in place", log)
     assert found and int(found[1]) > 3000, log[-4000:]
     assert log.count("made on a skeleton of") == 3, log[-4000:]
+    # the Action's lamina is the container's first process: nothing runs after it, so / is not restored
+    assert "/ is not restored after the build" in log and "interpreter written back" not in log, log[-4000:]
     assert f"@{expected}" in log, differences(f"{host}/unpriv/skeleton-host:1", f"{host}/unpriv/skel:1", tmp_path)

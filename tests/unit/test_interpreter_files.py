@@ -58,3 +58,15 @@ def test_capture_keeps_this_interpreter_but_not_what_is_skipped() -> None:
     assert os.__file__ in kept.entries
     assert not any(path.startswith(skipped + "/") for path in kept.entries)
     assert kept.size > 1_000_000
+
+
+def test_the_container_s_first_process_keeps_nothing_for_after_the_build() -> None:
+    """lamina as PID 1 (the Action's container ends with it): no interpreter files read, nothing restored."""
+    from lamina.sandbox.inplace import InplaceRoot
+
+    root = InplaceRoot((), force=True, restores=False)
+    assert root.begin() and not root.begin()
+    assert root.interpreter is None
+    root.keep_originals(["/etc/passwd"])
+    assert root.originals == {}
+    root.restore()  # nothing to do, and nothing touched

@@ -1156,7 +1156,7 @@ def _clean_up(workspace: Workspace, inplace: InplaceRoot | None) -> None:
     files is most of what clearing costs): the container ends with the job, and a next inplace build in it removes
     them with the rest of ``/`` when it first clears it."""
     workspace.remove_trees()
-    if inplace is not None and inplace.interpreter is not None:
+    if inplace is not None and inplace.interpreter is not None:  # (None: nothing to restore)
         aside = workspace.root / "cleared"
         inplace.restore(aside)
         try:

@@ -279,10 +279,17 @@ def move_into_root(source: Path, ignored: tuple[str, ...], *, root: Path = ROOT)
 @dataclass
 class InplaceRoot:
     """What the executor needs to build in ``/``: the paths to leave alone, ``--force``, and the files lamina's
-    interpreter needs to start again (read before the first clearing, written back by ``restore``)."""
+    interpreter needs to start again (read before the first clearing, written back by ``restore``).
+
+    ``restores``: can anything run in this container after lamina? Not when lamina is its first process (PID 1:
+    the GitHub runner's ``docker run`` of the Action, a ``docker run IMAGE build ...``), since the container ends
+    with it: then ``/`` is neither restored nor its interpreter kept, which saves reading and writing back a few
+    hundred files. A CI job's shell (GitLab, Kaniko's :debug recipes) is the first process there, so lamina is not."""
 
     ignored: tuple[str, ...]
     force: bool = False
+    restores: bool = True
+    begun: bool = False  # has a stage been put in / (its first clearing done or started)?
     interpreter: InterpreterFiles | None = None
     originals: dict[str, tuple[int, int]] = field(default_factory=dict)  # see keep_originals
 
@@ -302,7 +309,7 @@ class InplaceRoot:
             if path is not None:
                 os.makedirs(path, exist_ok=True)
         preload()
-        return cls(ignored, force)
+        return cls(ignored, force, restores=os.getpid() != 1)
 
     @property
     def exclude(self) -> frozenset[str]:
@@ -314,9 +321,14 @@ class InplaceRoot:
         the runtime image's own files, which the stage's layers are then unpacked over (files already right are
         left in place: the runtime image and the stage often share a Debian base) before ``sweep`` removes the
         rest; False once ``/`` has been cleared."""
-        if self.interpreter is not None:
+        if self.begun:
             return False
         check_allowed(force=self.force)
+        self.begun = True
+        if not self.restores:
+            log.info("inplace: lamina is the container's first process, which ends with it: / is not restored "
+                     "after the build")
+            return True
         self.interpreter = capture(self.ignored)
         log.info("inplace: kept %d files (%.1f MB) of lamina's interpreter for after the build",
                  len(self.interpreter.entries), self.interpreter.size / 1e6)
@@ -329,6 +341,8 @@ class InplaceRoot:
         """The runtime image's own files a stage found already in place: ``restore`` leaves those still unchanged
         (same inode and ctime) where they are instead of removing them (which, in the container's lower layers,
         would write a whiteout for each)."""
+        if not self.restores:
+            return
         for path in paths:
             try:
                 st = os.lstat(path)
@@ -347,7 +361,7 @@ class InplaceRoot:
         cleared. ``aside``: a new directory inside an ignored path where the built files are moved (renames, which
         cost nothing: they are this container's own files) instead of removed; its caller disposes of it."""
         if self.interpreter is None:
-            return
+            return  # / was never cleared, or nothing runs after lamina (see ``restores``)
         started = time.monotonic()
         if self.originals:  # a stage was unpacked over the runtime image: what is still the image's own stays
             clear_except(self.ignored, self.originals)
