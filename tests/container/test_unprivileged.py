@@ -270,13 +270,15 @@ def test_the_last_stage_is_unpacked_over_the_runtime_image(container: Container,
 
 def test_a_builder_stage_is_unpacked_over_the_runtime_image_and_the_final_stage_not_at_all(
         container: Container, base_images: BaseImages, tmp_path: Path) -> None:
-    """The common multi-stage build (a Debian builder, a final stage that only copies from it): the builder is
-    unpacked over the runtime image's own files (no later stage needs / then), the final stage's COPY and WORKDIR
-    are made on skeletons of its layers, reading the builder's files where they are, in /; the image is the host's,
-    byte for byte."""
+    """The common multi-stage build (Debian dependencies, a builder FROM them, a final stage that only copies from
+    it): the dependencies stage is unpacked over the runtime image's own files (only its descendants need / after
+    it), the builder goes on from its files where they are, the final stage's COPY and WORKDIR are made on skeletons
+    of its layers, reading the builder's files in /; the image is the host's, byte for byte."""
     context = write_context(tmp_path / "ctx", f"""
-        FROM {base_images.debian} AS build
-        RUN mkdir -p /out && cp /usr/bin/dpkg /out/tool && echo built > /out/stamp && ! command -v python3
+        FROM {base_images.debian} AS deps
+        RUN mkdir -p /out && cp /usr/bin/dpkg /out/tool && ! command -v python3
+        FROM deps AS build
+        RUN echo built > /out/stamp && test -x /out/tool && ! command -v python3
         FROM {base_images.busybox}
         WORKDIR /srv
         COPY --from=build /out ./out
@@ -286,7 +288,7 @@ def test_a_builder_stage_is_unpacked_over_the_runtime_image_and_the_final_stage_
     expected = host_build(container.registry, context, f"{host}/unpriv/skeleton-host:1", tmp_path)
     status, log = debug_build(container, context, f"{host}/unpriv/skel:1", tmp_path)
     assert status == 0, log[-6000:]
-    found = re.search(r"stage build unpacked over the runtime image: (\d+) entries already in place", log)
+    found = re.search(r"stage deps unpacked over the runtime image: (\d+) entries already in place", log)
     assert found and int(found[1]) > 3000, log[-4000:]
     assert log.count("made on a skeleton of") == 3, log[-4000:]
     # the Action's lamina is the container's first process: nothing runs after it, so / is not restored

@@ -1067,7 +1067,11 @@ def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, prog
             run.evaluate_meta_args(target)
             stages = needed_stages(dockerfile, target, run.meta)
             run.last_stage = stages[-1].index
-            run.rootfs_after = rootfs_needed_after(stages)
+            parents = {}
+            for stage in stages:
+                parent = find_stage(dockerfile, expand_meta(stage.base, stage.base.image, run.meta), before=stage.index)
+                parents[stage.index] = parent.index if parent is not None else None
+            run.rootfs_after = rootfs_needed_after(stages, parents)
             run.step_total = sum(1 + len(s.instructions) for s in stages)
             return run, stages
 

@@ -13,7 +13,7 @@ Pure functions of the Dockerfile's stages.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from lamina.dockerfile.instructions import Copy, Instruction, Run, Single, Stage
 
@@ -37,12 +37,21 @@ def on_skeleton(stage: Stage, inst: Instruction) -> bool:
     return False
 
 
-def rootfs_needed_after(stages: Sequence[Stage]) -> dict[int, bool]:
-    """For each stage (by index), in build order: does a stage built after it need a whole filesystem? (The inplace
-    sandbox then has to take the stage out of ``/`` for it.)"""
-    needed: dict[int, bool] = {}
-    later = False
-    for stage in reversed(stages):
-        needed[stage.index] = later
-        later = later or any(needs_rootfs(inst) for inst in stage.instructions)
-    return needed
+def rootfs_needed_after(stages: Sequence[Stage], parents: Mapping[int, int | None]) -> dict[int, bool]:
+    """For each stage (by index), in build order: does a stage built after it need a whole filesystem, other than
+    one that starts FROM it (or from a stage that does)? The inplace sandbox has to take the stage out of ``/`` for
+    such a stage, while a descendant goes on from its files where they are. ``parents``: stage index -> the index of
+    the stage it starts FROM (None: an image)."""
+
+    def descends(stage: int, ancestor: int) -> bool:
+        parent = parents.get(stage)
+        while parent is not None:
+            if parent == ancestor:
+                return True
+            parent = parents.get(parent)
+        return False
+
+    needing = [stage.index for stage in stages if any(needs_rootfs(inst) for inst in stage.instructions)]
+    order = [stage.index for stage in stages]
+    return {index: any(later in needing and not descends(later, index) for later in order[position + 1:])
+            for position, index in enumerate(order)}
