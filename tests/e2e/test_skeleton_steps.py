@@ -96,3 +96,15 @@ def test_a_run_after_the_copies_unpacks_the_stage(lamina: Lamina, tmp_path: Path
     assert found["true"][0] == found["false"][0]
     assert "made on a skeleton of" not in found["true"][1]
 
+
+
+def test_a_copy_into_the_root_directory_unpacks_the_stage(lamina: Lamina, tmp_path: Path) -> None:
+    """A destination of / would make the whole filesystem the skeleton: the stage is unpacked instead, and says so."""
+    ctx = write_context(tmp_path / "context", f"""
+        FROM {lamina.images.busybox}
+        COPY one.txt /
+    """, {"one.txt": "one\n"})
+    found = digests(lamina, ctx, tmp_path)
+    assert found["true"][0] == found["false"][0]
+    assert "COPY cannot be made on a skeleton (the destination is the whole filesystem): unpacking stage" \
+        in found["true"][1]

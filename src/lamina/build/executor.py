@@ -706,8 +706,8 @@ class _Build:
             try:
                 return self.execute_on_skeleton(state, inst)
             except SkeletonError as exc:
-                self.progress.message(f"{inst.keyword} at {inst.file}:{inst.line}: unpacking stage "
-                                      f"{state.stage.label}: {exc}")
+                self.progress.message(f"{inst.file}:{inst.line}: {inst.keyword} cannot be made on a skeleton ({exc}): "
+                                      f"unpacking stage {state.stage.label}")
         self.materialize(state)
         return self.execute(state, inst)
 
