@@ -7,13 +7,23 @@ import io
 import os
 import stat
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from lamina.rootfs.image_files import final_tree
+from lamina.rootfs.image_files import FinalTree
 from lamina.rootfs.skeleton import select, write_skeleton
+from lamina.rootfs.tree import Node
 from lamina.rootfs.unpack import unpack_layer
+
+
+def final_tree(layers: list[Path], wanted: Callable[[str, int, int], bool]) -> tuple[Node, dict[str, bytes]]:
+    final = FinalTree(wanted)
+    for number, blob in enumerate(layers, 1):
+        final.apply(blob, f"layer {number}")
+    return final.tree.root, final.files()
+
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="owners are set with chown")
 
@@ -57,12 +67,12 @@ def layers(tmp_path: Path) -> list[Path]:
 
 def test_select_follows_links_and_takes_what_is_below_the_destination(layers: list[Path]) -> None:
     tree, files = final_tree(layers, lambda path, _mode, _size: path in ("etc/passwd", "etc/group"))
-    chosen = select(tree.root, whole=["/srv/dest"], paths=["etc/passwd", "/lib/libx/../libx"])
+    chosen = select(tree, whole=["/srv/dest"], paths=["etc/passwd", "/lib/libx/../libx"])
     # /srv -> /app/sub: the link, then the way to its target and (dest missing) nothing below
     assert sorted(chosen) == ["app", "app/sub", "etc", "etc/passwd", "lib", "srv", "usr", "usr/lib", "usr/lib/libx"]
-    whole = select(tree.root, whole=["/srv"])
+    whole = select(tree, whole=["/srv"])
     assert sorted(whole) == ["app", "app/sub", "app/sub/b", "app/sub/c", "srv"]
-    assert "app/a" not in select(tree.root, whole=["/app"])  # whited out by the second layer
+    assert "app/a" not in select(tree, whole=["/app"])  # whited out by the second layer
     assert files["etc/passwd"].startswith(b"root:")
 
 
@@ -72,10 +82,10 @@ def test_the_skeleton_is_what_unpacking_makes(layers: list[Path], tmp_path: Path
     for blob in layers:
         unpack_layer(unpacked, blob)
     tree, files = final_tree(layers, lambda path, _mode, _size: path in ("etc/passwd",))
-    chosen = select(tree.root, whole=["/app", "/srv"], paths=["etc/passwd", "lib/libx"])
+    chosen = select(tree, whole=["/app", "/srv"], paths=["etc/passwd", "lib/libx"])
     skeleton = tmp_path / "skeleton"
     skeleton.mkdir()
-    assert write_skeleton(skeleton, tree.root, chosen, files) == len(chosen)
+    assert write_skeleton(skeleton, tree, chosen, files) == len(chosen)
     made = sorted(str(p.relative_to(skeleton)) for p in skeleton.rglob("*"))
     assert made == sorted(chosen)
     for key in chosen:

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from lamina.attest.attach import PREDICATE_TYPE
 from lamina.build.attestations import (
@@ -139,6 +139,9 @@ from lamina.sandbox.users import UnknownUser, read_user_db, resolve_user
 from lamina.snapshot.diff import Changes, diff_scans, without_paths
 from lamina.snapshot.scan import FileState, has_capability, scan_tree
 from lamina.snapshot.tar import LayerBlob, write_layer
+
+if TYPE_CHECKING:
+    from lamina.rootfs.image_files import FinalTree
 
 log = logging.getLogger(__name__)
 
@@ -290,6 +293,7 @@ class _Build:
     last_stage: int | None = None  # the index of the stage built last (inplace: it keeps / when the build ends)
     rootfs_after: dict[int, bool] = field(default_factory=dict)  # stage index -> does a later stage need a rootfs?
     in_root: StageState | None = None  # inplace: the stage whose files are in / (until another stage needs it)
+    skeleton_trees: dict[int, FinalTree] = field(default_factory=dict)  # stage index -> its layers' metadata tree
     clones: list[GitFetch] = field(default_factory=list)  # planning: the repositories ADD clones
     cloned: dict[GitFetch, Clone | GitError] = field(default_factory=dict)  # made before anything ran (inplace)
     facts: BuildFacts = field(default_factory=BuildFacts)  # what provenance records
@@ -715,7 +719,7 @@ class _Build:
         """A COPY or WORKDIR made on the skeleton of the stage (rootfs/skeleton.py): the entries it can see, made in
         an empty directory (in memory when there is room, else on disk) from the metadata of the stage's layers,
         which are read once and never unpacked. Raises SkeletonError where that cannot be (the caller unpacks)."""
-        from lamina.rootfs.image_files import final_tree  # imported when asked for: lamina's start stays quick
+        from lamina.rootfs.image_files import FinalTree  # imported when asked for: lamina's start stays quick
 
         if isinstance(inst, Copy):
             destination = copy_destination(state, inst, self.escape)
@@ -725,7 +729,12 @@ class _Build:
         else:
             whole, paths = [], [state.workdir, *USER_DB]
         fetch_all(self.client, list(state.layers), self.options.cache_dir)
-        tree, files = final_tree([layer.path for layer in state.layers], lambda path, _mode, _size: path in USER_DB)
+        final = self.skeleton_trees.get(state.stage.index)  # the stage's tree as its last skeleton step left it
+        if final is None or [path for path, _ in final.layers] != [l.path for l in state.layers[:len(final.layers)]]:
+            final = self.skeleton_trees[state.stage.index] = FinalTree(lambda path, _mode, _size: path in USER_DB)
+        for number, added in enumerate(state.layers[len(final.layers):], len(final.layers) + 1):
+            final.apply(added.path, f"layer {number} of stage {state.stage.label} ({added.descriptor.digest})")
+        tree, files = final.tree, final.files()
         chosen = select(tree.root, whole=whole, paths=paths)
         for memory in (True, False):
             scratch = self.workspace.scratch("skeleton", memory=memory)

@@ -128,39 +128,51 @@ def _reread(layer: Path, description: str, ordinals: set[int]) -> dict[int, byte
 def final_files(layers: Sequence[Path], wanted: Wanted, *, excerpt: Excerpt | None = None) -> dict[str, bytes]:
     """The wanted regular files of the filesystem that ``layers`` (bottom first) make, path → data (or the excerpt
     of it). Raises RootfsError when a layer cannot be read or breaks the rules unpacking enforces."""
-    return final_tree(layers, wanted, excerpt=excerpt)[1]
-
-
-def final_tree(layers: Sequence[Path], wanted: Wanted, *,
-               excerpt: Excerpt | None = None) -> tuple[LayerTree, dict[str, bytes]]:
-    """The metadata tree of the filesystem that ``layers`` make, and its wanted regular files (see ``final_files``)."""
-    sink = _WantedData(wanted, excerpt)
-    tree = LayerTree(sink)
-    descriptions = [f"layer {index + 1} of {len(layers)}" for index in range(len(layers))]
+    final = FinalTree(wanted, excerpt=excerpt)
     for index, layer in enumerate(layers):
-        sink.layer = index
-        with _layer_stream(layer, descriptions[index]) as stream:
+        final.apply(layer, f"layer {index + 1} of {len(layers)}")
+    return final.files()
+
+
+class FinalTree:
+    """The metadata tree of the filesystem that layers make, applied one layer at a time (bottom first), and its
+    wanted regular files (see ``final_files``): a stage's tree is kept and given each new layer as it is made."""
+
+    def __init__(self, wanted: Wanted, *, excerpt: Excerpt | None = None) -> None:
+        self.wanted = wanted
+        self.sink = _WantedData(wanted, excerpt)
+        self.tree = LayerTree(self.sink)
+        self.layers: list[tuple[Path, str]] = []  # (blob, description) of each layer applied
+
+    def apply(self, layer: Path, description: str) -> None:
+        self.sink.layer = len(self.layers)
+        self.layers.append((layer, description))
+        with _layer_stream(layer, description) as stream:
             if stream is not None:
-                tree.apply_layer(_AnnouncingReader(stream, sink), descriptions[index])
-        if sink.added:
-            sink.keep_only({node.address for _, node in _regular_files(tree)})
-    found: dict[str, bytes] = {}
-    unread: dict[int, list[str]] = {}  # hardlinks wanted under a name their file was not read by
-    for path, node in _regular_files(tree):
-        if not wanted(path, stat.S_IMODE(node.mode), node.size):
-            continue
-        if node.address not in sink.data:
-            unread.setdefault(node.address, []).append(path)
-        elif (content := sink.data[node.address]) is not None:
-            found[path] = content
-    for index in sorted({address >> ORDINAL_BITS for address in unread}):
-        mask = (1 << ORDINAL_BITS) - 1
-        wanted_here = {a & mask: paths for a, paths in unread.items() if a >> ORDINAL_BITS == index}
-        for ordinal, data in _reread(layers[index], descriptions[index], set(wanted_here)).items():
-            content = sink.keep(wanted_here[ordinal][0], data)
-            if content is not None:
-                found.update(dict.fromkeys(wanted_here[ordinal], content))
-    return tree, dict(sorted(found.items()))
+                self.tree.apply_layer(_AnnouncingReader(stream, self.sink), description)
+        if self.sink.added:
+            self.sink.keep_only({node.address for _, node in _regular_files(self.tree)})
+
+    def files(self) -> dict[str, bytes]:
+        """The wanted regular files of the tree as it is now, path → data (or the excerpt of it)."""
+        sink = self.sink
+        found: dict[str, bytes] = {}
+        unread: dict[int, list[str]] = {}  # hardlinks wanted under a name their file was not read by
+        for path, node in _regular_files(self.tree):
+            if not self.wanted(path, stat.S_IMODE(node.mode), node.size):
+                continue
+            if node.address not in sink.data:
+                unread.setdefault(node.address, []).append(path)
+            elif (content := sink.data[node.address]) is not None:
+                found[path] = content
+        for index in sorted({address >> ORDINAL_BITS for address in unread}):
+            mask = (1 << ORDINAL_BITS) - 1
+            wanted_here = {a & mask: paths for a, paths in unread.items() if a >> ORDINAL_BITS == index}
+            for ordinal, data in _reread(*self.layers[index], set(wanted_here)).items():
+                content = sink.keep(wanted_here[ordinal][0], data)
+                if content is not None:
+                    found.update(dict.fromkeys(wanted_here[ordinal], content))
+        return dict(sorted(found.items()))
 
 
 def _read(path: str) -> bytes | None:

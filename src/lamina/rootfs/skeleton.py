@@ -3,7 +3,7 @@
 A COPY changes only what is at and below its destination, and what it reads of the filesystem it writes into is
 the directories on the way there (with the symlinks it follows) and, for ``--chown`` names, /etc/passwd and
 /etc/group; a WORKDIR, the directories on the way to its path. So a stage whose steps are all such steps need not
-be unpacked: its layers are read into a metadata tree (``image_files.final_tree``, with the OCI semantics of
+be unpacked: its layers are read into a metadata tree (``image_files.FinalTree``, with the OCI semantics of
 unpacking), and the entries the step can see are made in an empty directory with the image's modes, owners, times
 and xattrs. The step runs there and is snapshotted as usual, and what it changed is what it would have changed in
 the whole filesystem (the tests compare the layers, digest for digest, with those of unpacked stages).
