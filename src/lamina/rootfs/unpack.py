@@ -12,7 +12,6 @@ import contextlib
 import io
 import logging
 import os
-import shutil
 import stat
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from isal import igzip_threaded
 
 from lamina.errors import RootfsError
 from lamina.rootfs.paths import resolve_in_root, set_directory_metadata
+from lamina.rootfs.removal import WORKERS, remove_trees
 from lamina.rootfs.tarstream import (
     CHAR,
     DIRECTORY,
@@ -105,7 +105,6 @@ def _inside(root: Path, path: Path) -> bool:
     return text == base or text.startswith(base.rstrip("/") + "/")
 
 
-WRITE_WORKERS = min(4, os.cpu_count() or 2)  # measured on 2 cores: 2 threads beat 1 and 4
 INLINE_LIMIT = 1 << 20  # regular files up to this size are read whole and written by the pool
 REUSE_LIMIT = 64 << 20  # a file already in place is compared (read whole) up to this size, else written anew
 MAX_BUFFERED = 32 << 20  # bytes waiting to be written, at most
@@ -197,7 +196,7 @@ class _Unpacker:
 
     def write_later(self, target: Path, data: bytes, member: Entry) -> None:
         if self.pool is None:
-            self.pool = ThreadPoolExecutor(max_workers=WRITE_WORKERS, thread_name_prefix="unpack")
+            self.pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="unpack")
         if self.buffered + len(data) > MAX_BUFFERED:
             self.flush()
         self.pending[str(target)] = self.pool.submit(self._write_file, target, data, member)
@@ -523,7 +522,9 @@ def _ancestors(paths: tuple[str, ...]) -> set[str]:
 def _remove(path: Path) -> None:
     """Remove a file, symlink or whole directory tree (never following a symlink)."""
     if stat.S_ISDIR(os.lstat(path).st_mode):
-        shutil.rmtree(path)
+        failed = remove_trees([str(path)])  # several directories at once
+        if failed:
+            raise failed[0][1]
     else:
         os.unlink(path)
 

@@ -34,7 +34,7 @@ from lamina.dockerfile.ignore import IgnoreRule, is_ignored, parse_ignore
 from lamina.dockerfile.instructions import Copy
 from lamina.errors import DockerfileError
 from lamina.rootfs.paths import resolve_in_root, set_directory_metadata
-from lamina.rootfs.unpack import WRITE_WORKERS
+from lamina.rootfs.removal import WORKERS
 from lamina.sandbox.users import UnknownUser, read_user_db, resolve_owner
 
 
@@ -350,7 +350,7 @@ class Writer:
         if stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and str(host) not in self.pending \
                 and not os.path.lexists(host):
             if self.pool is None:
-                self.pool = ThreadPoolExecutor(max_workers=WRITE_WORKERS, thread_name_prefix="copy")
+                self.pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="copy")
             self.pending[str(host)] = (path, self.pool.submit(self._create_new, host, source, st, mode))
             return
         self.flush()
