@@ -54,3 +54,21 @@ def test_only_empty_directories_are_removed(tmp_path: Path) -> None:
     remove_empty_directories(str(tmp_path / name) for name in ("a", "a/b", "a/b/c", "a/keep", "d", "d/e"))
     assert sorted(os.listdir(tmp_path)) == ["a"]
     assert sorted(os.listdir(tmp_path / "a")) == ["keep"]
+
+
+def test_a_filesystem_mounted_below_is_never_entered(tmp_path: Path) -> None:
+    """A mountpoint inside a removed tree keeps what it holds; the directories holding it stay, and are reported."""
+    tree(tmp_path)
+    mountpoint = tmp_path / "gone" / "d1" / "mnt"
+    mountpoint.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(mountpoint)], capture_output=True,
+                                           check=False).returncode != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        (mountpoint / "inside").write_text("kept")
+        failed = remove_trees([str(tmp_path / "gone")])
+        assert (mountpoint / "inside").read_text() == "kept"
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=True)
+    assert sorted(path for path, _ in failed) == [str(tmp_path / "gone"), str(tmp_path / "gone" / "d1")]
+    assert sorted(os.listdir(tmp_path / "gone" / "d1")) == ["mnt"]

@@ -71,7 +71,7 @@ from lamina.build.stage import (
     state_from_image,
 )
 from lamina.build.state import LayerRef, StageState
-from lamina.build.workspace import Workspace, is_full
+from lamina.build.workspace import Workspace
 from lamina.cache.entries import CacheEntry
 from lamina.cache.key import compute_base_key, compute_executed_key, compute_link_chain, compute_step_key
 from lamina.cache.layer_cache import LayerCache
@@ -127,7 +127,7 @@ from lamina.oci.reference import Reference
 from lamina.oci.registry.client import RegistryClient
 from lamina.options import BuildOptions, default_mount_cache_dir
 from lamina.progress import Progress, StepResult
-from lamina.rootfs.mounts import available_memory, memory_budget
+from lamina.rootfs.mounts import available_memory, is_full, memory_budget
 from lamina.rootfs.mounts import unavailable_reason as overlay_unavailable
 from lamina.rootfs.overlay import StageOverlay
 from lamina.rootfs.paths import resolve_in_root

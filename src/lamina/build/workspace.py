@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lamina.oci.digest import digest_hex
-from lamina.rootfs.mounts import LayerMounts
+from lamina.rootfs.mounts import LayerMounts, free_space
 
 MEMORY_DIR = Path("/dev/shm")  # a tmpfs in containers (64 MB by default in Docker and Kubernetes) and on hosts
 MIN_MEMORY_SCRATCH = 32 << 20  # a scratch directory goes to memory only with at least this much room there
@@ -73,17 +73,3 @@ class Workspace:
         self.mounts.unmount_all()
         shutil.rmtree(self.root, ignore_errors=True)
 
-
-def free_space(path: Path) -> int:
-    """Bytes an unprivileged writer may still use on the filesystem of ``path`` (0 when it cannot be told)."""
-    try:
-        st = os.statvfs(path)
-    except OSError:
-        return 0
-    return st.f_bavail * st.f_frsize
-
-
-def is_full(path: Path) -> bool:
-    """Has the filesystem of ``path`` (nearly) no room left? (A step that failed in a memory scratch then runs
-    again on disk.)"""
-    return free_space(path) < 1 << 20

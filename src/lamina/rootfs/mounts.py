@@ -141,6 +141,25 @@ class LayerMounts:
         log.info("overlay root filesystems are off: %s; unpacking instead", reason)
 
 
+def free_space(path: Path) -> int:
+    """Bytes an unprivileged writer may still use on the filesystem of ``path`` (0 when it cannot be told)."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return 0
+    return st.f_bavail * st.f_frsize
+
+
+def is_full(path: Path) -> bool:
+    """Has the filesystem of ``path`` (nearly) no room, or no inode, left? A step that failed writing into memory
+    (a tmpfs upper, a skeleton in /dev/shm) then runs again on disk."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < (1 << 20) or st.f_favail == 0
+
+
 def memory_budget(available: int) -> int:
     """Default bytes of step changes kept in memory for a build: a quarter of the available memory, at most 1 GiB."""
     return max(0, min(1 << 30, available // 4))

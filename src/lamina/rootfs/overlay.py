@@ -26,7 +26,7 @@ import zstandard
 
 from lamina.errors import RootfsError
 from lamina.rootfs.erofs import OPAQUE_XATTR, ImageWriter, UnsupportedContent
-from lamina.rootfs.mounts import LayerMounts
+from lamina.rootfs.mounts import LayerMounts, is_full
 from lamina.rootfs.tarstream import TarError, TarReader
 from lamina.rootfs.tree import LayerTree
 from lamina.rootfs.unpack import open_layer_stream
@@ -203,10 +203,7 @@ class StageOverlay:
 
     def memory_full(self) -> bool:
         """Did the step fill its in-memory upper (the caller then runs it again: ``retry_on_disk``)?"""
-        if not self.tmpfs:
-            return False
-        st = os.statvfs(self.home / self.tmpfs)
-        return st.f_bavail * st.f_frsize < (1 << 20) or st.f_favail == 0
+        return bool(self.tmpfs) and is_full(self.home / self.tmpfs)
 
     def retry_on_disk(self) -> None:
         """Drop what the step wrote in memory and give it a disk upper; no more memory uppers in this build."""

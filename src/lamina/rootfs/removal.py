@@ -3,7 +3,7 @@
 Creating and removing directory entries is mostly kernel time (in a container's overlayfs, on a busy ext4, tenths of
 a millisecond each), and the kernel serialises it per directory (the parent's lock), not per filesystem. So the
 files of different directories are removed by a few threads at once, then the directories, deepest first. Symlinks
-are never followed; nothing outside the given paths is touched.
+are never followed, nor mountpoints crossed; nothing outside the given paths is touched.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 WORKERS = min(4, os.cpu_count() or 2)  # threads creating or removing files (unpacking on 2 cores: 2 beat 1 and 4)
 
 
-def _walk(path: str, files: dict[str, list[str]], directories: list[str]) -> None:
-    """Collect ``path``'s files by directory, and its directories parents first (``path`` itself first)."""
+def _walk(path: str, device: int, files: dict[str, list[str]], directories: list[str]) -> None:
+    """Collect ``path``'s files by directory, and its directories parents first (``path`` itself first); a
+    directory on another filesystem than ``device`` (a mountpoint) is left out, with all it holds."""
     pending = [path]
     while pending:
         directory = pending.pop()
@@ -26,30 +27,31 @@ def _walk(path: str, files: dict[str, list[str]], directories: list[str]) -> Non
         try:
             with os.scandir(directory) as it:
                 for entry in it:
-                    if entry.is_dir(follow_symlinks=False):
-                        pending.append(entry.path)
-                    else:
+                    if not entry.is_dir(follow_symlinks=False):
                         files.setdefault(directory, []).append(entry.path)
+                    elif entry.stat(follow_symlinks=False).st_dev == device:
+                        pending.append(entry.path)
         except OSError:
             continue  # removing it reports why
 
 
 def remove_trees(paths: Iterable[str], *, workers: int = WORKERS) -> list[tuple[str, OSError]]:
-    """Remove each path: a file, or a directory with everything below it. Returns what could not be removed, with
-    why (the rest is gone)."""
+    """Remove each path: a file, or a directory with everything below it on its filesystem (never crossing into a
+    filesystem mounted below it, which stays with the directories holding it). Returns what could not be removed,
+    with why (the rest is gone)."""
     files: dict[str, list[str]] = {}
     directories: list[str] = []
     failed: list[tuple[str, OSError]] = []
     for path in paths:
         try:
-            is_dir = stat.S_ISDIR(os.lstat(path).st_mode)
+            st = os.lstat(path)
         except FileNotFoundError:
             continue
         except OSError as exc:
             failed.append((path, exc))
             continue
-        if is_dir:
-            _walk(path, files, directories)
+        if stat.S_ISDIR(st.st_mode):
+            _walk(path, st.st_dev, files, directories)
         else:
             files.setdefault(os.path.dirname(path), []).append(path)
 

@@ -162,16 +162,7 @@ def clear_root(ignored: tuple[str, ...], *, force: bool, root: Path = ROOT, mark
     check_allowed(force=force, marker=marker)
     device = os.lstat(root).st_dev
     moving = [into is not None]
-
-    def remove(entry: os.DirEntry[str], path: str, is_dir: bool) -> None:
-        try:
-            if is_dir:
-                clear(Path(entry.path), path, None)
-                os.rmdir(entry.path)
-            else:
-                os.unlink(entry.path)
-        except OSError as exc:  # something that could not go is still there: the rest still goes
-            log.warning("inplace: cannot remove %s: %s", path, exc.strerror or exc)
+    victims: list[str] = []  # removed together at the end, several directories at once
 
     def clear(directory: Path, inner: str, dest: Path | None) -> None:
         for entry, path, st, is_dir in _entries(directory, inner, ignored, device):
@@ -194,9 +185,11 @@ def clear_root(ignored: tuple[str, ...], *, force: bool, root: Path = ROOT, mark
                     if exc.errno != errno.EXDEV:
                         raise SandboxError(f"inplace: cannot move {path} out of /: {exc.strerror or exc}") from None
                     moving[0] = False  # another filesystem: the stage is removed, and unpacked again if needed
-            remove(entry, path, is_dir)
+            victims.append(entry.path)
 
     clear(root, "/", into)
+    for path, exc in remove_trees(victims):  # what could not go is still there: the rest still goes
+        log.warning("inplace: cannot remove %s: %s", path, exc.strerror or exc)
     return into is None or moving[0]
 
 
