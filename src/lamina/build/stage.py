@@ -157,12 +157,12 @@ def materialize(client: RegistryClient, state: StageState, blob_cache: Path | No
         for number, layer in enumerate(state.layers[start:], start + 1):
             unpack_layer(state.rootfs, layer.path, keep=inplace.ignored, present=present, reused=reused,
                          description=f"layer {number} of stage {state.stage.label} ({layer.descriptor.digest})")
+        state.scan = scan_tree(state.rootfs, exclude=inplace.exclude)
         if present is not None and reused is not None:
-            removed = inplace.sweep(present)
+            removed = inplace.sweep(present, state.scan)
             inplace.keep_originals(reused)
             log.info("inplace: stage %s unpacked over the runtime image: %d entries already in place, %d removed",
                      state.stage.label, len(reused), removed)
-        state.scan = scan_tree(state.rootfs, exclude=inplace.exclude)
         state.materialized = True
         return
     if mounts is not None and mounts.enabled:

@@ -44,8 +44,9 @@ import os
 import pkgutil
 import shutil
 import stat
+import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +58,7 @@ from lamina.sandbox.chroot import run_group
 from lamina.sandbox.detect import RUNTIME_MARKER
 from lamina.sandbox.interpreter_files import InterpreterFiles, capture
 from lamina.sandbox.placed import placed_mounts
+from lamina.snapshot.scan import FileState
 
 log = logging.getLogger(__name__)
 
@@ -114,12 +116,23 @@ LAZY_MODULES = ("encodings.idna", "encodings.ascii", "encodings.latin_1", "encod
                 "fnmatch", "glob", "zipfile", "tarfile", "traceback", "linecache", "tokenize", "difflib")
 
 
+# the CI adapters' modules a build never imports (their adapter, if any, imported what it needs when it started),
+# but ``lamina ci gitlab``, which imports the GitLab API client (python-gitlab, ~30 ms) after its build
+ADAPTERS = "lamina.ci."
+LATE_IMPORTER = "lamina.ci.gitlab"
+
+
+def skipped_by_preload(name: str, loaded: Mapping[str, object]) -> bool:
+    return name.startswith(ADAPTERS) and LATE_IMPORTER not in loaded
+
+
 def preload() -> None:
-    """Import every module of lamina and the lazily imported standard ones, so nothing has to be read from the
-    interpreter's files once ``/`` is cleared (lamina itself lives under /lamina, its interpreter may not)."""
+    """Import every module of lamina (but the CI adapters' a build cannot need, see ``skipped_by_preload``) and the
+    lazily imported standard ones, so nothing has to be read from the interpreter's files once ``/`` is cleared
+    (lamina itself lives under /lamina, its interpreter may not)."""
     names = list(LAZY_MODULES)
     for module in pkgutil.walk_packages(lamina.__path__, "lamina."):
-        if not module.name.endswith("__main__"):
+        if not module.name.endswith("__main__") and not skipped_by_preload(module.name, sys.modules):
             names.append(module.name)
     for name in names:
         try:
@@ -193,30 +206,44 @@ def clear_root(ignored: tuple[str, ...], *, force: bool, root: Path = ROOT, mark
     return into is None or moving[0]
 
 
-def sweep_root(ignored: tuple[str, ...], present: set[str], *, root: Path = ROOT) -> int:
+def sweep_root(ignored: tuple[str, ...], present: set[str], scan: dict[str, FileState], *,
+               root: Path = ROOT) -> int:
     """Remove from ``root`` what is not in ``present`` (host paths an unpack wrote or found already right), but the
-    ignored paths and their holders; never cross into another filesystem. A directory keeps the mtime its layers
-    gave it. Returns how many entries were removed (counting a directory once)."""
-    device = os.lstat(root).st_dev
+    ignored paths and their holders, as found by ``scan`` (``scan_tree`` of ``root`` with the ignored paths
+    excluded, taken after the unpack: no second walk), which is brought up to date: the removed entries leave it,
+    the directories that lost entries are read again. A directory keeps the mtime its layers gave it. Returns how
+    many entries were removed (counting a directory once). ``remove_trees`` never crosses into another filesystem.
+    """
+    prefix = str(root).rstrip("/") + "/"
     victims: list[str] = []
-    touched: list[tuple[str, int]] = []  # directories that lose entries, with the mtime to give back
-
-    def sweep(directory: Path, inner: str) -> None:
-        before = len(victims)
-        for entry, path, _, is_dir in _entries(directory, inner, ignored, device):
-            if entry.path in present or (is_dir and _holds(path, ignored)):
-                if is_dir:
-                    sweep(Path(entry.path), path)
-                continue
-            victims.append(entry.path)
-        if len(victims) > before:
-            touched.append((str(directory), os.lstat(directory).st_mtime_ns))
-
-    sweep(root, "/")
-    for path, exc in remove_trees(victims):
+    gone: set[str] = set()
+    for key in sorted(scan):  # a directory before what it holds
+        parent = key.rpartition("/")[0]
+        if parent in gone:
+            gone.add(key)
+            continue
+        path = prefix + key
+        if path in present or (scan[key].is_dir and _holds("/" + key, ignored)):
+            continue
+        gone.add(key)
+        victims.append(key)
+    if not victims:
+        return 0
+    touched = {key.rpartition("/")[0] for key in victims}  # directories that lose entries ("" is the root)
+    root_mtime = os.lstat(root).st_mtime_ns
+    failed: set[str] = set()
+    for path, exc in remove_trees([prefix + key for key in victims]):
         log.warning("inplace: cannot remove %s: %s", path, exc.strerror or exc)
-    for directory, mtime in touched:
-        os.utime(directory, ns=(mtime, mtime), follow_symlinks=False)
+        failed.add(path)
+    for key in gone:  # what could not be removed stays in the scan
+        if not failed or not os.path.lexists(prefix + key):
+            del scan[key]
+    for key in touched:
+        path = prefix + key if key else str(root)
+        mtime = scan[key].mtime_ns if key else root_mtime
+        os.utime(path, ns=(mtime, mtime), follow_symlinks=False)
+        if key:
+            scan[key] = FileState.from_stat(os.lstat(path))
     return len(victims)
 
 
@@ -327,8 +354,8 @@ class InplaceRoot:
                  len(self.interpreter.entries), self.interpreter.size / 1e6)
         return True
 
-    def sweep(self, present: set[str]) -> int:
-        return sweep_root(self.ignored, present)
+    def sweep(self, present: set[str], scan: dict[str, FileState]) -> int:
+        return sweep_root(self.ignored, present, scan)
 
     def keep_originals(self, paths: Iterable[str]) -> None:
         """The runtime image's own files a stage found already in place: ``restore`` leaves those still unchanged
