@@ -170,7 +170,7 @@ CASES: list[Any] = [
         RUN --mount=type=cache,id=mycache,target=$META_PATH [ -f /tmp/meta/foo ]
         """,
     ),
-    xfail(Case(
+    Case(
         "testMountFromError",
         """
         FROM busybox as test
@@ -181,8 +181,7 @@ CASES: list[Any] = [
         RUN --mount=from=$ttt,type=cache,target=/tmp ls
         """,
         fails_with="'from' doesn't support variable expansion, define alias stage instead",
-    ), "README Known differences: --mount values are expanded as a whole, not field by field (lamina expands"
-       " from=$ttt, then fails with 'stage test is not built before this one')"),
+    ),
     Case(
         "testCacheMountParallel",
         """

@@ -6,10 +6,13 @@ BuildKit's defaults applied; anything BuildKit refuses raises ``ValueError`` wit
 Dockerfile line). Pure: no filesystem access.
 
 Defaults, as BuildKit has them: the type is ``bind``; bind and secret mounts are read-only and cache and tmpfs
-mounts writable unless ``ro``/``rw`` say otherwise; a relative target is relative to the working directory; a cache
-id defaults to the target as written, its directory to mode 0755 owned by 0:0, its sharing to ``shared``; a secret
-id defaults to ``source`` or else the target's basename, its target to ``/run/secrets/<id>`` unless only ``env`` is
-given, its file to mode 0400 owned by 0:0; a secret is optional unless ``required``.
+mounts writable unless ``ro``/``rw`` say otherwise; a relative target is relative to the working directory, and a
+missing one is the working directory itself (except for a secret); a cache id defaults to the target as written,
+cleaned (``/root/.cache/`` is ``/root/.cache``), its directory to mode 0755 owned by 0:0, its sharing to
+``shared``; a secret id defaults to ``source`` or else the target's basename, its target to
+``/run/secrets/<basename of id>`` unless only ``env`` is given, its file to mode 0400 owned by 0:0; a secret is
+optional unless ``required``. ``id`` and ``env`` are accepted, and ignored, on types that do not use them.
+BuildKit's integration tests for all this are mirrored, with their sources, in tests/unit/test_buildkit_mounts.py.
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ KNOWN_KEYS = ("type", "from", "source", "src", "target", "dst", "destination", "
               "id", "sharing", "required", "size", "mode", "uid", "gid", "env")
 SECRETS_DIR = "/run/secrets"
 MAX_ID = 2**32 - 1
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?$", re.IGNORECASE)
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_GO_FLOAT = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")  # strconv.ParseFloat's decimal form
+_UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+_TRUE = ("1", "t", "T", "TRUE", "true", "True")
+_FALSE = ("0", "f", "F", "FALSE", "false", "False")
 
 
 @dataclass(frozen=True)
@@ -72,18 +76,32 @@ Mount = BindMount | CacheMount | TmpfsMount | SecretMount
 
 
 def parse_size(text: str) -> int:
-    """A tmpfs size as Docker's ``units.RAMInBytes`` reads it: ``65536``, ``64m``, ``1.5g``, ``64MiB``, ``512kb``."""
-    match = _SIZE.match(text.strip())
-    if not match:
+    """A tmpfs size as Docker's ``units.RAMInBytes`` reads it: ``65536``, ``64m``, ``1.5g``, ``64MiB``, ``512kb``,
+    ``64 m``, ``1e3``. The number ends at the last digit, dot or space (one space may separate it from the suffix);
+    the suffix is ``b`` alone, or ``k``, ``m``, ``g``, ``t`` or ``p`` (powers of 1024) with ``b`` or ``ib`` after
+    it, in any case. Nothing is trimmed: ``" 64m"`` is refused."""
+    sep = max(text.rfind(c) for c in "0123456789. ")
+    if sep < 0:
         raise ValueError(f"invalid value for size: {text}")
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    number, suffix = (text[:sep], text[sep + 1:]) if text[sep] == " " else (text[:sep + 1], text[sep + 1:])
+    if not _GO_FLOAT.match(number):
+        raise ValueError(f"invalid value for size: {text}")
+    size = float(number)
+    lowered = suffix.lower()
+    if lowered and lowered != "b":
+        if len(lowered) > 3 or lowered[0] not in _UNITS or lowered[1:] not in ("", "b", "ib"):
+            raise ValueError(f"invalid value for size: {text}")
+        size *= _UNITS[lowered[0]]
+    if not 0 <= size < 2**63:  # negative, or beyond an int64 (Go: a range error or a wrapped number)
+        raise ValueError(f"invalid value for size: {text}")
+    return int(size)
 
 
 def _bool(key: str, value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "t", "true"):
+    """Go's ``strconv.ParseBool``: exactly these spellings, nothing trimmed."""
+    if value in _TRUE:
         return True
-    if lowered in ("0", "f", "false"):
+    if value in _FALSE:
         return False
     raise ValueError(f"invalid value for {key}: {value}")
 
@@ -105,114 +123,139 @@ def _fields(value: str) -> list[str]:
     return rows[0] if rows else []
 
 
+def _clean(path: str) -> str:
+    """Go's ``path.Clean``: ``""`` is ``"."`` and a path never starts with two slashes."""
+    cleaned = posixpath.normpath(path)
+    return "/" + cleaned.lstrip("/") if cleaned.startswith("//") else cleaned
+
+
+def _base(path: str) -> str:
+    """Go's ``path.Base``: the last element, trailing slashes ignored; ``""`` is ``"."`` and ``"///"`` is ``"/"``."""
+    if not path:
+        return "."
+    stripped = path.rstrip("/")
+    return stripped.rsplit("/", 1)[-1] if stripped else "/"
+
+
 def _target(raw: str, workdir: str) -> str:
-    target = posixpath.normpath(posixpath.join("/", workdir, raw))
-    if target.startswith("//"):
-        target = "/" + target.lstrip("/")
+    target = _clean(posixpath.join("/", workdir, raw))
     if target == "/":
-        raise ValueError(f"invalid mount target {raw!r}")
+        where = repr(raw) if raw else "'/' (no target given: the working directory, which is /)"
+        raise ValueError(f"invalid mount target {where}")
     return target
 
 
-def parse_mount(value: str, workdir: str = "/") -> Mount:
-    """Parse one expanded ``--mount`` value; ``workdir`` anchors a relative target."""
-    pairs: list[tuple[str, str | None, str]] = []  # key, value (None: a bare flag), the field as written
-    for field in _fields(value):
+def check_unexpanded(value: str) -> None:
+    """What BuildKit refuses in a ``--mount`` value before any expansion: a ``from=`` naming a variable (a ``$``
+    anywhere but last). A value that is not valid CSV passes here; ``parse_mount`` reports it."""
+    try:
+        fields = _fields(value)
+    except ValueError:
+        return
+    for field in fields:
         key, eq, val = field.partition("=")
-        pairs.append((key.strip().lower(), val if eq else None, field))
+        if eq and key.lower() == "from" and "$" in val[:-1]:
+            raise ValueError("'from' doesn't support variable expansion, define alias stage instead")
+
+
+def parse_mount(value: str, workdir: str = "/") -> Mount:
+    """Parse one expanded ``--mount`` value; ``workdir`` anchors a relative (or missing) target.
+
+    Fields are read in order, as BuildKit reads them: ``required`` and ``size`` are checked against the type given
+    *before* them (``size=1m,type=tmpfs`` is refused), and a later field overrides an earlier one. Keys, ``type``
+    and ``sharing`` are case-insensitive; nothing is trimmed."""
     kind = "bind"
-    for key, given, _ in pairs:
-        if key == "type" and given is not None:
-            kind = given.strip().lower()
-            if kind not in MOUNT_TYPES:
-                raise ValueError(f"unsupported mount type {given!r} (expected one of {', '.join(MOUNT_TYPES)})")
-    if kind == "ssh":
-        raise ValueError("type=ssh mounts are not supported (lamina has no SSH agent forwarding); "
-                         "use a type=secret mount for a key instead")
     got: dict[str, str] = {}
     readonly: bool | None = None
     required = False
-    for key, maybe, field in pairs:
-        if maybe is None:
+    size: int | None = None
+    numbers: dict[str, int] = {}
+    for field in _fields(value):
+        key, eq, val = field.partition("=")
+        key = key.lower()
+        if not eq:
             if key in ("readonly", "ro"):
                 readonly = True
             elif key in ("readwrite", "rw"):
                 readonly = False
             elif key == "required":
-                if kind != "secret":
+                if kind not in ("secret", "ssh"):
                     raise ValueError(f"unexpected key 'required' for mount type '{kind}'")
                 required = True
             else:
                 raise ValueError(f"invalid field '{field}' must be a key=value pair")
             continue
-        val = maybe
         if key not in KNOWN_KEYS:
             raise ValueError(f"unexpected key '{key}' in '{field}' (expected one of {', '.join(KNOWN_KEYS)})")
-        if key in ("readonly", "ro"):
+        if key == "type":
+            kind = val.lower()
+            if kind not in MOUNT_TYPES:
+                raise ValueError(f"unsupported mount type {val!r} (expected one of {', '.join(MOUNT_TYPES)})")
+        elif key in ("readonly", "ro"):
             readonly = _bool(key, val)
         elif key in ("readwrite", "rw"):
             readonly = not _bool(key, val)
         elif key == "required":
-            if kind != "secret":
+            if kind not in ("secret", "ssh"):
                 raise ValueError(f"unexpected key 'required' for mount type '{kind}'")
             required = _bool(key, val)
-        elif key != "type":
-            canonical = {"src": "source", "dst": "target", "destination": "target"}.get(key, key)
-            got[canonical] = val
+        elif key == "size":
+            if kind != "tmpfs":
+                raise ValueError(f"unexpected key 'size' for mount type '{kind}'")
+            size = parse_size(val)
+        elif key == "sharing":
+            if val.lower() not in SHARING_MODES:
+                raise ValueError(f"unsupported sharing value {val!r} (expected one of {', '.join(SHARING_MODES)})")
+            got["sharing"] = val.lower()
+        elif key in ("mode", "uid", "gid"):
+            numbers[key] = _uint(key, val, 8 if key == "mode" else 10)
+        else:
+            got[{"src": "source", "dst": "target", "destination": "target"}.get(key, key)] = val
+    if kind == "ssh":
+        raise ValueError("type=ssh mounts are not supported (lamina has no SSH agent forwarding); "
+                         "use a type=secret mount for a key instead")
     if kind not in ("secret", "cache"):
         for key in ("mode", "uid", "gid"):
-            if key in got:
+            if key in numbers:
                 raise ValueError(f"{key} not allowed for {kind!r} type mounts")
-    if "size" in got and kind != "tmpfs":
-        raise ValueError(f"unexpected key 'size' for mount type '{kind}'")
-    if "sharing" in got and kind != "cache":
-        raise ValueError(f"invalid cache sharing set for {kind} mount")
-    if "env" in got and kind != "secret":
-        raise ValueError(f"unexpected key 'env' for mount type '{kind}'")
-    mode = _uint("mode", got["mode"], 8) if "mode" in got else None
-    uid = _uint("uid", got["uid"], 10) if "uid" in got else None
-    gid = _uint("gid", got["gid"], 10) if "gid" in got else None
     raw_target = got.get("target", "")
     source = got.get("source", "")
     from_stage = got.get("from") or None
+    mode, uid, gid = numbers.get("mode"), numbers.get("uid", 0), numbers.get("gid", 0)
 
     if kind == "secret":
         if from_stage is not None:
             raise ValueError("secret mount should not have a from")
+        if "sharing" in got:
+            raise ValueError("secret mount should not define sharing")
         if not source and not raw_target and not got.get("id"):
             raise ValueError("invalid secret mount: one of id, source or target is required")
         if source and got.get("id"):
             raise ValueError("both source and id can't be set on a secret mount")
-        secret_id = got.get("id") or source or posixpath.basename(raw_target.rstrip("/"))
-        if not secret_id:
-            raise ValueError(f"invalid secret mount: no id can be derived from target {raw_target!r}")
+        secret_id = source or got.get("id") or _base(raw_target)
         env = got.get("env")
-        if env is not None and not _ENV_NAME.match(env):
+        if env is not None and (not env or "=" in env or "\0" in env):
             raise ValueError(f"invalid environment variable name for a secret: {env!r}")
         target: str | None
         if raw_target:
             target = _target(raw_target, "/")
         elif env is None:
-            target = posixpath.join(SECRETS_DIR, posixpath.basename(secret_id))
+            target = _target(posixpath.join(SECRETS_DIR, _base(secret_id)), "/")
         else:
             target = None
-        return SecretMount(secret_id, target, env, required, 0o400 if mode is None else mode, uid or 0, gid or 0)
+        return SecretMount(secret_id, target, env, required, 0o400 if mode is None else mode, uid, gid)
 
-    if not raw_target:
-        raise ValueError(f"a type={kind} mount needs a target (target=/path)")
-    target = _target(raw_target, workdir)
+    if "sharing" in got and kind != "cache":
+        raise ValueError(f"invalid cache sharing set for {kind} mount")
+    target = _target(raw_target, workdir)  # none given: the working directory itself, as BuildKit joins it
     if kind == "tmpfs":
-        return TmpfsMount(target, parse_size(got["size"]) if "size" in got else None)
-    clean_source = posixpath.normpath(posixpath.join("/", source)) if source else "/"
-    if clean_source.startswith("//"):
-        clean_source = "/" + clean_source.lstrip("/")
+        return TmpfsMount(target, size or None)
+    clean_source = _clean(posixpath.join("/", source))
     if kind == "bind":
         return BindMount(target, clean_source, from_stage, True if readonly is None else readonly)
-    sharing = got.get("sharing", "shared").strip().lower()
-    if sharing not in SHARING_MODES:
-        raise ValueError(f"unsupported sharing value {got['sharing']!r} (expected one of {', '.join(SHARING_MODES)})")
-    return CacheMount(target, got.get("id") or raw_target, sharing, False if readonly is None else readonly,
-                      from_stage, clean_source, 0o755 if mode is None else mode, uid or 0, gid or 0)
+    return CacheMount(target, got.get("id") or _clean(raw_target), got.get("sharing", "shared"),
+                      False if readonly is None else readonly, from_stage, clean_source,
+                      0o755 if mode is None else mode, uid, gid)
 
 
 def mount_from(value: str) -> str | None:

@@ -15,8 +15,9 @@ included). Nothing it makes is inside the stage's rootfs, so none of it can reac
 * ``tmpfs``: a fresh tmpfs.
 * ``secret``: the value (from ``--secret id=...,src=FILE`` or ``env=VAR``, read only now) is written to a file in
   the scratch directory with the mount's mode and owner and bound read-only at the target; ``env=NAME`` also hands
-  the sandbox a file from which it sets ``NAME`` just before exec. A missing secret is skipped, or an error naming
-  its id when ``required``. Values never reach the spec JSON, the history, the logs or the image.
+  the sandbox a file from which it sets ``NAME`` just before exec. A missing secret is an error naming its id when
+  ``required``; otherwise its file is skipped and its variable set to the empty string (as BuildKit's exec op
+  does). Values never reach the spec JSON, the history, the logs or the image.
 """
 
 from __future__ import annotations
@@ -37,7 +38,15 @@ from lamina.build.context import BuildContext
 from lamina.build.handlers.metadata import expand
 from lamina.build.state import StageState
 from lamina.dockerfile.instructions import Run
-from lamina.dockerfile.mounts import BindMount, CacheMount, Mount, SecretMount, TmpfsMount, parse_mount
+from lamina.dockerfile.mounts import (
+    BindMount,
+    CacheMount,
+    Mount,
+    SecretMount,
+    TmpfsMount,
+    check_unexpanded,
+    parse_mount,
+)
 from lamina.errors import DockerfileError, RootfsError
 from lamina.rootfs.clone import clone_tree
 from lamina.rootfs.paths import resolve_in_root
@@ -65,8 +74,9 @@ def parse_run_mounts(state: StageState, inst: Run, escape: str) -> tuple[Mount, 
     """Each ``--mount`` value expanded with the stage's ARG/ENV and parsed; a bad one is a DockerfileError."""
     out: list[Mount] = []
     for raw in inst.mounts:
-        value = expand(inst, raw, state.expansion_env(), escape)
         try:
+            check_unexpanded(raw)
+            value = expand(inst, raw, state.expansion_env(), escape)
             out.append(parse_mount(value, state.workdir))
         except ValueError as exc:
             raise inst.error(f"--mount={raw}: {exc}", column=inst.column_of(raw)) from None
@@ -244,20 +254,18 @@ class _Preparer:
 
     def secret(self, mount: SecretMount) -> tuple[MountSpec | None, tuple[str, Path] | None]:
         value = read_secret(self.inst, self.secrets, mount.id, self.environ)
-        if value is None:
-            if mount.required:
-                raise self.inst.error(f"secret {mount.id} is required but was not given: pass "
-                                      f"--secret id={mount.id},src=PATH (or id={mount.id},env=VARIABLE)")
-            return None, None
+        if value is None and mount.required:
+            raise self.inst.error(f"secret {mount.id} is required but was not given: pass "
+                                  f"--secret id={mount.id},src=PATH (or id={mount.id},env=VARIABLE)")
         spec = None
-        if mount.target is not None:
+        if mount.target is not None and value is not None:
             path = self.write_private(self.fresh("secret"), value)
             os.chown(path, mount.uid, mount.gid)
             path.chmod(mount.mode)
             spec = MountSpec(mount.target, "bind", path, True, False, private=True)
         env = None
-        if mount.env is not None:
-            env = (mount.env, self.write_private(self.fresh("secret-env"), value))
+        if mount.env is not None:  # a missing optional secret still sets its variable, empty, as BuildKit does
+            env = (mount.env, self.write_private(self.fresh("secret-env"), value or b""))
         return spec, env
 
     @staticmethod
