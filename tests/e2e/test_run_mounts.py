@@ -175,6 +175,8 @@ def mounts(lamina: Lamina, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pa
         RUN --mount=type=bind,from=builder,source=/out,target=/mnt/out cat /mnt/out/artifact > /artifact
         RUN --mount=type=tmpfs,target=/scratch,size=1m grep ' /scratch tmpfs ' /proc/mounts > /tmpfs-line \\
             && echo data > /scratch/f && test -f /scratch/f
+        RUN --mount=type=tmpfs,target=/frozen,ro if touch /frozen/f 2>/dev/null; then exit 1; fi \\
+            && grep ' /frozen tmpfs ro,' /proc/mounts > /tmpfs-ro-line
         RUN --network=none tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' > /ifaces \\
             && cat /sys/class/net/lo/flags > /lo-flags
         RUN mkdir /opt-real && ln -s /opt-real /linked
@@ -214,12 +216,13 @@ def test_bind_from_a_stage(mounts: tuple[Path, Unpacked]) -> None:
 def test_tmpfs_mount(mounts: tuple[Path, Unpacked]) -> None:
     _, image = mounts
     assert "size=1024k" in image.read("tmpfs-line")
+    assert image.read("tmpfs-ro-line").startswith("tmpfs /frozen tmpfs ro,")  # type=tmpfs,ro: read-only
 
 
 def test_mount_targets_are_not_in_the_image(mounts: tuple[Path, Unpacked]) -> None:
     _, image = mounts
     names = all_layer_names(image)
-    for target in ("ctx", "data", "one.txt", "mnt/out", "scratch"):
+    for target in ("ctx", "data", "one.txt", "mnt/out", "scratch", "frozen"):
         assert not [n for n in names if n == target or n.startswith(target + "/")], (target, sorted(names))
         assert not image.exists(target), target
 

@@ -59,7 +59,13 @@ from lamina.build.handlers.copy import (
 from lamina.build.handlers.heredoc import prepare_copy_heredocs
 from lamina.build.handlers.run import created_by as run_created_by
 from lamina.build.handlers.run import execute_run
-from lamina.build.handlers.run_mounts import mount_cache_location, parse_run_mounts, prepare_mounts, run_network
+from lamina.build.handlers.run_mounts import (
+    mount_cache_location,
+    parse_run_mount,
+    parse_run_mounts,
+    prepare_mounts,
+    run_network,
+)
 from lamina.build.outputs import Attached, parse_destination, push_attested, push_image, write_outputs
 from lamina.build.sparse import USER_DB, on_skeleton, rootfs_needed_after
 from lamina.build.stage import (
@@ -93,7 +99,7 @@ from lamina.dockerfile.instructions import (
     instruction_from_node,
     load_dockerfile,
 )
-from lamina.dockerfile.mounts import BindMount, CacheMount, SecretMount, parse_mount
+from lamina.dockerfile.mounts import BindMount, CacheMount, SecretMount
 from lamina.dockerfile.parse import parse_dockerfile
 from lamina.dockerfile.stages import (
     automatic_args,
@@ -517,8 +523,8 @@ class _Build:
             self.facts.network = self.facts.network or inst.network != "none"
             for raw in inst.mounts:
                 try:
-                    mount = parse_mount(metadata.expand(inst, raw, state.expansion_env(), self.escape), state.workdir)
-                except (ValueError, LaminaError):
+                    mount = parse_run_mount(state, inst, raw, self.escape)
+                except LaminaError:
                     continue  # the step reported it when it ran
                 if isinstance(mount, SecretMount):
                     self.facts.secret_ids.append(mount.id)
@@ -669,8 +675,8 @@ class _Build:
         that source's key; "" for mounts whose content never enters a key (cache, tmpfs, secret, ssh). None when
         the source's key is not known yet. A mount that does not parse gives "" here: running the step reports it."""
         try:
-            mount = parse_mount(metadata.expand(inst, raw, state.expansion_env(), self.escape), state.workdir)
-        except (ValueError, LaminaError):
+            mount = parse_run_mount(state, inst, raw, self.escape)
+        except LaminaError:
             return ""
         if isinstance(mount, BindMount) and mount.from_stage is None:
             return hash_source_paths(ContextSource(self.context), [mount.source])

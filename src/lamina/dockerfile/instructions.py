@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lamina.dockerfile.lex import ExpansionError, expand_word
+from lamina.dockerfile.mounts import check_unexpanded
 from lamina.dockerfile.parse import Heredoc, Node, ParsedDockerfile, parse_dockerfile
 from lamina.errors import DockerfileError
 
@@ -318,6 +319,11 @@ def instruction_from_node(node: Node, file: str) -> Instruction:
         need(network in (None, "default", "none", "host"), f"--network={network}: expected default, none or host")
         security = flags.get("security")
         need(security in (None, "sandbox", "insecure"), f"--security={security}: expected sandbox or insecure")
+        for mount in flags.get("mount", []):
+            try:
+                check_unexpanded(mount)  # as BuildKit, when the Dockerfile is read: in every stage, built or not
+            except ValueError as exc:
+                need(False, f"--mount={mount}: {exc}")
         return Run(**base, args=tuple(args), json_form=node.json_form, mounts=tuple(flags.get("mount", [])),
                    network=network, security=security, heredocs=tuple(node.heredocs))
     if kw in ("copy", "add"):

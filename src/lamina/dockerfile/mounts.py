@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import posixpath
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 MOUNT_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
@@ -59,6 +60,7 @@ class CacheMount:
 class TmpfsMount:
     target: str
     size: int | None = None  # bytes; None: the kernel's default
+    readonly: bool = False  # ``ro``: mounted read-only, as BuildKit mounts it
 
 
 @dataclass(frozen=True)
@@ -146,8 +148,9 @@ def _target(raw: str, workdir: str) -> str:
 
 
 def check_unexpanded(value: str) -> None:
-    """What BuildKit refuses in a ``--mount`` value before any expansion: a ``from=`` naming a variable (a ``$``
-    anywhere but last). A value that is not valid CSV passes here; ``parse_mount`` reports it."""
+    """What BuildKit refuses in a ``--mount`` value when it reads the Dockerfile, before any expansion: a ``from=``
+    naming a variable (a ``$`` anywhere but last). A value that is not valid CSV passes here; ``parse_mount``
+    reports it when the RUN runs."""
     try:
         fields = _fields(value)
     except ValueError:
@@ -158,9 +161,11 @@ def check_unexpanded(value: str) -> None:
             raise ValueError("'from' doesn't support variable expansion, define alias stage instead")
 
 
-def parse_mount(value: str, workdir: str = "/") -> Mount:
-    """Parse one expanded ``--mount`` value; ``workdir`` anchors a relative (or missing) target.
+def parse_mount(value: str, workdir: str = "/", expand: Callable[[str], str] | None = None) -> Mount:
+    """Parse one ``--mount`` value; ``workdir`` anchors a relative (or missing) target.
 
+    The value is split into fields first, then ``expand`` (the stage's ARG and ENV) is applied to each field's value,
+    as BuildKit does: never to a key or a bare flag, and a comma or ``=`` in a variable stays in its value.
     Fields are read in order, as BuildKit reads them: ``required`` and ``size`` are checked against the type given
     *before* them (``size=1m,type=tmpfs`` is refused), and a later field overrides an earlier one. Keys, ``type``
     and ``sharing`` are case-insensitive; nothing is trimmed."""
@@ -173,6 +178,8 @@ def parse_mount(value: str, workdir: str = "/") -> Mount:
     for field in _fields(value):
         key, eq, val = field.partition("=")
         key = key.lower()
+        if eq and expand is not None:
+            val = expand(val)
         if not eq:
             if key in ("readonly", "ro"):
                 readonly = True
@@ -249,7 +256,7 @@ def parse_mount(value: str, workdir: str = "/") -> Mount:
         raise ValueError(f"invalid cache sharing set for {kind} mount")
     target = _target(raw_target, workdir)  # none given: the working directory itself, as BuildKit joins it
     if kind == "tmpfs":
-        return TmpfsMount(target, size or None)
+        return TmpfsMount(target, size or None, bool(readonly))
     clean_source = _clean(posixpath.join("/", source))
     if kind == "bind":
         return BindMount(target, clean_source, from_stage, True if readonly is None else readonly)

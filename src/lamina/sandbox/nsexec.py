@@ -140,7 +140,8 @@ def _extra_mounts(libc: Libc, spec: dict[str, object], rootfs: Path) -> None:
         if mount["kind"] == "tmpfs":
             size = mount.get("size")
             data = "mode=1777" + (f",size={int(str(size))}" if size is not None else "")
-            libc.mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, data)
+            readonly = MS_RDONLY if mount.get("readonly") else 0
+            libc.mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV | readonly, data)
         else:
             libc.mount(str(mount["source"]), target, None, MS_BIND | MS_REC)
             if mount.get("readonly"):

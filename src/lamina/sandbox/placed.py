@@ -9,7 +9,8 @@ after this context ends) sees only what the command itself did, and the layer is
   a copy made for this RUN; it is removed afterwards, so writes are discarded. Read-only cannot be enforced
   without a mount (root writes anyway): writes to a read-only bind are discarded too;
 * a secret is its file, put in place (mode and owner set) and removed afterwards;
-* a tmpfs is an empty directory (mode 1777), removed afterwards with what the command wrote into it.
+* a tmpfs is an empty directory (mode 1777), removed afterwards with what the command wrote into it (so a read-only
+  one can be written, and the writes are thrown away, as for a read-only bind).
 
 What the target held before is moved aside (into ``stash``, else next to it under a hidden name) and put back.
 Directories created to reach a target (mount stubs) are removed afterwards when empty, as BuildKit does, and the

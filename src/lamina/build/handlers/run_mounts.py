@@ -12,7 +12,7 @@ included). Nothing it makes is inside the stage's rootfs, so none of it can reac
 * ``cache``: a directory under ``cache_dir`` (one per id, its name sanitised) kept across builds; created with the
   mount's mode/uid/gid (seeded from ``from=`` when given); ``sharing=locked`` holds an exclusive ``flock`` for the
   whole RUN, ``sharing=private`` takes another directory when the first is in use.
-* ``tmpfs``: a fresh tmpfs.
+* ``tmpfs``: a fresh tmpfs, read-only with ``ro``.
 * ``secret``: the value (from ``--secret id=...,src=FILE`` or ``env=VAR``, read only now) is written to a file in
   the scratch directory with the mount's mode and owner and bound read-only at the target; ``env=NAME`` also hands
   the sandbox a file from which it sets ``NAME`` just before exec. A missing secret is an error naming its id when
@@ -44,7 +44,6 @@ from lamina.dockerfile.mounts import (
     Mount,
     SecretMount,
     TmpfsMount,
-    check_unexpanded,
     parse_mount,
 )
 from lamina.errors import DockerfileError, RootfsError
@@ -70,17 +69,18 @@ def run_network(inst: Run) -> str:
     return "none" if inst.network == "none" else "default"
 
 
+def parse_run_mount(state: StageState, inst: Run, raw: str, escape: str) -> Mount:
+    """One ``--mount`` value parsed, each field's value expanded with the stage's ARG/ENV; a bad one is a
+    DockerfileError naming the line."""
+    env = state.expansion_env()
+    try:
+        return parse_mount(raw, state.workdir, lambda value: expand(inst, value, env, escape))
+    except ValueError as exc:
+        raise inst.error(f"--mount={raw}: {exc}", column=inst.column_of(raw)) from None
+
+
 def parse_run_mounts(state: StageState, inst: Run, escape: str) -> tuple[Mount, ...]:
-    """Each ``--mount`` value expanded with the stage's ARG/ENV and parsed; a bad one is a DockerfileError."""
-    out: list[Mount] = []
-    for raw in inst.mounts:
-        try:
-            check_unexpanded(raw)
-            value = expand(inst, raw, state.expansion_env(), escape)
-            out.append(parse_mount(value, state.workdir))
-        except ValueError as exc:
-            raise inst.error(f"--mount={raw}: {exc}", column=inst.column_of(raw)) from None
-    return tuple(out)
+    return tuple(parse_run_mount(state, inst, raw, escape) for raw in inst.mounts)
 
 
 def mount_cache_location(configured: Path, *, is_default: bool, places_mounts: bool, workspace: Path,
@@ -304,7 +304,7 @@ def prepare_mounts(inst: Run, mounts: Sequence[Mount], *, context: BuildContext,
             elif isinstance(mount, CacheMount):
                 specs.append(prep.cache(mount))
             elif isinstance(mount, TmpfsMount):
-                specs.append(MountSpec(mount.target, "tmpfs", size=mount.size))
+                specs.append(MountSpec(mount.target, "tmpfs", readonly=mount.readonly, size=mount.size))
             else:
                 spec, env = prep.secret(mount)
                 if spec is not None:
