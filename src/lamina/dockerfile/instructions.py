@@ -366,6 +366,8 @@ def instruction_from_node(node: Node, file: str) -> Instruction:
         need(sub.keyword not in ONBUILD_FORBIDDEN, f"{sub.keyword.upper()} isn't allowed as an ONBUILD trigger")
         instruction_from_node(sub, file)  # validate the trigger now
         trigger = re.split(r"\s+", node.original.strip(), maxsplit=1)[1]
+        # a heredoc's body and terminator follow the trigger's line, as BuildKit keeps them in the image's OnBuild
+        trigger += "".join(f"\n{heredoc.content}{heredoc.name}" for heredoc in node.heredocs)
         return Onbuild(**base, trigger=trigger, trigger_keyword=sub.keyword.upper())
     if kw == "shell":
         need(node.json_form, "SHELL requires the arguments to be in JSON form, e.g. SHELL [\"/bin/bash\", \"-c\"]")

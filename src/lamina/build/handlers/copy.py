@@ -324,8 +324,11 @@ class Writer:
         if str(host) in self.pending:
             self.flush()
         if not host.is_dir():
-            if path not in ("/", ""):
-                self._parent(path)
+            # the parents of where ``path`` leads: a link to a directory yet to be made (/symlink ->
+            # ../tmp/symlink-target) is followed and its target made, as BuildKit does (testSymlinkDestination)
+            inner = "/" + host.relative_to(self.rootfs).as_posix()
+            if inner != "/":
+                self._parent(inner)
             try:
                 if os.path.lexists(host):
                     os.unlink(host)
