@@ -27,9 +27,11 @@ FROM ${BASE}
 LABEL org.opencontainers.image.title="lamina" \
       org.opencontainers.image.description="Daemonless Dockerfile image builder for CI (a Kaniko successor)" \
       org.opencontainers.image.licenses="Apache-2.0"
-# git, for ADD from a git repository (the inplace sandbox clones before it clears /, while git is still there)
-RUN command -v git >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends git \
-      ca-certificates >/dev/null && rm -rf /var/lib/apt/lists/*; }
+# git, for ADD from a git repository (the inplace sandbox clones before it clears /, while git is still there), and
+# OpenSSH's ssh-agent and ssh-add, which serve the key files of --ssh ID=KEY (started before / is cleared too)
+RUN { command -v git && command -v ssh-agent; } >/dev/null || { apt-get update -qq \
+      && apt-get install -y -qq --no-install-recommends git openssh-client ca-certificates >/dev/null \
+      && rm -rf /var/lib/apt/lists/*; }
 # Kaniko's :debug image keeps a static busybox in /busybox: CI jobs written for it run `/busybox/sh` and its tools, and
 # the inplace sandbox leaves /busybox alone, so the job's shell still works after a build has replaced /
 RUN if command -v busybox >/dev/null; then cp "$(command -v busybox)" /tmp/busybox; \

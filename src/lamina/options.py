@@ -36,6 +36,8 @@ class BuildOptions:
     # --secret: (id, "file" or "env", the file's path or the variable's name); values are read only by the RUN
     # that mounts them, files from disk and variables from ``secret_environ`` (None: os.environ)
     secrets: tuple[tuple[str, str, str], ...] = ()
+    # --ssh: (id, agent socket or private key files); no paths: the agent of $SSH_AUTH_SOCK (in secret_environ)
+    ssh: tuple[tuple[str, tuple[str, ...]], ...] = ()
     secret_environ: Mapping[str, str] | None = field(default=None, repr=False, compare=False)
     mount_cache_dir: Path | None = None  # RUN --mount=type=cache directories; None: default_mount_cache_dir()
     mount_cache_default: bool = False  # mount_cache_dir is the default, not --mount-cache-dir (see run_mounts.py)
@@ -123,6 +125,32 @@ def default_mount_cache_dir(environ: Mapping[str, str]) -> Path:
         return Path(xdg) / "lamina" / "mounts"
     home = environ.get("HOME") or os.path.expanduser("~")
     return Path(home) / ".cache" / "lamina" / "mounts"
+
+
+def parse_ssh(items: Sequence[str]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``--ssh`` values, as ``docker buildx build --ssh`` takes them: ``ID`` alone (the agent of $SSH_AUTH_SOCK),
+    ``ID=SOCKET`` (an agent's socket) or ``ID=KEY[,KEY...]`` (private key files, served by an agent lamina starts).
+    Items may also arrive split at commas (``LAMINA_SSH=default,deploy=/k1,/k2``): one without ``=`` that holds a
+    ``/`` is one more path of the item before. The last item for an id wins."""
+    out: dict[str, tuple[str, ...]] = {}
+    last: str | None = None
+    for item in items:
+        for part in item.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            ssh_id, eq, path = part.partition("=")
+            if not eq and "/" in part and last is not None:
+                out[last] = (*out[last], part)
+                continue
+            ssh_id = ssh_id.strip()
+            if not ssh_id or "/" in ssh_id:
+                raise OptionsError(f"--ssh {item}: expected ID, ID=SOCKET or ID=KEY[,KEY...], got {part!r}")
+            if eq and not path.strip():
+                raise OptionsError(f"--ssh {item}: {ssh_id}= names no socket or key file")
+            out[ssh_id] = (path.strip(),) if eq else ()
+            last = ssh_id
+    return tuple(out.items())
 
 
 def parse_secrets(items: Sequence[str]) -> tuple[tuple[str, str, str], ...]:

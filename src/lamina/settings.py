@@ -23,7 +23,14 @@ from lamina.cache.prune import parse_duration_text
 from lamina.console import LEVELS
 from lamina.errors import InvalidReference, OptionsError
 from lamina.oci.reference import Reference
-from lamina.options import ROOTFS_MODES, BuildOptions, default_mount_cache_dir, parse_secrets, parse_size
+from lamina.options import (
+    ROOTFS_MODES,
+    BuildOptions,
+    default_mount_cache_dir,
+    parse_secrets,
+    parse_size,
+    parse_ssh,
+)
 from lamina.sandbox.detect import SANDBOXES
 
 LOG_FORMATS = ("text", "color", "json")
@@ -91,6 +98,8 @@ BUILD_FLAGS = (
          metavar="DIR"),
     Flag("--secret", "expose a secret to RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VARIABLE (repeatable)",
          "list", metavar="id=ID,src=PATH"),
+    Flag("--ssh", "expose an SSH agent to RUN --mount=type=ssh: default (the agent of $SSH_AUTH_SOCK), "
+         "ID=SOCKET or ID=KEY[,KEY...] (repeatable)", "list", metavar="ID[=SOCKET|KEY]"),
     Flag("--mount-cache-dir", "where RUN --mount=type=cache directories persist between builds "
          "(default: $XDG_CACHE_HOME/lamina/mounts or ~/.cache/lamina/mounts)", metavar="DIR"),
     Flag("--cache", "use the registry layer cache: reuse layers of earlier builds, store new ones", "bool"),
@@ -413,6 +422,7 @@ def options_from(values: Mapping[str, object], environ: Mapping[str, str]) -> Bu
         source_date_epoch=epoch,
         docker_config_dir=environ.get("DOCKER_CONFIG") or None,
         secrets=parse_secrets(items("secret")),
+        ssh=parse_ssh(items("ssh")),
         secret_environ=dict(environ),
         mount_cache_dir=Path(text("mount_cache_dir") or default_mount_cache_dir(environ)),
         mount_cache_default=not text("mount_cache_dir"),

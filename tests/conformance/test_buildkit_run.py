@@ -3,7 +3,8 @@ the build cache, carried over to lamina.
 
 Expectations come from moby/buildkit at commit 73ed6825c4b7569379ef89df0aedcdbe64473d31, files
 frontend/dockerfile/dockerfile_mount_test.go, dockerfile_runnetwork_test.go, dockerfile_runsecurity_test.go,
-dockerfile_secrets_test.go, dockerfile_source_date_epoch_test.go and dockerfile_cache_test.go (checked against
+dockerfile_secrets_test.go, dockerfile_ssh_test.go, dockerfile_source_date_epoch_test.go and
+dockerfile_cache_test.go (checked against
 frontend/dockerfile/dockerfile2llb/ and instructions/ where a test leaves a detail implicit). Cases are named after
 the BuildKit test function; tests/conformance/BUILDKIT-config.md lists every test function of those files and what
 became of it.
@@ -14,7 +15,8 @@ How BuildKit's setup maps onto lamina's (as in test_buildkit_config.py):
   registry as a Docker Hub mirror (``--registry-mirror``); each test has its own ``--mount-cache-dir``.
 * The local exporter becomes push, pull with skopeo, unpack with umoci; the OCI exporter ``--oci-layout-path``.
 * BuildKit's solver cache between two solves is lamina's registry cache (``--cache``); BuildKit's ``no-cache`` is
-  a build without ``--cache``. Secrets from the session are ``--secret id=X,src=FILE``.
+  a build without ``--cache``. Secrets from the session are ``--secret id=X,src=FILE``, its SSH agent
+  provider ``--ssh ID=KEY``.
 * BuildKit's ``build-arg:SOURCE_DATE_EPOCH`` is what ``docker buildx`` makes of the ``SOURCE_DATE_EPOCH``
   environment variable, lamina's own input for it; the cases give it both ways. BuildKit's
   ``buildkit/rewritten-timestamp`` layer annotation (rewrite-timestamp=true) is checked through what it stands for:
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -414,6 +417,19 @@ def test_testSecretFileParams(lamina: Lamina, tmp_path: Path) -> None:
         """, None, *secret_args(tmp_path))
     run.check()
     assert not pulled(dest, tmp_path, "s").exists("mysecret")
+
+
+def test_testSSHSocketParams(lamina: Lamina, tmp_path: Path) -> None:
+    """dockerfile_ssh_test.go: an RSA key file given for the default id is served by an agent; the socket at
+    $SSH_AUTH_SOCK has the mount's mode, uid and gid (0xc1e1: a socket, 0741)."""
+    key = tmp_path / "key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-m", "PEM", "-N", "", "-f", str(key)],
+                   check=True)
+    run, _ = build(lamina, tmp_path, "ssh-params", """
+        FROM busybox
+        RUN --mount=type=ssh,mode=741,uid=100,gid=102 [ "$(stat -c "%u %g %f" $SSH_AUTH_SOCK)" = "100 102 c1e1" ]
+        """, None, "--ssh", f"default={key}")
+    run.check()
 
 
 def test_testSecretAsEnviron(lamina: Lamina, tmp_path: Path) -> None:

@@ -10,13 +10,15 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.container.conftest import HOST_CA_BUNDLE, Container
-from tests.e2e.helpers import clean_environ, lamina_in_process, unpack, write_context
+from tests.e2e.helpers import AGENT_KEYS, clean_environ, lamina_in_process, unpack, write_context
 from tests.support.baseimages import BaseImages
 from tests.support.http_files import git, publish_bare, serve_directory
 from tests.support.registry import RunningRegistry
@@ -129,6 +131,40 @@ def test_secrets_input_reaches_run_mount_secret(container: Container, base_image
     assert not image.exists("etc/token.key") and not image.exists("run/secrets/token")
 
 
+def test_ssh_input_reaches_run_mount_ssh(container: Container, base_images: BaseImages, tmp_path: Path) -> None:
+    """The Action's ``ssh`` input is RUN --mount=type=ssh: a key file of the workspace, served by the ssh-agent
+    lamina starts in its image before / is cleared, and an agent's socket in the workspace, relayed."""
+    context = write_context(tmp_path / "ctx", f"""
+        FROM {base_images.debian}
+        RUN --mount=type=ssh,id=deploy,required perl -MIO::Socket::UNIX -e '{AGENT_KEYS}' > /deploy-keys
+        RUN --mount=type=ssh,required perl -MIO::Socket::UNIX -e '{AGENT_KEYS}' > /default-keys \\
+            && echo "$SSH_AUTH_SOCK" > /sock.txt
+    """)
+    for name in ("deploy", "one", "two"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(context / f"{name}_key")],
+                       check=True)
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(context / "agent.sock")], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(500):
+            if (context / "agent.sock").is_socket():
+                break
+            time.sleep(0.01)
+        subprocess.run(["ssh-add", "-q", str(context / "one_key"), str(context / "two_key")], check=True,
+                       env={"SSH_AUTH_SOCK": str(context / "agent.sock"), "PATH": "/usr/bin:/bin"})
+        same_image(container, context, "ssh", tmp_path,
+                   host_args=("--ssh", f"deploy={context / 'deploy_key'}", "--ssh", f"default={context / 'agent.sock'}"),
+                   inputs={"ssh": "deploy=/github/workspace/deploy_key\ndefault=/github/workspace/agent.sock"})
+    finally:
+        agent.terminate()
+        agent.wait()
+    image = unpack(f"docker://{container.registry.host}/unpriv/ssh-action:1", tmp_path / "image")
+    assert image.read("deploy-keys") == "1\n"
+    assert image.read("default-keys") == "2\n"
+    assert image.read("sock.txt") == "/run/buildkit/ssh_agent.0\n"
+    assert not image.exists("run/buildkit")
+
+
 def test_pip_with_a_cache_and_a_bound_requirements_file(container: Container, python_base: str,
                                                         tmp_path: Path) -> None:
     """Docker's recommended pip pattern: requirements.txt bound, ~/.cache/pip a cache mount; the host's CA
@@ -178,22 +214,27 @@ def test_apt_with_cache_mounts_and_a_jdk(container: Container, base_images: Base
 
 
 def test_gitlab_job_with_an_empty_entrypoint(container: Container, base_images: BaseImages, tmp_path: Path) -> None:
-    """GitLab's Docker executor: ``entrypoint: [""]``, the script through a shell, unprivileged."""
+    """GitLab's Docker executor: ``entrypoint: [""]``, the script through a shell, unprivileged; the job starts its
+    own ssh-agent (in /tmp, which the inplace sandbox clears but for the agent's socket) for RUN --mount=type=ssh."""
     project = write_context(tmp_path / "project", f"""
         FROM {base_images.debian}
         RUN --mount=type=cache,target=/var/cache/thing --mount=type=tmpfs,target=/scratch \\
             echo hi > /var/cache/thing/x && test -d /scratch && grep -c '^processor' /proc/cpuinfo > /dev/null \\
             && echo built > /out.txt
+        RUN --mount=type=ssh,required perl -MIO::Socket::UNIX -e '{AGENT_KEYS}' > /ssh-keys.txt
     """)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(project / "deploy_key")], check=True)
     dest = f"{container.registry.host}/unpriv/gitlab:1"
-    status, log = container.gitlab_job(project, "lamina build --context . --destination " + dest +
+    status, log = container.gitlab_job(project, "eval $(ssh-agent -s) >/dev/null && ssh-add -q deploy_key && "
+                                       "lamina build --context . --destination " + dest +
                                        f" --insecure-registry {container.registry.host} --provenance=false",
-                                       variables={"SOURCE_DATE_EPOCH": EPOCH})  # the image compared, alone
+                                       variables={"SOURCE_DATE_EPOCH": EPOCH, "LAMINA_SSH": "default"})
     assert status == 0, log[-6000:]
     assert "sandbox: inplace" in log
     host_dest = f"{container.registry.host}/unpriv/gitlab-host:1"
-    expected = host_build(container.registry, project, host_dest, tmp_path)
+    expected = host_build(container.registry, project, host_dest, tmp_path, "--ssh", f"default={project / 'deploy_key'}")
     assert expected in log, differences(host_dest, dest, tmp_path)
+    assert unpack(f"docker://{dest}", tmp_path / "image").read("ssh-keys.txt") == "1\n"
 
 
 @pytest.fixture

@@ -331,3 +331,11 @@ def schema_errors(document: Any, media_type: str) -> list[str]:
             if not SHA256_DIGEST.match(diff_id):
                 errors.append(f"bad diff_id {diff_id!r}")
     return errors
+
+
+# A perl program (Debian's perl-base has IO::Socket::UNIX) that asks the agent of $SSH_AUTH_SOCK how many keys it
+# holds (SSH2_AGENTC_REQUEST_IDENTITIES, answered by SSH2_AGENT_IDENTITIES_ANSWER) and prints the count: for
+# ``RUN --mount=type=ssh perl -MIO::Socket::UNIX -e '...'`` in a test Dockerfile.
+AGENT_KEYS = ('$s = IO::Socket::UNIX->new(Peer => $ENV{SSH_AUTH_SOCK}) or die "connect: $!"; '
+              'print $s pack("NC", 1, 11); read($s, $h, 5); ($l, $t) = unpack("NC", $h); '
+              'read($s, $b, $l - 1); $t == 12 or die "answer $t"; print unpack("N", $b), "\\n";')

@@ -1,18 +1,20 @@
 """``RUN --mount`` without mount(2): the chroot sandbox (and inplace, see tests/container/) *places* each mount (a
-cache directory renamed in and back, a copy of a bind's source, a secret file, an empty directory for a tmpfs) and
+cache directory renamed in and back, a copy of a bind's source, a secret file, an empty directory for a tmpfs, a
+link to the socket relaying to an SSH agent) and
 must give the very layers the namespace sandbox gives with real mounts: the same image digest with
 SOURCE_DATE_EPOCH, nothing of a mount left in a layer or on the host, the context and the caches as a mount
 leaves them."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from lamina.build.handlers.run_mounts import cache_dir_name
 from tests.e2e.conftest import Lamina
-from tests.e2e.helpers import LaminaRun, unpack, write_context
+from tests.e2e.helpers import AGENT_KEYS, LaminaRun, unpack, write_context
 
 pytestmark = pytest.mark.e2e
 
@@ -48,7 +50,15 @@ def mounts_dockerfile(busybox: str, debian: str) -> str:
             test -d /work/rel/inner && echo ok > /nested
         RUN --mount=type=cache,target=/var/lib/made/by/stub echo x > /var/lib/made/by/stub/f && echo ok > /stub
         RUN --mount=type=tmpfs,target=/opt/t mkdir -p /opt/kept && echo ok > /opt/kept/f
+        RUN --mount=type=ssh,id=deploy,required perl -MIO::Socket::UNIX -e '{AGENT_KEYS}' > /ssh-keys \\
+            && echo "$SSH_AUTH_SOCK" > /ssh-sock
+        RUN --mount=type=ssh,id=deploy,target=/etc/agent.sock,uid=1,mode=0660 \\
+            stat -c '%a %u %F' /etc/agent.sock > /ssh-meta
+        RUN --mount=type=ssh,id=absent if test -e /run/buildkit/ssh_agent.0; then exit 1; fi \\
+            && echo "$SSH_AUTH_SOCK" > /ssh-absent
     """
+
+
 
 
 FILES = {"data/hello.txt": "hello\n", "ignored.txt": "no\n", ".dockerignore": "ignored.txt\n"}
@@ -57,9 +67,12 @@ FILES = {"data/hello.txt": "hello\n", "ignored.txt": "no\n", ".dockerignore": "i
 def build_in(lamina: Lamina, tmp: Path, sandbox: str, context: Path) -> tuple[LaminaRun, str]:
     secret = tmp / f"secret-{sandbox}"
     secret.write_text(SECRET)
+    key = tmp / f"key-{sandbox}"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     dest = lamina.dest(f"placed-{sandbox}")
     run = lamina.build(context, "--destination", dest, "--sandbox", sandbox, "--rootfs-mode", "unpack",
-                       "--secret", f"id=tok,src={secret}", "--mount-cache-dir", str(tmp / f"cache-{sandbox}"),
+                       "--secret", f"id=tok,src={secret}", "--ssh", f"deploy={key}",
+                       "--mount-cache-dir", str(tmp / f"cache-{sandbox}"),
                        "--work-dir", str(tmp / f"work-{sandbox}"),
                        extra_env={"SOURCE_DATE_EPOCH": EPOCH}).check()
     return run, dest
@@ -100,6 +113,11 @@ def test_what_each_mount_showed(builds: dict[str, tuple[LaminaRun, str]], tmp_pa
     assert image.read("doc-hidden") == "0\n"
     assert image.read("nested") == "ok\n" and image.read("stub") == "ok\n"
     assert image.read("opt/kept/f") == "ok\n"
+    assert image.read("ssh-keys") == "1\n", "the agent lamina started for --ssh deploy=KEY holds the key"
+    assert image.read("ssh-sock") == "/run/buildkit/ssh_agent.0\n"
+    assert image.read("ssh-meta") == "660 1 socket\n"
+    assert image.read("ssh-absent") == "/run/buildkit/ssh_agent.0\n", "an optional agent not given is skipped"
+    assert not image.exists("run/buildkit") and not image.exists("etc/agent.sock")
     assert not image.exists("etc/app.key") and not image.exists("etc/one.txt") and not image.exists("ctx")
     assert not image.exists("var/lib/made") and not image.exists("opt/t") and not image.exists("work/rel")
     assert not image.exists("var/cache/apt/written") and image.exists("var/cache/apt")

@@ -119,14 +119,22 @@ def test_missing_required_secret_is_a_clean_error(lamina: Lamina, tmp_path: Path
     assert "Traceback" not in run.output
 
 
-def test_ssh_mount_is_refused(lamina: Lamina, tmp_path: Path) -> None:
-    context = write_context(tmp_path / "context", f"""
+def test_ssh_mount_without_an_agent(lamina: Lamina, tmp_path: Path) -> None:
+    """No --ssh: an optional SSH mount is skipped (SSH_AUTH_SOCK still names its target, as BuildKit sets it); a
+    required one is an error naming the Dockerfile line and the --ssh to pass."""
+    context = write_context(tmp_path / "optional", f"""
         FROM {lamina.images.busybox}
-        RUN --mount=type=ssh true
+        RUN --mount=type=ssh test "$SSH_AUTH_SOCK" = /run/buildkit/ssh_agent.0 && test ! -e "$SSH_AUTH_SOCK"
+    """)
+    lamina.build(context, "--no-push").check()
+    context = write_context(tmp_path / "required", f"""
+        FROM {lamina.images.busybox}
+        RUN --mount=type=ssh,id=deploy,required true
     """)
     run = lamina.build(context, "--no-push")
     assert run.returncode != 0
-    assert "type=ssh mounts are not supported" in run.stderr
+    assert "Dockerfile:2:1: RUN" in run.stderr and "ssh agent deploy is required but was not given: pass --ssh deploy" \
+        in run.stderr, run.stderr
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -66,8 +66,8 @@ def _requirements(name: str, seen: set[str], extras: frozenset[str] = frozenset(
 def python_base_context(root: Path, debian: str) -> Path:
     """A context that adds Debian's own python3.11 (the host is Debian 12 like the base) and lamina's run-time
     dependencies, pip and setuptools to the minbase image, which has no Python: the stand-in for python:3.11-slim,
-    which cannot be pulled offline; and the host's git, which the runtime image's Dockerfile would otherwise
-    install with apt. Shared libraries come from ``ldd``, except the C library the base has."""
+    which cannot be pulled offline; and the host's git, ssh-agent and ssh-add, which the runtime image's Dockerfile
+    would otherwise install with apt. Shared libraries come from ``ldd``, except the C library the base has."""
     rootfs = root / "rootfs"
     python = Path("/usr/bin/python3.11")
     if not python.is_file():
@@ -106,9 +106,15 @@ def python_base_context(root: Path, debian: str) -> Path:
     shutil.copytree("/usr/lib/git-core", rootfs / "usr/lib/git-core", symlinks=True,
                     ignore=shutil.ignore_patterns("mergetools"))
     shutil.copytree("/usr/share/git-core/templates", rootfs / "usr/share/git-core/templates", symlinks=True)
+    # OpenSSH's ssh-agent and ssh-add, as the runtime image installs them (--ssh ID=KEY)
+    ssh_tools = [Path("/usr/bin/ssh-agent"), Path("/usr/bin/ssh-add")]
+    for tool in ssh_tools:
+        if not tool.is_file():
+            pytest.fail(f"{tool} is missing (apt-get install openssh-client)", pytrace=False)
+        shutil.copy2(tool, rootfs / "usr/bin" / tool.name)
     libraries: set[str] = set()
     for binary in [python, *Path("/usr/lib/python3.11/lib-dynload").glob("*.so"), *site.rglob("*.so*"), git,
-                   Path("/usr/lib/git-core/git-remote-http")]:
+                   Path("/usr/lib/git-core/git-remote-http"), *ssh_tools]:
         out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=False).stdout
         for line in out.splitlines():
             parts = line.split("=>")

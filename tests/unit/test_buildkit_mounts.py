@@ -29,6 +29,7 @@ from lamina.dockerfile.mounts import (
     CacheMount,
     Mount,
     SecretMount,
+    SshMount,
     TmpfsMount,
     check_unexpanded,
     parse_mount,
@@ -343,10 +344,25 @@ def test_secret_env_empty_name() -> None:
     assert parsed("type=secret,id=s,env=") == SecretMount("s", None, "")
 
 
-@pytest.mark.xfail(strict=True, reason="lamina refuses type=ssh (no agent forwarding); BuildKit mounts an agent "
-                                       "socket (convert_ssh.go)")
-def test_ssh_mounts() -> None:
-    parsed("type=ssh")
+@pytest.mark.parametrize(("value", "expected"), [
+    # dispatchSSH: the id defaults to "default", the target to /run/buildkit/ssh_agent.<n> (client/llb/exec.go, None
+    # here: the index is the RUN's), mode 0600 when only uid or gid is given, optional unless required
+    ("type=ssh", SshMount()),
+    ("type=ssh,id=deploy,target=/root/agent.sock,required", SshMount("deploy", "/root/agent.sock", True)),
+    ("type=ssh,uid=1000", SshMount(uid=1000)),
+    ("type=ssh,mode=0644,gid=5,required=false", SshMount(mode=0o644, gid=5)),
+    ("type=ssh,target=relative.sock", SshMount(target="/relative.sock")),
+])
+def test_ssh_mounts(value: str, expected: SshMount) -> None:
+    assert parsed(value, "/work") == expected
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("type=ssh,source=/k", "ssh does not support source"),  # dispatchSSH
+    ("type=ssh,sharing=locked", "invalid cache sharing set for ssh mount"),  # parseMount's last check
+])
+def test_ssh_mount_errors(value: str, message: str) -> None:
+    refused(value, message)
 
 
 def test_tmpfs_read_only() -> None:

@@ -67,7 +67,6 @@ def test_parse_mount(value: str, workdir: str, expected: Mount) -> None:
 
 
 ERRORS = [
-    ("type=ssh", "not supported"),
     ("type=volume,target=/x", "unsupported mount type 'volume'"),
     ("type=bind", "invalid mount target"),  # no target: the working directory, here /
     ("type=cache", "invalid mount target"),

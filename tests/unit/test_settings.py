@@ -43,6 +43,7 @@ SAMPLES: dict[str, object] = {
     "platform": "linux/arm64",
     "work_dir": "/var/lamina-work",
     "secret": ["id=token,src=/run/token.txt"],
+    "ssh": ["default", "deploy=/run/deploy_key"],
     "mount_cache_dir": "/var/lamina-mounts",
     "cache": True,
     "cache_repo": "reg.example/team/cache",

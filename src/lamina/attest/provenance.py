@@ -62,6 +62,7 @@ class BuildRecord:
     labels: Mapping[str, str] = field(default_factory=dict)
     secret_values: Sequence[str] = ()  # never recorded: build arguments with these values are left out
     secret_ids: Sequence[str] = ()  # RUN --mount=type=secret ids (max mode)
+    ssh_ids: Sequence[str] = ()  # RUN --mount=type=ssh ids (max mode)
     context_source: Material | None = None  # a git (or URL) context, or a local checkout: location and commit
     local_context: bool = True  # the context is a local directory (dependencies then not complete)
     builder_id: str = ""  # the CI run's URL
@@ -161,6 +162,8 @@ def _request(record: BuildRecord, mode: str) -> tuple[dict[str, Any], list[str]]
         request["args"] = args
     if mode == "max" and record.secret_ids:
         request["secrets"] = [{"id": s} for s in record.secret_ids]
+    if mode == "max" and record.ssh_ids:
+        request["ssh"] = [{"id": s} for s in record.ssh_ids]
     if record.local_context:
         request["locals"] = [{"name": "context"}, {"name": "dockerfile"}]
     return request, redacted

@@ -48,6 +48,7 @@ class BuildFacts:
     downloads: list[tuple[str, str]] = field(default_factory=list)  # (URL or repository, "algorithm:hex")
     cached_downloads: list[str] = field(default_factory=list)  # ADD sources of cached steps: digest not known
     secret_ids: list[str] = field(default_factory=list)
+    ssh_ids: list[str] = field(default_factory=list)
     network: bool = False  # a RUN step ran (or was taken from the cache) with network access
 
     def image(self, reference: str, platform: str, manifest_digest: str) -> None:
@@ -143,7 +144,7 @@ def provenance_record(options: BuildOptions, facts: BuildFacts, image_digest: st
         lamina_version=lamina.__version__, dockerfile_path=shown, platform=platform,
         builder_platform=str(Platform.host()), started=started, finished=finished, invocation_id=invocation,
         materials=materials, target=options.target, build_args=options.build_arg_map, labels=dict(options.labels),
-        secret_values=secret_values, secret_ids=sorted(set(facts.secret_ids)),
+        secret_values=secret_values, secret_ids=sorted(set(facts.secret_ids)), ssh_ids=sorted(set(facts.ssh_ids)),
         context_source=_context_material(options), local_context=options.context_source is None,
         builder_id=options.ci_builder_id, vcs=_vcs(options), ci=dict(options.ci_facts),
         reproducible=options.source_date_epoch is not None, network=facts.network, dockerfile=dockerfile,

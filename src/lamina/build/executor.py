@@ -68,6 +68,7 @@ from lamina.build.handlers.run_mounts import (
 )
 from lamina.build.outputs import Attached, parse_destination, push_attested, push_image, write_outputs
 from lamina.build.sparse import USER_DB, on_skeleton, rootfs_needed_after
+from lamina.build.ssh_agents import SshAgents
 from lamina.build.stage import (
     PulledImage,
     ensure_local,
@@ -99,7 +100,7 @@ from lamina.dockerfile.instructions import (
     instruction_from_node,
     load_dockerfile,
 )
-from lamina.dockerfile.mounts import BindMount, CacheMount, SecretMount
+from lamina.dockerfile.mounts import BindMount, CacheMount, SecretMount, SshMount
 from lamina.dockerfile.parse import parse_dockerfile
 from lamina.dockerfile.stages import (
     automatic_args,
@@ -303,6 +304,7 @@ class _Build:
     clones: list[GitFetch] = field(default_factory=list)  # planning: the repositories ADD clones
     cloned: dict[GitFetch, Clone | GitError] = field(default_factory=dict)  # made before anything ran (inplace)
     facts: BuildFacts = field(default_factory=BuildFacts)  # what provenance records
+    ssh_agents: SshAgents | None = None  # --ssh: the agents RUN --mount=type=ssh relays to
 
     @property
     def escape(self) -> str:
@@ -528,6 +530,8 @@ class _Build:
                     continue  # the step reported it when it ran
                 if isinstance(mount, SecretMount):
                     self.facts.secret_ids.append(mount.id)
+                elif isinstance(mount, SshMount):
+                    self.facts.ssh_ids.append(mount.id)
         elif isinstance(inst, Copy) and inst.keyword == "ADD" and cached and inst.checksum:
             # only an ADD pinned with --checksum is cached when it fetches (see cacheable): a URL's content is that
             for text in inst.sources:
@@ -929,7 +933,9 @@ class _Build:
                                 places_mounts=self.runner.places_mounts, workspace=self.workspace.root,
                                 builds_in_root=self.inplace is not None),
                             scratch=self.workspace.root / "scratch",
-                            exclusive_caches=self.runner.places_mounts) as prepared:
+                            exclusive_caches=self.runner.places_mounts, agents=self.ssh_agents) as prepared:
+            if prepared.ssh_auth_sock is not None:  # as BuildKit: unless the image's environment sets it
+                proxies = {**proxies, "SSH_AUTH_SOCK": prepared.ssh_auth_sock}
             execute_run(state, inst, self.runner, on_output=self.progress.step_output,
                         resolv_conf=HOST_RESOLV_CONF if HOST_RESOLV_CONF.exists() else None,
                         hosts=HOST_HOSTS if HOST_HOSTS.exists() else None, mounts=prepared.mounts,
@@ -1064,20 +1070,29 @@ def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, prog
     workspace.mounts.reason = overlay_off
     workspace.mounts.memory_left = (memory_budget(available_memory()) if options.rootfs_memory is None
                                     else options.rootfs_memory)
+    ssh_agents = None
+    if options.ssh:
+        environ = options.secret_environ if options.secret_environ is not None else os.environ
+        ssh_agents = SshAgents(options.ssh, environ, workspace.root / "ssh")
     inplace = None
     if runner.name == "inplace":  # / is the rootfs: leave the build's own files (and /lamina, mounts...) alone
         explicit_mount_cache = None if options.mount_cache_default else options.mount_cache_dir
         docker_config = Path(options.docker_config_dir) if options.docker_config_dir else None  # read on demand
         layout_cache = cache.store.path if cache is not None and isinstance(cache.store, LayoutStore) else None
-        inplace = InplaceRoot.create([workspace.root, options.context, options.dockerfile, docker_config],
+        agent_sockets = ssh_agents.sockets() if ssh_agents is not None else []  # a job's ssh-agent, in /tmp
+        inplace = InplaceRoot.create([workspace.root, options.context, options.dockerfile, docker_config,
+                                      *agent_sockets],
                                      force=options.force, made=[options.cache_dir, explicit_mount_cache, layout_cache])
     warnings = list(dockerfile.warnings)
     facts = BuildFacts()
     cleaner: threading.Thread | None = None
     try:
+        if ssh_agents is not None:
+            ssh_agents.start()  # before anything clears / (the inplace sandbox), which takes ssh-agent with it
+
         def new_run(planning: bool) -> tuple[_Build, list[Stage]]:
             run = _Build(options, client, runner, progress, workspace, dockerfile, context, platform, cache=cache,
-                         planning=planning, inplace=inplace, facts=facts)
+                         planning=planning, inplace=inplace, facts=facts, ssh_agents=ssh_agents)
             run.created = run.timestamp()
             run.evaluate_meta_args(target)
             stages = needed_stages(dockerfile, target, run.meta)
@@ -1164,6 +1179,8 @@ def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, prog
                 progress.message(f"warning: {warning}")
         if cleaner is not None:
             cleaner.join()
+        if ssh_agents is not None:
+            ssh_agents.close()
         if inplace is not None:
             inplace.restore()  # after a failure too: the job can run lamina again
         workspace.remove()

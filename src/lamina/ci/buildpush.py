@@ -14,7 +14,8 @@ Pure: text in, :class:`BuildxInputs` out; raises :class:`lamina.errors.OptionsEr
   ``type=oci,dest=DIR,tar=false`` an OCI layout; ``type=cacheonly`` builds only. A daemon load and filesystem
   exports are refused.
 * ``load: true`` is refused (no Docker daemon: ``tar-path`` and ``docker load`` do it).
-* ``platforms`` is ``platform``; ``secret-envs`` (``id=VARIABLE``) adds secrets read from the environment.
+* ``platforms`` is ``platform``; ``secret-envs`` (``id=VARIABLE``) adds secrets read from the environment;
+  ``ssh`` is ``--ssh``.
 * Inputs that only tune BuildKit's builder (``builder``, ``pull``) are accepted with a note;
   those that would change the image or how RUN behaves in ways lamina cannot honour are refused.
 """
@@ -47,7 +48,6 @@ REFUSED_INPUTS = {
     "network": "lamina's RUN shares the runner's network (as network=host); RUN --network=none is per step",
     "no-cache-filters": "lamina rebuilds every step or none: use no-cache: true",
     "shm-size": "lamina's RUN uses the container's /dev/shm; size it with the job's container options",
-    "ssh": "lamina has no SSH agent forwarding; use a secret (RUN --mount=type=secret)",
     "ulimit": "lamina's RUN inherits the action's limits",
 }
 
@@ -209,6 +209,9 @@ def map_inputs(get: Callable[[str], str], split: Callable[[str, bool], list[str]
         if not eq or not secret_id.strip() or not variable.strip():
             raise OptionsError(f"input secret-envs: expected id=VARIABLE items, got {item!r}")
         out.secrets.append(f"id={secret_id.strip()},env={variable.strip()}")
+    ssh = split(get("ssh"), False)  # default, ID=SOCKET or ID=KEY[,KEY...], one a line
+    if ssh:
+        out.flags["ssh"] = ssh
     for name, note in NOTED_INPUTS.items():
         if get(name) and not (name == "pull" and get(name).lower() == "false"):
             out.notes.append(note)

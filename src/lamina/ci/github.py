@@ -52,7 +52,7 @@ INPUTS = ("context", "file", "push", "tags", "labels", "build-args", "target", "
           "registry-mirror", "insecure-registry", "platform", "dry-run", "tar-path", "oci-layout-path", "oci-tar-path",
           # docker/build-push-action's own spellings (lamina.ci.buildpush maps or refuses each)
           "cache-from", "cache-to", "outputs", "load", "platforms", "secret-envs", "builder", "pull", "provenance",
-          "sbom", *REFUSED_INPUTS)
+          "sbom", "ssh", *REFUSED_INPUTS)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """``RUN --mount=...`` values, parsed the way BuildKit's Dockerfile frontend reads them.
 
 A value is one CSV record of ``key=value`` fields (``readonly``/``ro``, ``readwrite``/``rw`` and ``required`` may
-stand alone). ``parse_mount`` takes an *expanded* value and returns one of the frozen mount types below, with
+stand alone). ``parse_mount`` takes a value (and how to expand each field's value) and returns one of the frozen
+mount types below, with
 BuildKit's defaults applied; anything BuildKit refuses raises ``ValueError`` with the reason (the caller names the
 Dockerfile line). Pure: no filesystem access.
 
@@ -11,7 +12,8 @@ missing one is the working directory itself (except for a secret); a cache id de
 cleaned (``/root/.cache/`` is ``/root/.cache``), its directory to mode 0755 owned by 0:0, its sharing to
 ``shared``; a secret id defaults to ``source`` or else the target's basename, its target to
 ``/run/secrets/<basename of id>`` unless only ``env`` is given, its file to mode 0400 owned by 0:0; a secret is
-optional unless ``required``. ``id`` and ``env`` are accepted, and ignored, on types that do not use them.
+optional unless ``required``; an SSH mount's id defaults to ``default``, its socket to mode 0600 owned by 0:0,
+and it is optional unless ``required``. ``id`` and ``env`` are accepted, and ignored, on types that do not use them.
 BuildKit's integration tests for all this are mirrored, with their sources, in tests/unit/test_buildkit_mounts.py.
 """
 
@@ -74,7 +76,20 @@ class SecretMount:
     gid: int = 0
 
 
-Mount = BindMount | CacheMount | TmpfsMount | SecretMount
+@dataclass(frozen=True)
+class SshMount:
+    """An SSH agent socket (``--ssh ID``) at ``target``; None: ``/run/buildkit/ssh_agent.<n>`` for the RUN's n-th
+    (from 0) SSH mount, as BuildKit places it."""
+
+    id: str = "default"
+    target: str | None = None
+    required: bool = False
+    mode: int = 0o600
+    uid: int = 0
+    gid: int = 0
+
+
+Mount = BindMount | CacheMount | TmpfsMount | SecretMount | SshMount
 
 
 def parse_size(text: str) -> int:
@@ -218,10 +233,7 @@ def parse_mount(value: str, workdir: str = "/", expand: Callable[[str], str] | N
             numbers[key] = _uint(key, val, 8 if key == "mode" else 10)
         else:
             got[{"src": "source", "dst": "target", "destination": "target"}.get(key, key)] = val
-    if kind == "ssh":
-        raise ValueError("type=ssh mounts are not supported (lamina has no SSH agent forwarding); "
-                         "use a type=secret mount for a key instead")
-    if kind not in ("secret", "cache"):
+    if kind not in ("secret", "cache", "ssh"):
         for key in ("mode", "uid", "gid"):
             if key in numbers:
                 raise ValueError(f"{key} not allowed for {kind!r} type mounts")
@@ -254,6 +266,11 @@ def parse_mount(value: str, workdir: str = "/", expand: Callable[[str], str] | N
 
     if "sharing" in got and kind != "cache":
         raise ValueError(f"invalid cache sharing set for {kind} mount")
+    if kind == "ssh":
+        if source:
+            raise ValueError("ssh does not support source")
+        return SshMount(got.get("id") or "default", _target(raw_target, "/") if raw_target else None, required,
+                        0o600 if mode is None else mode, uid, gid)
     target = _target(raw_target, workdir)  # none given: the working directory itself, as BuildKit joins it
     if kind == "tmpfs":
         return TmpfsMount(target, size or None, bool(readonly))

@@ -23,6 +23,7 @@ class MountSpec:
     # for sandboxes that place mounts instead of mounting them (see placed.py):
     cache: bool = False  # the source is a persistent cache directory: moved into place and back, never copied
     private: bool = False  # the source is a copy made for this RUN alone: it may be moved into place and dropped
+    socket: bool = False  # the source is a unix socket (an SSH agent's): linked into place, never copied
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ after this context ends) sees only what the command itself did, and the layer is
   a copy made for this RUN; it is removed afterwards, so writes are discarded. Read-only cannot be enforced
   without a mount (root writes anyway): writes to a read-only bind are discarded too;
 * a secret is its file, put in place (mode and owner set) and removed afterwards;
+* an SSH agent's socket (one lamina relays from, see ``build/ssh_agents.py``) is linked into place (a hard link,
+  else a symbolic one) and unlinked afterwards;
 * a tmpfs is an empty directory (mode 1777), removed afterwards with what the command wrote into it (so a read-only
   one can be written, and the writes are thrown away, as for a read-only bind).
 
@@ -158,6 +160,11 @@ class _Placer:
             target.chmod(0o1777)
         elif spec.source is None:
             raise SandboxError(f"RUN --mount target {name}: no source")
+        elif spec.socket:
+            try:
+                os.link(spec.source, target)  # a socket cannot be copied: the same socket under a second name
+            except OSError:  # another filesystem: a link to it, which / (the inplace sandbox) can follow
+                os.symlink(spec.source, target)
         elif spec.cache:
             st = spec.source.lstat()
             placement.source_mode = (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)

@@ -18,6 +18,9 @@ included). Nothing it makes is inside the stage's rootfs, so none of it can reac
   the sandbox a file from which it sets ``NAME`` just before exec. A missing secret is an error naming its id when
   ``required``; otherwise its file is skipped and its variable set to the empty string (as BuildKit's exec op
   does). Values never reach the spec JSON, the history, the logs or the image.
+* ``ssh``: a socket of the RUN's own, relaying to the agent ``--ssh ID`` names (``ssh_agents.py``), at the target
+  or ``/run/buildkit/ssh_agent.<n>``; the first one is ``SSH_AUTH_SOCK`` unless the image sets it, as BuildKit
+  does. A missing agent is skipped, or an error naming its id when ``required``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from pathlib import Path
 
 from lamina.build.context import BuildContext
 from lamina.build.handlers.metadata import expand
+from lamina.build.ssh_agents import SshAgents, forwarded
 from lamina.build.state import StageState
 from lamina.dockerfile.instructions import Run
 from lamina.dockerfile.mounts import (
@@ -43,6 +47,7 @@ from lamina.dockerfile.mounts import (
     CacheMount,
     Mount,
     SecretMount,
+    SshMount,
     TmpfsMount,
     parse_mount,
 )
@@ -54,6 +59,7 @@ from lamina.sandbox.base import MountSpec
 # id, "file", "env" or "auto" (the variable named like the id if set, else the file), the path or the variable
 SecretSource = tuple[str, str, str]
 PRIVATE_ATTEMPTS = 64
+SSH_AGENT_DIR = "/run/buildkit"  # where BuildKit puts a RUN's SSH agent sockets
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,7 @@ class RunMounts:
     mounts: tuple[MountSpec, ...] = ()
     secret_env: tuple[tuple[str, Path], ...] = ()  # for RunSpec.secret_env
     scratch: Path | None = None  # for RunSpec.scratch: a private directory, removed after the RUN
+    ssh_auth_sock: str | None = None  # the first SSH mount's target: SSH_AUTH_SOCK, unless the image sets it
 
 
 def run_network(inst: Run) -> str:
@@ -154,7 +161,7 @@ def _copy_entry(source: Path, dest: Path, *, directory_only: bool) -> None:
 class _Preparer:
     def __init__(self, inst: Run, context: BuildContext, stage_rootfs: Callable[[str], Path | None],
                  secrets: Sequence[SecretSource], environ: Mapping[str, str], cache_dir: Path, scratch: Path,
-                 stack: ExitStack, exclusive_caches: bool) -> None:
+                 stack: ExitStack, exclusive_caches: bool, agents: SshAgents | None) -> None:
         self.inst = inst
         self.context = context
         self.stage_rootfs = stage_rootfs
@@ -164,6 +171,7 @@ class _Preparer:
         self.scratch = scratch
         self.stack = stack
         self.exclusive_caches = exclusive_caches  # a placed cache is moved: never two RUNs at once
+        self.agents = agents
         self.count = 0
 
     def error(self, mount: Mount, message: str) -> DockerfileError:
@@ -268,6 +276,23 @@ class _Preparer:
             env = (mount.env, self.write_private(self.fresh("secret-env"), value or b""))
         return spec, env
 
+    def ssh(self, mount: SshMount, index: int) -> MountSpec | None:
+        """A socket of this RUN's own relaying to the agent ``--ssh`` names (see ssh_agents.py); None for a
+        missing optional one, as BuildKit skips it."""
+        upstream = self.agents.upstream(mount.id) if self.agents is not None else None
+        if upstream is None:
+            if mount.required:
+                raise self.inst.error(f"ssh agent {mount.id} is required but was not given: pass --ssh {mount.id} "
+                                      f"(the agent of $SSH_AUTH_SOCK), --ssh {mount.id}=SOCKET or "
+                                      f"--ssh {mount.id}=KEYFILE")
+            return None
+        if not upstream.is_socket():
+            raise self.inst.error(f"--mount type=ssh: the agent socket of --ssh {mount.id} ({upstream}) is missing")
+        target = mount.target or f"{SSH_AGENT_DIR}/ssh_agent.{index}"
+        path = self.stack.enter_context(forwarded(upstream, self.fresh("ssh"), uid=mount.uid, gid=mount.gid,
+                                                  mode=mount.mode))
+        return MountSpec(target, "bind", path, False, False, socket=True)
+
     @staticmethod
     def write_private(path: Path, value: bytes) -> Path:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -277,14 +302,15 @@ class _Preparer:
 
 
 def _kind(mount: Mount) -> str:
-    return {BindMount: "bind", CacheMount: "cache", TmpfsMount: "tmpfs", SecretMount: "secret"}[type(mount)]
+    return {BindMount: "bind", CacheMount: "cache", TmpfsMount: "tmpfs", SecretMount: "secret",
+            SshMount: "ssh"}[type(mount)]
 
 
 @contextmanager
 def prepare_mounts(inst: Run, mounts: Sequence[Mount], *, context: BuildContext,
                    stage_rootfs: Callable[[str], Path | None], secrets: Sequence[SecretSource],
                    environ: Mapping[str, str], cache_dir: Path, scratch: Path,
-                   exclusive_caches: bool = False) -> Iterator[RunMounts]:
+                   exclusive_caches: bool = False, agents: SshAgents | None = None) -> Iterator[RunMounts]:
     """Make what ``mounts`` (from ``parse_run_mounts``) need for one RUN; yield the sandbox's view of them.
 
     ``scratch`` is a directory outside every rootfs (the workspace); a private directory is made in it and removed
@@ -295,10 +321,17 @@ def prepare_mounts(inst: Run, mounts: Sequence[Mount], *, context: BuildContext,
     with ExitStack() as stack:
         stack.callback(shutil.rmtree, private, True)
         prep = _Preparer(inst, context, stage_rootfs, secrets, environ, cache_dir, private, stack,
-                         exclusive_caches)
+                         exclusive_caches, agents)
         specs: list[MountSpec] = []
         secret_env: list[tuple[str, Path]] = []
+        ssh_targets: list[str] = []
         for mount in mounts:
+            if isinstance(mount, SshMount):
+                ssh_spec = prep.ssh(mount, len(ssh_targets))
+                ssh_targets.append(mount.target or f"{SSH_AGENT_DIR}/ssh_agent.{len(ssh_targets)}")
+                if ssh_spec is not None:
+                    specs.append(ssh_spec)
+                continue
             if isinstance(mount, BindMount):
                 specs.append(prep.bind(mount))
             elif isinstance(mount, CacheMount):
@@ -313,4 +346,4 @@ def prepare_mounts(inst: Run, mounts: Sequence[Mount], *, context: BuildContext,
                     secret_env.append(env)
         # Parents before children (a mount inside another lands in it); otherwise the Dockerfile's order.
         specs.sort(key=lambda s: s.target.rstrip("/").count("/"))
-        yield RunMounts(tuple(specs), tuple(secret_env), private)
+        yield RunMounts(tuple(specs), tuple(secret_env), private, ssh_targets[0] if ssh_targets else None)
