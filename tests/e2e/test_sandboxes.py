@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import Lamina
-from tests.e2e.helpers import LAMINA_TIMEOUT, LaminaRun, require_tool, unpack, write_context
+from tests.e2e.helpers import AGENT_KEYS, LAMINA_TIMEOUT, LaminaRun, require_tool, unpack, write_context
 
 ROOT = Path(__file__).resolve().parents[2]
 DEBIAN_PYTHON = Path("/usr/bin/python3")
@@ -266,25 +266,33 @@ def test_rootless_build_keeps_image_ids(lamina: Lamina, rootless_user: str, debi
         RUN test -c /dev/null && test -d /proc/self && hostname > /host
         RUN --network=none --mount=type=tmpfs,target=/t --mount=type=cache,target=/c --mount=type=bind,target=/b \
             touch /t/x /c/y && test -f /b/file.txt && cat /sys/class/net/lo/operstate > /lo-state
-    """, {"file.txt": "x\n"})
+        RUN --mount=type=secret,id=s,required wc -c < /run/secrets/s > /secret-size \
+            && stat -c '%u %a' /run/secrets/s > /secret-meta
+        RUN --mount=type=ssh,required perl -MIO::Socket::UNIX -e '{AGENT_KEYS}' > /ssh-keys
+    """, {"file.txt": "x\n", "secret.txt": "s3cr3t"})
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(user_dir / "key")], check=True)
     docker_config = user_dir / "docker"
     docker_config.mkdir()
     (docker_config / "config.json").write_text("{}")
     work = user_dir / "work"
-    for path in (context, context / "Dockerfile", context / "file.txt", docker_config, docker_config / "config.json"):
+    for path in (context, context / "Dockerfile", context / "file.txt", context / "secret.txt", docker_config,
+                 docker_config / "config.json", user_dir / "key"):
         os.chown(path, entry.pw_uid, entry.pw_gid)
     dest = lamina.dest("rootless")
     run = _as_user(rootless_user, debian_venv,
                    ["build", "--context", str(context), "--insecure-registry", lamina.registry.host,
-                    "--destination", dest, "--work-dir", str(work), "--cleanup"],
+                    "--destination", dest, "--work-dir", str(work), "--cleanup",
+                    "--secret", f"id=s,src={context / 'secret.txt'}", "--ssh", f"default={user_dir / 'key'}"],
                    {"DOCKER_CONFIG": str(docker_config)}).check()
     assert "sandbox: rootless" in run.output, run.describe()
     image = unpack(f"docker://{dest}", tmp_path / "unpacked")
-    layer = image.layer(-4)
+    layer = image.layer(-6)
     assert (layer["f"].uid, layer["f"].gid) == (1234, 1234)
+    assert image.read("secret-size").strip() == "6" and image.read("secret-meta") == "0 400\n"
+    assert image.read("ssh-keys") == "1\n"
     assert image.read("whoami").strip() == "0"
     assert "svc:x:1600" in image.read("etc/passwd")
-    copied = image.layer(-3)["copied"]
+    copied = image.layer(-5)["copied"]
     assert image.read("lo-state").strip() in ("up", "unknown")
     assert (copied.uid, copied.gid) == (42, 43)
     assert image.read("host").strip() == "lamina"
