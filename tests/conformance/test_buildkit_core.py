@@ -398,10 +398,7 @@ CASES: list[Case] = [
          target="bulid", fails_with=r'target stage "bulid" could not be found \(did you mean build\?\)'),
 ]
 
-XFAIL: dict[str, str] = {
-    "testDockerfileCheckHostname-arg": "lamina: the build argument BUILDKIT_SANDBOX_HOSTNAME does not set RUN's"
-                                       " hostname",
-}
+XFAIL: dict[str, str] = {}
 
 
 

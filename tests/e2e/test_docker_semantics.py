@@ -130,6 +130,17 @@ CASES: list[Case] = [
                     ("Dockerfile:3: ARG ${name}: variables are not expanded in an ARG name (as in BuildKit); "
                      "this declares an ARG named '${name}'")),
     ),
+    # RUN can resolve its own hostname, as BuildKit's hosts file maps it (executor/oci/hosts.go: "127.0.0.1
+    # localhost <hostname>"): lamina bound the host's /etc/hosts, where "lamina" is unknown, so Java's
+    # InetAddress.getLocalHost() and ``hostname -f`` failed in RUN.
+    Case(
+        "run-resolves-its-own-hostname",
+        """
+        FROM @DEBIAN@
+        RUN getent hosts "$(hostname)" | cut -d' ' -f1 > /resolved
+        """,
+        files={"resolved": F(content="127.0.0.1\n")},
+    ),
     # What a command prints is shown verbatim: ":x:" was rendered as an emoji and "[red]" read as markup.
     Case(
         "run-output-is-verbatim",

@@ -140,7 +140,7 @@ from lamina.rootfs.overlay import StageOverlay
 from lamina.rootfs.paths import resolve_in_root
 from lamina.rootfs.skeleton import SkeletonError, select, write_skeleton
 from lamina.rootfs.unpack import unpack_layer
-from lamina.sandbox.base import DEFAULT_PATH, Runner
+from lamina.sandbox.base import DEFAULT_HOSTNAME, DEFAULT_PATH, Runner
 from lamina.sandbox.inplace import ROOT, InplaceRoot
 from lamina.sandbox.users import UnknownUser, read_user_db, resolve_user
 from lamina.snapshot.diff import Changes, diff_scans, without_paths
@@ -157,6 +157,7 @@ PROXY_ARGS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PRO
               "no_proxy", "ALL_PROXY", "all_proxy")
 HOST_RESOLV_CONF = Path("/etc/resolv.conf")
 HOST_HOSTS = Path("/etc/hosts")
+HOSTNAME_ARG = "BUILDKIT_SANDBOX_HOSTNAME"  # BuildKit's build argument for RUN's hostname (dockerui/config.go)
 
 
 @dataclass(frozen=True)
@@ -305,6 +306,7 @@ class _Build:
     cloned: dict[GitFetch, Clone | GitError] = field(default_factory=dict)  # made before anything ran (inplace)
     facts: BuildFacts = field(default_factory=BuildFacts)  # what provenance records
     ssh_agents: SshAgents | None = None  # --ssh: the agents RUN --mount=type=ssh relays to
+    hostname_warned: bool = False  # BUILDKIT_SANDBOX_HOSTNAME where it cannot apply: said once
 
     @property
     def escape(self) -> str:
@@ -318,7 +320,7 @@ class _Build:
     def evaluate_meta_args(self, target: Stage) -> None:
         build_args = self.options.build_arg_map
         self.meta.update(automatic_args(self.platform, Platform.host(), target))
-        for name in PROXY_ARGS:
+        for name in (*PROXY_ARGS, HOSTNAME_ARG):
             if name in build_args:  # usable without ARG, never persisted (BuildKit)
                 self.used_args.add(name)
         self.used_args |= evaluate_meta_args(self.dockerfile.meta_args, build_args, self.meta)
@@ -938,9 +940,32 @@ class _Build:
                 proxies = {**proxies, "SSH_AUTH_SOCK": prepared.ssh_auth_sock}
             execute_run(state, inst, self.runner, on_output=self.progress.step_output,
                         resolv_conf=HOST_RESOLV_CONF if HOST_RESOLV_CONF.exists() else None,
-                        hosts=HOST_HOSTS if HOST_HOSTS.exists() else None, mounts=prepared.mounts,
+                        hosts=self.hosts_file(), mounts=prepared.mounts,
                         secret_env=prepared.secret_env, network=run_network(inst), extra_env=proxies,
-                        scratch=prepared.scratch)
+                        scratch=prepared.scratch, hostname=self.run_hostname())
+
+    def run_hostname(self) -> str:
+        """RUN's hostname: ``lamina``, or the build argument BUILDKIT_SANDBOX_HOSTNAME, as BuildKit takes it. Only a
+        sandbox with its own UTS namespace can set it: elsewhere RUN has the container's, which is said once."""
+        hostname = self.options.build_arg_map.get(HOSTNAME_ARG) or DEFAULT_HOSTNAME
+        if hostname != DEFAULT_HOSTNAME and self.runner.name in ("chroot", "inplace") and not self.hostname_warned:
+            self.hostname_warned = True
+            self.progress.message(f"warning: {HOSTNAME_ARG}={hostname}: the {self.runner.name} sandbox cannot set "
+                                  "RUN's hostname (no UTS namespace here); RUN has the container's")
+        return hostname
+
+    def hosts_file(self) -> Path | None:
+        """RUN's /etc/hosts (bound, or copied where the image has none): the host's, plus a line for RUN's hostname
+        as BuildKit's hosts file has (``127.0.0.1 localhost <hostname>``), so the command can resolve its own name
+        (Java's InetAddress.getLocalHost, hostname -f). Written once per build."""
+        path = self.workspace.root / "hosts"
+        if not path.exists():
+            hostname = self.run_hostname()
+            text = HOST_HOSTS.read_text(errors="replace") if HOST_HOSTS.exists() else ""
+            if not any(hostname in line.split("#")[0].split()[1:] for line in text.splitlines()):
+                text += ("" if not text or text.endswith("\n") else "\n") + f"127.0.0.1\tlocalhost {hostname}\n"
+            path.write_text(text)
+        return path
 
     def mount_source(self, state: StageState, inst: Run, name: str) -> Path | None:
         """The root of ``RUN --mount from=NAME``: another stage's rootfs, or an image's (pulled once)."""

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Protocol
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DEFAULT_HOSTNAME = "lamina"  # RUN's hostname; the build arg BUILDKIT_SANDBOX_HOSTNAME changes it
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class RunSpec:
     uid: int
     gid: int
     groups: tuple[int, ...]
-    hostname: str = "lamina"
+    hostname: str = DEFAULT_HOSTNAME  # set where the sandbox has a UTS namespace (namespace, rootless)
     resolv_conf: Path | None = None  # host file bound read-only at /etc/resolv.conf
     hosts: Path | None = None  # host file bound read-only at /etc/hosts
     mounts: tuple[MountSpec, ...] = ()  # RUN --mount, in the order to mount them

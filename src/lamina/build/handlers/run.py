@@ -15,7 +15,7 @@ from lamina.build.state import StageState
 from lamina.dockerfile.instructions import Run
 from lamina.errors import StepFailed
 from lamina.rootfs.paths import resolve_in_root
-from lamina.sandbox.base import DEFAULT_PATH, MountSpec, Runner, RunSpec
+from lamina.sandbox.base import DEFAULT_HOSTNAME, DEFAULT_PATH, MountSpec, Runner, RunSpec
 from lamina.sandbox.users import UnknownUser, read_user_db, resolve_user
 
 OUTPUT_TAIL_LINES = 40
@@ -93,7 +93,8 @@ def run_environment(state: StageState, home: str, extra: Mapping[str, str] | Non
 def execute_run(state: StageState, inst: Run, runner: Runner, *, on_output: Callable[[str], None],
                 resolv_conf: Path | None, hosts: Path | None, mounts: tuple[MountSpec, ...] = (),
                 secret_env: tuple[tuple[str, Path], ...] = (), network: str = "default",
-                extra_env: Mapping[str, str] | None = None, scratch: Path | None = None) -> None:
+                extra_env: Mapping[str, str] | None = None, scratch: Path | None = None,
+                hostname: str = DEFAULT_HOSTNAME) -> None:
     """Run the command; raise StepFailed with its exit code and the tail of its output when it fails."""
     try:
         user = resolve_user(state.user or "root", read_user_db(state.rootfs))
@@ -111,7 +112,7 @@ def execute_run(state: StageState, inst: Run, runner: Runner, *, on_output: Call
         argv, files = list(plan.argv), plan.files
     spec = RunSpec(rootfs=state.rootfs, argv=tuple(argv), env=tuple(run_environment(state, user.home, extra_env)),
                    cwd=workdir, uid=user.uid, gid=user.gid, groups=user.groups, resolv_conf=resolv_conf, hosts=hosts,
-                   mounts=mounts, secret_env=secret_env, network=network, scratch=scratch)
+                   mounts=mounts, secret_env=secret_env, network=network, scratch=scratch, hostname=hostname)
     tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
     pending = b""
 
