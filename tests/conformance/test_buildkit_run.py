@@ -522,11 +522,6 @@ def test_testSourceDateEpochWithoutExporter_env(lamina: Lamina, tmp_path: Path) 
     assert [created(h["created"]) for h in config["history"]] == [1700000001] * len(config["history"])
 
 
-SDE_DEFAULT_FLAG = ("lamina: a global ARG SOURCE_DATE_EPOCH default in the Dockerfile does not set the epoch;"
-                    " BuildKit uses it (dockerfile2llb/convert.go getBuildArgValue(opt.BuildArgs, globalArgs,"
-                    " SOURCE_DATE_EPOCH), epoch.go)")
-
-
 def assert_clamped_copy(layout: Path, epoch: int) -> None:
     """What rewrite-timestamp=true stands for: the layer's one entry (Dockerfile, written just now) is dated epoch."""
     manifest, _ = layout_image(layout)
@@ -535,7 +530,6 @@ def assert_clamped_copy(layout: Path, epoch: int) -> None:
     assert members["Dockerfile"].mtime == epoch, {n: m.mtime for n, m in members.items()}
 
 
-@pytest.mark.xfail(strict=True, reason=SDE_DEFAULT_FLAG)
 def test_testSourceDateEpochDockerfileDefault(lamina: Lamina, tmp_path: Path) -> None:
     epoch = 1445412480  # 2015-10-21T07:28:00Z
     run, layout = build_layout(lamina, tmp_path, "sde-default", f"""
@@ -557,7 +551,6 @@ def test_testSourceDateEpochDockerfileDefaultOverride(lamina: Lamina, tmp_path: 
     assert_clamped_copy(layout, 1700000002)
 
 
-@pytest.mark.xfail(strict=True, reason=SDE_DEFAULT_FLAG)
 def test_testSourceDateEpochDockerfileDefaultInvalid(lamina: Lamina, tmp_path: Path) -> None:
     run, _ = build_layout(lamina, tmp_path, "sde-invalid", """
         ARG SOURCE_DATE_EPOCH=not-a-timestamp

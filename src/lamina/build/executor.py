@@ -1062,6 +1062,23 @@ class _Build:
                           [layer.diff_id for layer in state.layers])
 
 
+def with_dockerfile_epoch(options: BuildOptions, dockerfile: Dockerfile) -> BuildOptions:
+    """A global ``ARG SOURCE_DATE_EPOCH=N`` sets the build's epoch when neither a build argument nor the environment
+    gives one, as BuildKit reads it (dockerfile2llb/convert.go: ``getBuildArgValue`` over the build args and the
+    global ARGs); anything but a number of seconds is an error there too."""
+    if options.source_date_epoch is not None or "SOURCE_DATE_EPOCH" in options.build_arg_map:
+        return options
+    meta: dict[str, str] = {}
+    evaluate_meta_args(dockerfile.meta_args, options.build_arg_map, meta)
+    value = meta.get("SOURCE_DATE_EPOCH", "")
+    if not value:
+        return options
+    if not value.isdigit():
+        raise OptionsError(f"invalid SOURCE_DATE_EPOCH: {value} (the default of the Dockerfile's ARG "
+                           "SOURCE_DATE_EPOCH: expected a number of seconds since 1970)")
+    return replace(options, source_date_epoch=int(value))
+
+
 def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, progress: Progress) -> BuildResult:
     """Build the image ``options`` describe, push it and write the requested outputs.
 
@@ -1069,6 +1086,7 @@ def build(options: BuildOptions, *, client: RegistryClient, runner: Runner, prog
     entries are looked up at once; then stages run, and a rootfs is only downloaded and unpacked when a step after
     the hits has to execute."""
     dockerfile, context = read_dockerfile(options)
+    options = with_dockerfile_epoch(options, dockerfile)
     try:
         platform = Platform.parse(options.platform) if options.platform else Platform.host()
     except ValueError as exc:
