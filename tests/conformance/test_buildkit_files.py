@@ -573,7 +573,6 @@ PARENTS_PIVOT = ("lamina: COPY --parents with a wildcard before the /./ pivot ke
                  " after it miss files")
 PARENTS_NO_MATCH = "lamina: COPY --parents whose pattern matches nothing does not create the destination directory"
 XFAIL: dict[str, str] = {
-    "testCopySocket": "lamina: a socket in the context is left out; BuildKit copies it as an empty regular file",
     "testCopyRelativeParents-doublewildcard": PARENTS_PIVOT,
     "testCopyRelativeParents-doubleinputs": PARENTS_PIVOT,
     "testCopyParentsMissingDirectory-wildcard-nonexistent": PARENTS_NO_MATCH,
@@ -591,7 +590,7 @@ def test_buildkit_case(case: Case, lamina: Lamina, tmp_path: Path) -> None:
 
 def test_cases_are_unique() -> None:
     assert len({c.name for c in CASES}) == len(CASES)
-    plain = {"testCopySocket", "testExcludedFilesOnCopy-git", "testWorkdirSourceDateEpochReproducible-build-arg"}
+    plain = {"testExcludedFilesOnCopy-git", "testWorkdirSourceDateEpochReproducible-build-arg"}
     assert set(XFAIL) <= {c.name for c in CASES} | set(URL_CASES) | plain
 
 
@@ -762,7 +761,6 @@ def test_copy_wildcard_cache(lamina: Lamina, tmp_path: Path) -> None:
     assert build(3) != first
 
 
-@pytest.mark.xfail(strict=True, reason=XFAIL["testCopySocket"])
 def test_copy_socket(lamina: Lamina, tmp_path: Path) -> None:
     """testCopySocket: a socket in the context is copied as a regular file."""
     context = write_context(tmp_path / "context", "FROM scratch\nCOPY . /\n")

@@ -378,8 +378,15 @@ class Writer:
                 os.lchown(host, *self.plan.owner(st))
                 os.utime(host, ns=(st.st_mtime_ns, st.st_mtime_ns), follow_symlinks=False)
                 return
+            if stat.S_ISSOCK(st.st_mode) and self.inst.from_stage is None:
+                # a socket of the build context arrives as an empty regular file, as through BuildKit's context
+                # transfer (testCopySocket)
+                os.close(os.open(host, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+                self._meta(host, mode, st)
+                os.utime(host, ns=(st.st_mtime_ns, st.st_mtime_ns))
+                return
             if not stat.S_ISREG(st.st_mode):
-                return  # sockets, fifos and devices are not copied, as BuildKit
+                return  # fifos and devices are not copied, as BuildKit
             if st.st_nlink > 1:
                 first = self.links.get((st.st_dev, st.st_ino))
                 if first is not None:
