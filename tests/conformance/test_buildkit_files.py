@@ -569,15 +569,7 @@ CASES: list[Case] = [
          files={"mydir": F(kind="dir", uid=1000, gid=1000)}),
 ]
 
-PARENTS_PIVOT = ("lamina: COPY --parents with a wildcard before the /./ pivot keeps the whole path, and `**` patterns"
-                 " after it miss files")
-PARENTS_NO_MATCH = "lamina: COPY --parents whose pattern matches nothing does not create the destination directory"
-XFAIL: dict[str, str] = {
-    "testCopyRelativeParents-doublewildcard": PARENTS_PIVOT,
-    "testCopyRelativeParents-doubleinputs": PARENTS_PIVOT,
-    "testCopyParentsMissingDirectory-wildcard-nonexistent": PARENTS_NO_MATCH,
-    "testCopyParentsMissingDirectory-wildcard-afterpivot": PARENTS_NO_MATCH,
-}
+XFAIL: dict[str, str] = {}
 
 
 

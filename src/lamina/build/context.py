@@ -70,14 +70,20 @@ class BuildContext:
             return False
         return os.path.lexists(self.host_path(rel))
 
-    def match(self, source: str) -> list[str]:
-        """Context-relative paths that ``source`` names (sorted); empty when nothing matches."""
+    def match(self, source: str, *, deep: bool = False) -> list[str]:
+        """Context-relative paths that ``source`` names (sorted); empty when nothing matches. ``deep``: a ``**``
+        component matches any number of directories, zero included (``COPY --parents`` patterns)."""
         rel = clean_source(source)
         if not has_glob(rel):
             return [rel] if self.exists(rel) else []
         matches = [""]
         for component in rel.split("/"):
             found: list[str] = []
+            if deep and component == "**":
+                below = (child for parent in matches if os.path.isdir(self.host_path(parent))
+                         and not os.path.islink(self.host_path(parent)) for child in self.walk(parent))
+                matches = sorted({*matches, *below})
+                continue
             for parent in matches:
                 directory = self.host_path(parent)
                 if not has_glob(component):

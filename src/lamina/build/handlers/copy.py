@@ -49,8 +49,9 @@ class SourceTree(Protocol):
         """Do copies keep the owners the files have here (another stage, an image), or become 0:0 (the context)?"""
         ...
 
-    def match(self, source: str) -> list[str]:
-        """Relative paths named by ``source`` (wildcards expanded), sorted; empty when none."""
+    def match(self, source: str, *, deep: bool = False) -> list[str]:
+        """Relative paths named by ``source`` (wildcards expanded), sorted; empty when none. ``deep``: a ``**``
+        component matches any number of directories, zero included (``COPY --parents`` patterns)."""
         ...
 
     def host_path(self, rel: str) -> Path:
@@ -68,8 +69,8 @@ class ContextSource:
     description: str = "the build context"
     keeps_owners: bool = False
 
-    def match(self, source: str) -> list[str]:
-        return self.context.match(source)
+    def match(self, source: str, *, deep: bool = False) -> list[str]:
+        return self.context.match(source, deep=deep)
 
     def host_path(self, rel: str) -> Path:
         return resolve_in_root(self.context.root, rel)
@@ -104,13 +105,28 @@ class RootfsSource:
         host = resolve_in_root(self.root, rel)
         return os.path.lexists(host) and not self._ignored(host)
 
-    def match(self, source: str) -> list[str]:
+    def _below(self, rel: str) -> Iterator[str]:
+        """Every path below the directory ``rel`` (not followed through links), but the ignored ones."""
+        top = resolve_in_root(self.root, rel)
+        for directory, dirs, files in os.walk(top):
+            inner = os.path.relpath(directory, top)
+            base = rel if inner == "." else posixpath.join(rel, inner) if rel else inner
+            for name in sorted(dirs + files):
+                child = posixpath.join(base, name) if base else name
+                if not self._ignored(resolve_in_root(self.root, child, follow_final=False)):
+                    yield child
+            dirs[:] = [d for d in dirs if not self._ignored(os.path.join(directory, d))]
+
+    def match(self, source: str, *, deep: bool = False) -> list[str]:
         rel = clean_source(source)
         if not has_glob(rel):
             return [rel] if self._exists(rel) else []
         matches = [""]
         for component in rel.split("/"):
             found: list[str] = []
+            if deep and component == "**":
+                matches = sorted({*matches, *(child for parent in matches for child in self._below(parent))})
+                continue
             for parent in matches:
                 if not has_glob(component):
                     candidate = posixpath.join(parent, component) if parent else component
@@ -203,6 +219,26 @@ def copy_destination(state: StageState, inst: Copy, escape: str) -> str:
     return destination_path(state.workdir, dest)
 
 
+def matched_source(source: SourceTree, text: str, *, parents: bool) -> list[tuple[str, str]]:
+    """What one (expanded) COPY source names in ``source``: (path in the source, the part kept under the
+    destination with ``--parents``), sorted. With ``--parents``, as BuildKit's dispatchCopy: the part before a
+    ``/./`` pivot names the directories copied from (wildcards match one level each) and the rest is an include
+    pattern below them (``**`` matches any number of levels), whose matches keep their path from the pivot on; a
+    match inside another one is left to the walk of that one. --exclude applies inside what a source names,
+    relative to it (fsutil)."""
+    found = source.match(text, deep=parents)
+    if not parents:
+        return [(rel, rel) for rel in found]
+    pivot = clean_source(text.split("/./", 1)[0]) if "/./" in text else ""
+    depth = len(pivot.split("/")) if pivot else 0
+    out: list[tuple[str, str]] = []
+    for rel in found:
+        if any(rel.startswith(taken + "/") for taken, _ in out):
+            continue  # copied with the directory matched above it
+        out.append((rel, "/".join(rel.split("/")[depth:])))
+    return out
+
+
 def expand_excludes(inst: Copy, env: Mapping[str, str], escape: str) -> tuple[IgnoreRule, ...]:
     """The --exclude patterns, expanded; matched against the paths inside each source, relative to it."""
     try:
@@ -220,7 +256,7 @@ def copy_files(state: StageState, inst: Copy, source: SourceTree, escape: str, *
 
     matched: list[tuple[str, str]] = []  # (path in the source, the part kept under dest with --parents)
     for text in sources:
-        found = source.match(text)  # --exclude applies inside what a source names, relative to it (fsutil)
+        found = matched_source(source, text, parents=inst.parents)
         if not found and has_glob(text):
             continue  # BuildKit's AllowEmptyWildcard: a pattern may match nothing
         if not found:
@@ -228,15 +264,14 @@ def copy_files(state: StageState, inst: Copy, source: SourceTree, escape: str, *
             if isinstance(source, ContextSource) and source.context.rules:
                 where += " (or excluded by .dockerignore)"
             raise inst.error(f"{text}: not found in {where}", column=inst.column_of(text))
-        pivot = clean_source(text.split("/./", 1)[0]) if "/./" in text else ""
-        for rel in found:
-            kept = rel[len(pivot):].lstrip("/") if pivot and rel.startswith(pivot) else rel
-            matched.append((rel, kept))
+        matched.extend(found)
     dest_is_dir = dest.endswith(("/", "/.")) or dest in (".", "..") or len(matched) > 1 or inst.parents
     plan = CopyPlan(uid, gid, chmod, destination_path(state.workdir, dest), dest_is_dir,
                     keep_owners=source.keeps_owners and not inst.chown)
     writer = Writer(root, plan, inst)
     try:
+        if inst.parents and not matched:
+            writer.ensure_dir(plan.dest, None)  # BuildKit's CreateDestPath: the destination even for no match
         _copy_matched(writer, source, matched, plan, inst, excludes, root)
         writer.finish()
     finally:
@@ -455,10 +490,11 @@ def hash_copy_sources(state: StageState, inst: Copy, source: SourceTree, escape:
     texts = [expand(inst, text, env, escape) for text in inst.sources
              if not any(text.startswith(f"<<{h.name}") or text.lstrip("0123456789").startswith("<<")
                         for h in inst.heredocs)]
-    return hash_source_paths(source, texts, excludes)
+    return hash_source_paths(source, texts, excludes, parents=inst.parents)
 
 
-def hash_source_paths(source: SourceTree, texts: Sequence[str], excludes: tuple[IgnoreRule, ...] = ()) -> str:
+def hash_source_paths(source: SourceTree, texts: Sequence[str], excludes: tuple[IgnoreRule, ...] = (), *,
+                      parents: bool = False) -> str:
     """A digest of what the (expanded) source paths ``texts`` name in ``source``: each path (after .dockerignore
     and ``excludes``), its type, permission bits and content (or link target), directories walked. Owners and mtimes
     are left out: a fresh checkout has new mtimes, and a copy from the context sets owners itself. Sources that do
@@ -483,7 +519,7 @@ def hash_source_paths(source: SourceTree, texts: Sequence[str], excludes: tuple[
         digest.update(b"\n")
 
     for text in texts:
-        found = source.match(text)
+        found = [rel for rel, _ in matched_source(source, text, parents=parents)]
         digest.update(f"source\0{text}\0{len(found)}\n".encode())
         for rel in found:
             host = source.host_path(rel)

@@ -138,11 +138,11 @@ class InlineFiles:
     def keeps_owners(self) -> bool:
         return self.inner.keeps_owners  # the heredoc files themselves are 0:0, written by lamina
 
-    def match(self, source: str) -> list[str]:
+    def match(self, source: str, *, deep: bool = False) -> list[str]:
         if source.startswith(HEREDOC_SOURCE):
             index = int(source[len(HEREDOC_SOURCE):])
             return [f"{HEREDOC_SOURCE}{index}/{self.names[index]}"]
-        return self.inner.match(source)
+        return self.inner.match(source, deep=deep)
 
     def host_path(self, rel: str) -> Path:
         if rel.startswith(HEREDOC_SOURCE):
