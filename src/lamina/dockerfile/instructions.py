@@ -288,6 +288,16 @@ def parse_flags(node: Node, file: str) -> dict[str, Any]:
     return out
 
 
+def trigger_instruction(onbuild: Onbuild) -> Instruction | None:
+    """The instruction an ONBUILD trigger of this Dockerfile runs in a child stage (for working out what that child
+    needs); None when it does not parse, which the child's build reports when it runs the trigger."""
+    try:
+        parsed = parse_dockerfile(onbuild.trigger, file=f"{onbuild.file}:{onbuild.line} ONBUILD")
+        return instruction_from_node(parsed.nodes[0], onbuild.file) if parsed.nodes else None
+    except DockerfileError:
+        return None
+
+
 def instruction_from_node(node: Node, file: str) -> Instruction:
     kw = node.keyword
     upper = kw.upper()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping, Sequence
 
-from lamina.dockerfile.instructions import Arg, Copy, Dockerfile, Instruction, Run, Stage
+from lamina.dockerfile.instructions import Arg, Copy, Dockerfile, Instruction, Onbuild, Run, Stage, trigger_instruction
 from lamina.dockerfile.lex import ExpansionError, expand_word
 from lamina.dockerfile.mounts import mount_from
 from lamina.errors import OptionsError
@@ -14,7 +14,8 @@ from lamina.oci.model import Platform
 
 
 def needed_stages(dockerfile: Dockerfile, target: Stage, meta: Mapping[str, str]) -> list[Stage]:
-    """The stages ``target`` depends on (FROM <stage>, COPY --from), each after the stages it needs.
+    """The stages ``target`` depends on (FROM <stage>, COPY --from, RUN --mount from=, and those the ONBUILD triggers
+    of a parent stage name, which run in its child), each after the stages it needs.
 
     A stage is only looked up by FROM among the stages before it (a later name is an image, as BuildKit); COPY
     --from naming a later stage is an error, as in BuildKit; RUN --mount from= may name any stage, so a cycle is
@@ -30,9 +31,12 @@ def needed_stages(dockerfile: Dockerfile, target: Stage, meta: Mapping[str, str]
             raise via.error(f"circular dependency detected on stage {stage.label}")
         state[stage.index] = "visiting"
         parent = find_stage(dockerfile, expand_meta(stage.base, stage.base.image, meta), before=stage.index)
+        triggers: list[Instruction] = []  # the parent stage's ONBUILD triggers run first in this one
         if parent is not None:
             visit(parent, stage.base)
-        for inst in stage.instructions:
+            triggers = [t for t in (trigger_instruction(i) for i in parent.instructions if isinstance(i, Onbuild))
+                        if t is not None]
+        for inst in [*triggers, *stage.instructions]:
             if isinstance(inst, Copy) and inst.from_stage:  # load_dockerfile refused variables in it
                 source = find_stage(dockerfile, inst.from_stage)
                 if source is not None:
