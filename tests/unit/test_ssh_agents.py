@@ -94,3 +94,11 @@ def test_a_path_that_is_neither_socket_nor_key_is_refused(tmp_path: Path) -> Non
     with pytest.raises(OptionsError, match="neither an agent's socket nor a key file"):
         agents.start()
     agents.close()
+
+
+def test_key_files_without_openssh_say_what_to_pass_instead(tmp_path: Path, key: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    agents = SshAgents([("deploy", (str(key),))], {}, tmp_path / "ssh")
+    with pytest.raises(OptionsError, match=r"needs OpenSSH's ssh-agent .* \(--ssh deploy=SOCKET\)"):
+        agents.start()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,32 @@ GLOB_CHARS = frozenset("*?[")
 
 def has_glob(text: str) -> bool:
     return any(c in GLOB_CHARS for c in text)
+
+
+def match_components(rel: str, *, exists: Callable[[str], bool], names: Callable[[str], list[str] | None],
+                     below: Callable[[str], Iterable[str]], keep: Callable[[str], bool] = lambda _path: True,
+                     deep: bool = False) -> list[str]:
+    """The paths a cleaned source with wildcards (``rel``) names, one component at a time: a literal component is
+    kept where ``exists(path)``; a wildcard one is matched (fnmatch, case-sensitive) against ``names(directory)``
+    (sorted; None when it is not a directory), each match kept where ``keep(path)``; with ``deep``, a ``**``
+    component stands for any number of levels, zero included: every path ``below(directory)``."""
+    matches = [""]
+    for component in rel.split("/"):
+        if deep and component == "**":
+            matches = sorted({*matches, *(child for parent in matches for child in below(parent))})
+            continue
+        found: list[str] = []
+        for parent in matches:
+            if not has_glob(component):
+                candidate = posixpath.join(parent, component) if parent else component
+                if exists(candidate):
+                    found.append(candidate)
+                continue
+            found.extend(candidate for candidate in ((posixpath.join(parent, n) if parent else n)
+                                                     for n in names(parent) or [] if fnmatch.fnmatchcase(n, component))
+                         if keep(candidate))
+        matches = found
+    return matches
 
 
 def clean_source(source: str) -> str:
@@ -76,28 +102,19 @@ class BuildContext:
         rel = clean_source(source)
         if not has_glob(rel):
             return [rel] if self.exists(rel) else []
-        matches = [""]
-        for component in rel.split("/"):
-            found: list[str] = []
-            if deep and component == "**":
-                below = (child for parent in matches if os.path.isdir(self.host_path(parent))
-                         and not os.path.islink(self.host_path(parent)) for child in self.walk(parent))
-                matches = sorted({*matches, *below})
-                continue
-            for parent in matches:
-                directory = self.host_path(parent)
-                if not has_glob(component):
-                    candidate = posixpath.join(parent, component) if parent else component
-                    if os.path.lexists(self.host_path(candidate)):
-                        found.append(candidate)
-                    continue
-                try:
-                    names = sorted(os.listdir(directory))
-                except (NotADirectoryError, FileNotFoundError):
-                    continue
-                found.extend((posixpath.join(parent, n) if parent else n) for n in names
-                             if fnmatch.fnmatchcase(n, component))
-            matches = found
+
+        def names(parent: str) -> list[str] | None:
+            try:
+                return sorted(os.listdir(self.host_path(parent)))
+            except (NotADirectoryError, FileNotFoundError):
+                return None
+
+        def below(parent: str) -> Iterable[str]:
+            directory = self.host_path(parent)
+            return self.walk(parent) if directory.is_dir() and not directory.is_symlink() else ()
+
+        matches = match_components(rel, exists=lambda path: os.path.lexists(self.host_path(path)), names=names,
+                                   below=below, deep=deep)
         return [m for m in matches if not self.ignored(m)]
 
     def walk(self, rel: str) -> Iterator[str]:

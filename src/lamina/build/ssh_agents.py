@@ -75,7 +75,7 @@ class SshAgents:
         agent, adder = shutil.which("ssh-agent"), shutil.which("ssh-add")
         if agent is None or adder is None:
             raise OptionsError(f"--ssh {ssh_id}=KEY: serving key files needs OpenSSH's ssh-agent and ssh-add, which "
-                               "are not installed; pass an agent's socket instead (--ssh {ssh_id}=SOCKET)")
+                               f"are not installed; pass an agent's socket instead (--ssh {ssh_id}=SOCKET)")
         for key in keys:
             if not key.is_file():
                 raise OptionsError(f"--ssh {ssh_id}: {key} is neither an agent's socket nor a key file")

@@ -14,7 +14,6 @@ links. Every write goes through ``resolve_in_root``: nothing lands outside the r
 from __future__ import annotations
 
 import errno
-import fnmatch
 import hashlib
 import os
 import posixpath
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from lamina.build.context import BuildContext, clean_source, has_glob
+from lamina.build.context import BuildContext, clean_source, has_glob, match_components
 from lamina.build.handlers.metadata import expand
 from lamina.build.state import StageState
 from lamina.dockerfile.chmod import Chmod, parse_chmod
@@ -121,27 +120,16 @@ class RootfsSource:
         rel = clean_source(source)
         if not has_glob(rel):
             return [rel] if self._exists(rel) else []
-        matches = [""]
-        for component in rel.split("/"):
-            found: list[str] = []
-            if deep and component == "**":
-                matches = sorted({*matches, *(child for parent in matches for child in self._below(parent))})
-                continue
-            for parent in matches:
-                if not has_glob(component):
-                    candidate = posixpath.join(parent, component) if parent else component
-                    if self._exists(candidate):
-                        found.append(candidate)
-                    continue
-                try:
-                    names = sorted(os.listdir(resolve_in_root(self.root, parent)))
-                except (NotADirectoryError, FileNotFoundError):
-                    continue
-                found.extend(candidate for candidate in ((posixpath.join(parent, n) if parent else n)
-                                                         for n in names if _fnmatch(n, component))
-                             if not self._ignored(resolve_in_root(self.root, candidate, follow_final=False)))
-            matches = found
-        return matches
+
+        def names(parent: str) -> list[str] | None:
+            try:
+                return sorted(os.listdir(resolve_in_root(self.root, parent)))
+            except (NotADirectoryError, FileNotFoundError):
+                return None
+
+        return match_components(rel, exists=self._exists, names=names, below=self._below, deep=deep,
+                                keep=lambda path: not self._ignored(resolve_in_root(self.root, path,
+                                                                                    follow_final=False)))
 
     def host_path(self, rel: str) -> Path:
         return resolve_in_root(self.root, rel)
@@ -153,10 +141,6 @@ class RootfsSource:
             for name in names:
                 host = Path(dirpath, name)
                 yield os.path.relpath(host, directory), host
-
-
-def _fnmatch(name: str, pattern: str) -> bool:
-    return fnmatch.fnmatchcase(name, pattern)
 
 
 @dataclass(frozen=True)
