@@ -141,6 +141,26 @@ def test_ssh_mount_without_an_agent(lamina: Lamina, tmp_path: Path) -> None:
 # cache
 
 
+def test_cache_seeded_from_a_stage_as_buildkit_seeds_it(lamina: Lamina, tmp_path: Path) -> None:
+    """dispatchRunMounts: a new cache ``from=`` a stage with a ``source`` is a copy of it, its owner and mode kept
+    (lamina made it 0:0 0755, so a RUN as its user could not write); with ``uid``/``mode`` and no ``source`` it is a
+    new empty directory with them (setCacheUIDGID), not a copy of the stage's root."""
+    _, image = built(lamina, tmp_path, "cache-seed", f"""
+        FROM {lamina.images.busybox} AS builder
+        RUN mkdir -p /home/app/.cache && echo seed > /home/app/.cache/seeded && chown -R 1000:1000 /home/app \\
+            && chmod 0700 /home/app/.cache
+        FROM {lamina.images.busybox}
+        RUN --mount=type=cache,id=seeded,from=builder,source=/home/app/.cache,target=/c \\
+            stat -c '%u %g %a' /c > /seeded-meta && cat /c/seeded > /seeded-content
+        RUN --mount=type=cache,id=empty,from=builder,uid=1000,mode=0750,target=/e \\
+            stat -c '%u %g %a' /e > /empty-meta && ls -A /e | wc -l > /empty-count
+    """, args=("--mount-cache-dir", str(tmp_path / "mount-cache")))
+    assert image.read("seeded-meta") == "1000 1000 700\n"
+    assert image.read("seeded-content") == "seed\n"
+    assert image.read("empty-meta") == "1000 0 750\n"
+    assert image.read("empty-count").strip() == "0"
+
+
 def test_cache_mount_persists_across_builds(lamina: Lamina, tmp_path: Path) -> None:
     cache = tmp_path / "mount-cache"
     _, first = built(lamina, tmp_path / "one", "cache-one", f"""

@@ -9,7 +9,8 @@ Dockerfile line). Pure: no filesystem access.
 Defaults, as BuildKit has them: the type is ``bind``; bind and secret mounts are read-only and cache and tmpfs
 mounts writable unless ``ro``/``rw`` say otherwise; a relative target is relative to the working directory, and a
 missing one is the working directory itself (except for a secret); a cache id defaults to the target as written,
-cleaned (``/root/.cache/`` is ``/root/.cache``), its directory to mode 0755 owned by 0:0, its sharing to
+cleaned (``/root/.cache/`` is ``/root/.cache``), its new directory to mode 0755 owned by 0:0 (or a copy of
+``from``'s ``source``, see ``CacheMount``), its sharing to
 ``shared``; a secret id defaults to ``source`` or else the target's basename, its target to
 ``/run/secrets/<basename of id>`` unless only ``env`` is given, its file to mode 0400 owned by 0:0; a secret is
 optional unless ``required``; an SSH mount's id defaults to ``default``, its socket to mode 0600 owned by 0:0,
@@ -53,9 +54,11 @@ class CacheMount:
     readonly: bool = False
     from_stage: str | None = None  # seeds a new cache directory
     source: str = "/"  # sub-path of the cache (or of ``from``) to mount
-    mode: int = 0o755
-    uid: int = 0
-    gid: int = 0
+    # as given (None: not): BuildKit makes a new cache directory with them (0755, 0, 0 for those not given) when
+    # one is given and ``source`` is not; else a new cache is the source's copy, its owner and mode kept
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
 
 
 @dataclass(frozen=True)
@@ -279,7 +282,7 @@ def parse_mount(value: str, workdir: str = "/", expand: Callable[[str], str] | N
         return BindMount(target, clean_source, from_stage, True if readonly is None else readonly)
     return CacheMount(target, got.get("id") or _clean(raw_target), got.get("sharing", "shared"),
                       False if readonly is None else readonly, from_stage, clean_source,
-                      0o755 if mode is None else mode, uid, gid)
+                      numbers.get("mode"), numbers.get("uid"), numbers.get("gid"))
 
 
 def mount_from(value: str) -> str | None:

@@ -10,8 +10,9 @@ included). Nothing it makes is inside the stage's rootfs, so none of it can reac
   ``rw`` mounts bind a copy made in the scratch directory (``clone_tree``, reflinked where possible), so writes are
   discarded.
 * ``cache``: a directory under ``cache_dir`` (one per id, its name sanitised) kept across builds; created with the
-  mount's mode/uid/gid (seeded from ``from=`` when given); ``sharing=locked`` holds an exclusive ``flock`` for the
-  whole RUN, ``sharing=private`` takes another directory when the first is in use.
+  mount's mode/uid/gid, or as a copy of ``from=``'s ``source`` with its own (see ``CacheMount``);
+  ``sharing=locked`` holds an exclusive ``flock`` for the whole RUN, ``sharing=private`` takes another directory
+  when the first is in use.
 * ``tmpfs``: a fresh tmpfs, read-only with ``ro``.
 * ``secret``: the value (from ``--secret id=...,src=FILE`` or ``env=VAR``, read only now) is written to a file in
   the scratch directory with the mount's mode and owner and bound read-only at the target; ``env=NAME`` also hands
@@ -240,13 +241,19 @@ class _Preparer:
         if not path.is_dir():
             partial = Path(tempfile.mkdtemp(prefix=path.name + ".new-", dir=path.parent))
             try:
-                if mount.from_stage is not None:
+                # as BuildKit's dispatchRunMounts: a copy of from's source, its owner and mode kept; but mode, uid
+                # or gid without a source make a new empty directory instead (setCacheUIDGID), as does no from
+                given = (mount.mode, mount.uid, mount.gid) != (None, None, None)
+                seeded = False
+                if mount.from_stage is not None and (mount.source != "/" or not given):
                     seed = resolve_in_root(self.from_root(mount, mount.from_stage), mount.source)
                     if seed.is_dir():
                         partial.rmdir()
                         clone_tree(seed, partial, f"{mount.source} from {mount.from_stage}")
-                os.chown(partial, mount.uid, mount.gid)
-                partial.chmod(mount.mode)
+                        seeded = True
+                if not seeded:
+                    os.chown(partial, mount.uid or 0, mount.gid or 0)
+                    partial.chmod(0o755 if mount.mode is None else mount.mode)
                 try:
                     partial.rename(path)
                 except OSError:  # another build made it first: use theirs
